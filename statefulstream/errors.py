@@ -1,0 +1,165 @@
+"""Every exception statefulstream raises, in one module users can catch from.
+
+The tree, grouped by what the caller can do::
+
+    StatefulStreamError
+    ├─ ConfigError (also ValueError)         wrong argument; raised at definition time
+    ├─ GroupStateError                       misuse of GroupState inside a handler
+    │   ├─ StateNotFoundError (also LookupError)
+    │   ├─ InvalidStateValueError (also ValueError)
+    │   ├─ TimeoutNotConfiguredError
+    │   ├─ InvalidTimeoutError (also ValueError)
+    │   └─ WatermarkNotDefinedError
+    ├─ UserFunctionError                     the handler raised; key and batch_id attached
+    ├─ StateError                            the state store cannot be used
+    │   ├─ StateCorruptedError
+    │   └─ IncompatibleStateError
+    ├─ CheckpointError                       the checkpoint cannot be used
+    │   └─ CheckpointCorruptedError
+    ├─ SourceError                           a source cannot be read
+    └─ SinkError                             a sink cannot be written
+        ├─ SinkUnavailableError              retriable; carries retry_after
+        └─ SinkRejectedError                 permanent; the rows are dead-lettered
+
+Retriable and fatal conditions are different classes, so a caller can decide
+without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StatefulStreamError(Exception):
+    """Base class of every error raised by statefulstream."""
+
+
+class ConfigError(StatefulStreamError, ValueError):
+    """An argument or option is wrong.
+
+    Raised when an app, operator, source or sink is defined, before any data
+    flows. Operator action: fix the argument named in the message.
+    """
+
+
+# --- GroupState misuse: raised inside a handler, mirrors Spark's GroupState errors.
+
+
+class GroupStateError(StatefulStreamError):
+    """A GroupState method was called in a way its contract forbids."""
+
+
+class StateNotFoundError(GroupStateError, LookupError):
+    """``GroupState.get()`` was called while the group has no state.
+
+    Use ``get_option()`` or check ``exists`` first.
+    """
+
+
+class InvalidStateValueError(GroupStateError, ValueError):
+    """``GroupState.update()`` was given ``None``; call ``remove()`` instead."""
+
+
+class TimeoutNotConfiguredError(GroupStateError, RuntimeError):
+    """A timeout setter does not match the operator's timeout kind.
+
+    ``set_timeout_duration`` needs ``GroupStateTimeout.PROCESSING_TIME`` and
+    ``set_timeout_timestamp`` needs ``GroupStateTimeout.EVENT_TIME``.
+    """
+
+
+class InvalidTimeoutError(GroupStateError, ValueError):
+    """A timeout is not positive, or an event-time timeout is below the watermark."""
+
+
+class WatermarkNotDefinedError(GroupStateError, RuntimeError):
+    """``get_current_watermark_ms()`` was called on an operator without a watermark.
+
+    Give the operator ``watermark_delay=`` (and ``event_time=``).
+    """
+
+
+# --- Runtime errors.
+
+
+class UserFunctionError(StatefulStreamError):
+    """The user's handler raised; the batch is not committed.
+
+    Attributes:
+        key: the group key the handler was called for.
+        batch_id: the micro-batch being processed.
+
+    The handler's exception is the ``__cause__``. The batch's state changes
+    are discarded, so a restart replays the batch on the previous state.
+    Operator action: fix the handler (the traceback points into it) and
+    restart; nothing is lost.
+    """
+
+    def __init__(self, message: str, *, key: Any, batch_id: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.batch_id = batch_id
+
+
+class StateError(StatefulStreamError):
+    """The state store cannot be opened, read or written."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StateCorruptedError(StateError):
+    """Stored state cannot be decoded. Restore the checkpoint directory from a snapshot."""
+
+
+class IncompatibleStateError(StateError):
+    """The checkpoint was written by an app with another operator signature or format.
+
+    Operator action: start the changed app with a new ``checkpoint_dir``, or
+    revert the change that altered key, timeout kind or output mode.
+    """
+
+
+class CheckpointError(StatefulStreamError):
+    """The checkpoint (offsets log, commit records) cannot be used."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CheckpointCorruptedError(CheckpointError):
+    """A checkpoint file is truncated or unreadable; the app refuses to start.
+
+    The app never silently starts from scratch. Operator action: restore the
+    directory from a snapshot (``statefulstream checkpoint snapshot``), or move
+    it away to start fresh deliberately.
+    """
+
+
+class SourceError(StatefulStreamError):
+    """A source cannot be read (missing topic, unreadable directory, ...)."""
+
+
+class SinkError(StatefulStreamError):
+    """A sink cannot be written."""
+
+
+class SinkUnavailableError(SinkError):
+    """A sink is down or overloaded; the write may succeed later.
+
+    Attributes:
+        retry_after: seconds the sink asked to wait, or ``None``.
+
+    The executor holds the batch (nothing is committed, the source is not read
+    further) and retries with backoff until the app's sink retry limit.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SinkRejectedError(SinkError):
+    """A sink refused rows for good (for example HTTP 400); retrying cannot help."""

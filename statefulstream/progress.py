@@ -1,0 +1,94 @@
+"""``BatchProgress``: the per-batch report, like Spark's StreamingQueryProgress.
+
+The executor builds one after every committed batch and hands it to the
+app's listeners (metrics, the progress log line, the progress bar).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+PHASES = ("plan", "read", "decode", "handler", "sink", "commit")
+"""Phases of a batch, timed in ``BatchProgress.durations_s``."""
+
+
+@dataclasses.dataclass
+class BatchProgress:
+    """Figures of one committed batch.
+
+    Attributes:
+        app: the app's name.
+        batch_id: the batch.
+        batch_ts_ms: its processing timestamp.
+        replayed: whether it was a replay of a planned-but-uncommitted batch.
+        records_read: records the source returned, dead letters included.
+        records_processed: records handed to the handler.
+        records_late: records dropped as late (event time <= watermark).
+        records_dead_lettered: dead letters by ``DeadLetter.error`` kind.
+        records_filtered: records removed by stateless ``filter``/``flat_map`` steps.
+        groups_called: handler calls for keys with data.
+        timeouts_fired: handler calls for timed-out keys.
+        state_rows_updated: rows written back.
+        state_rows_removed: rows deleted.
+        state_keys: approximate number of keys after the batch (-1 unknown).
+        state_bytes: approximate bytes after the batch (-1 unknown).
+        rows_output: rows written to the operator's sinks.
+        watermark_ms: eviction watermark the batch ran with.
+        next_watermark_ms: watermark of the next batch.
+        max_event_time_ms: the largest event time seen in the batch, or None.
+        start_offsets / end_offsets: the source range.
+        durations_s: seconds per phase (see ``PHASES``).
+        sink_retries: retried sink writes during the batch.
+        pending_records: records still available after this batch (-1 unknown).
+    """
+
+    app: str
+    batch_id: int
+    batch_ts_ms: int
+    replayed: bool = False
+    records_read: int = 0
+    records_processed: int = 0
+    records_late: int = 0
+    records_dead_lettered: dict[str, int] = dataclasses.field(default_factory=dict)
+    records_filtered: int = 0
+    groups_called: int = 0
+    timeouts_fired: int = 0
+    state_rows_updated: int = 0
+    state_rows_removed: int = 0
+    state_keys: int = -1
+    state_bytes: int = -1
+    rows_output: int = 0
+    watermark_ms: int = 0
+    next_watermark_ms: int = 0
+    max_event_time_ms: int | None = None
+    start_offsets: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    end_offsets: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    durations_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    sink_retries: int = 0
+    pending_records: int = -1
+
+    @property
+    def duration_s(self) -> float:
+        """Total seconds of the batch."""
+        return sum(self.durations_s.values())
+
+    @property
+    def processing_rate(self) -> float:
+        """Records read per second of batch time."""
+        total = self.duration_s
+        return self.records_read / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict."""
+        data = dataclasses.asdict(self)
+        data["start_offsets"] = dict(self.start_offsets)
+        data["end_offsets"] = dict(self.end_offsets)
+        data["duration_s"] = self.duration_s
+        data["processing_rate"] = self.processing_rate
+        return data
+
+
+ProgressListener = Callable[[BatchProgress], None]
+"""Called after every committed batch with its report."""

@@ -1,0 +1,130 @@
+"""The ``Source`` interface and the records it hands to the executor.
+
+Positions are ``Offsets``: a mapping from a partition name (a file path, or
+``"topic:3"`` for Kafka) to the next position to read in it. Positions count
+records, so ``end[p] - start[p]`` bounds the number of records of partition
+``p`` in a batch. Offsets are plain data (str -> int) so they can be written
+to the offsets log and the commit record as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+Offsets = Mapping[str, int]
+"""Partition name -> next position to read (exclusive end of what was read)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be used, with why and where it came from.
+
+    Attributes:
+        reason: what was wrong, for a person (``"line is not valid JSON: ..."``).
+        source: the source that produced it (``"file"``, ``"kafka"``, or ``"pipeline"``).
+        position: where it was (``{"file": ..., "line": 17}``,
+            ``{"topic": ..., "partition": 0, "offset": 42}``).
+        raw: the record as read (bytes or text), or the decoded record when the
+            failure came later (key or event time missing).
+        error: a short machine-readable kind (``"decode"``, ``"schema"``,
+            ``"event_time"``, ``"key"``, ``"sink"``); a metrics label.
+    """
+
+    reason: str
+    source: str
+    position: Mapping[str, Any]
+    raw: Any = None
+    error: str = "decode"
+
+    def to_row(self, batch_id: int) -> dict[str, Any]:
+        """Return a JSON-friendly row for dead-letter sinks."""
+        raw = self.raw
+        if isinstance(raw, (bytes, bytearray)):
+            raw = raw.decode("utf-8", errors="backslashreplace")
+        return {"batch_id": batch_id, "error": self.error, "reason": self.reason,
+                "source": self.source, "position": dict(self.position), "raw": raw}
+
+
+@dataclasses.dataclass
+class ReadResult:
+    """What ``Source.read`` returns: decoded records in order, and the dead letters."""
+
+    records: list[Any]
+    dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+
+
+class Source(ABC):
+    """Where records come from, read in planned, replayable offset ranges.
+
+    The executor calls, per micro-batch::
+
+        available(start)       -> (start, latest)   what could be read now
+        read(start, end)       -> ReadResult         the planned range, decoded
+        committed(end)                               after the batch is committed
+
+    Contract:
+
+    * ``available`` must not block for long; it completes ``start`` with the
+      starting position of partitions it has not seen before (so the plan the
+      executor logs is explicit) and returns the end of what is available.
+    * ``read(start, end)`` must return the same records for the same range
+      every time it is called, including after a restart: that is what makes a
+      replayed batch produce identical output. It decodes records; a record
+      that cannot be decoded or breaks the schema becomes a ``DeadLetter`` and
+      the rest go on.
+    * ``committed`` is informational (e.g. committing Kafka consumer-group
+      offsets for lag tools); the checkpoint, not the source, is the source of
+      truth. It may be lost in a crash.
+    * Implementations must not read the clock to decide what to return.
+    * ``close`` is idempotent and may not be called after a crash.
+    """
+
+    name: str = "source"
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect or prepare; called once before the first ``available``."""
+
+    @abstractmethod
+    def available(self, start: Offsets) -> tuple[dict[str, int], dict[str, int]]:
+        """Return ``(start, latest)``: ``start`` completed for new partitions, and what is available."""
+
+    @abstractmethod
+    def read(self, start: Offsets, end: Offsets) -> ReadResult:
+        """Read and decode the records between ``start`` and ``end``."""
+
+    def committed(self, end: Offsets) -> None:  # noqa: B027 - optional hook
+        """Called after the batch ending at ``end`` is committed to the checkpoint."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Idempotent."""
+
+
+def cap_offsets(start: Offsets, latest: Offsets, max_records: int | None) -> dict[str, int]:
+    """Return the end of a batch from ``start`` towards ``latest`` holding at most ``max_records``.
+
+    The budget is shared by partitions in proportion to what each has
+    available, the remainder going to partitions in name order, so the cut is
+    deterministic and no partition starves.
+
+    >>> cap_offsets({"a": 0, "b": 0}, {"a": 10, "b": 30}, 8)
+    {'a': 2, 'b': 6}
+    """
+    pending = {p: max(0, end - start.get(p, 0)) for p, end in latest.items()}
+    total = sum(pending.values())
+    end = {p: max(start.get(p, 0), pos) for p, pos in latest.items()}
+    for p, pos in start.items():
+        end.setdefault(p, pos)
+    if max_records is None or total <= max_records:
+        return end
+    shares = {p: (n * max_records) // total for p, n in pending.items()}
+    left = max_records - sum(shares.values())
+    for p in sorted(pending):
+        if left <= 0:
+            break
+        extra = min(left, pending[p] - shares[p])
+        shares[p] += extra
+        left -= extra
+    return {p: start.get(p, 0) + shares.get(p, 0) if p in pending else pos for p, pos in end.items()}

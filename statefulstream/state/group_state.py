@@ -1,0 +1,272 @@
+"""``GroupState``: the handler's view of one group's state, with Spark's contract.
+
+A fresh ``GroupState`` is built for every call of the handler (SEMANTICS.md
+A.1): it starts from the stored value, with *no* timeout, ``updated`` and
+``removed`` false. After the call the executor applies the write-back rule of
+SEMANTICS.md A.3 through :meth:`GroupState.outcome`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Generic, NamedTuple, TypeVar
+
+from statefulstream.durations import parse_duration_ms
+from statefulstream.errors import (
+    ConfigError,
+    InvalidStateValueError,
+    InvalidTimeoutError,
+    StateNotFoundError,
+    TimeoutNotConfiguredError,
+    WatermarkNotDefinedError,
+)
+from statefulstream.options import GroupStateTimeout
+from statefulstream.timeutil import datetime_to_ms
+
+S = TypeVar("S")
+"""The type of the state value a handler keeps per group."""
+
+NO_TIMESTAMP = -1
+"""Stored timeout meaning "no timeout is set"."""
+
+
+class Outcome(NamedTuple):
+    """What the executor writes back after a handler call (SEMANTICS.md A.3).
+
+    ``action`` is ``"keep"`` (write nothing), ``"put"`` (store ``value`` —
+    ``None`` for a state-less row that only carries a timeout — with
+    ``timeout_ms``) or ``"delete"`` (remove the row).
+    """
+
+    action: str
+    value: Any
+    timeout_ms: int
+
+
+_KEEP = Outcome("keep", None, NO_TIMESTAMP)
+_DELETE = Outcome("delete", None, NO_TIMESTAMP)
+
+
+class GroupState(Generic[S]):
+    """The state of one group, handed to the handler with the group's values.
+
+    Not thread-safe. Build one only through the executor or
+    ``statefulstream.testing.make_group_state``.
+
+    >>> from statefulstream.testing import make_group_state
+    >>> state = make_group_state(timeout="ProcessingTimeTimeout", batch_processing_time_ms=1000)
+    >>> state.exists
+    False
+    >>> state.update({"count": 1}); state.set_timeout_duration("10 seconds")
+    >>> state.get(), state.exists
+    ({'count': 1}, True)
+    """
+
+    __slots__ = ("_value", "_defined", "_updated", "_removed", "_timeout_ts", "_timeout_kind",
+                 "_batch_ts", "_watermark", "_has_timed_out", "_watermark_present")
+
+    def __init__(
+        self,
+        value: S | None,
+        defined: bool,
+        *,
+        timeout: GroupStateTimeout,
+        batch_processing_time_ms: int,
+        watermark_ms: int,
+        watermark_present: bool,
+        has_timed_out: bool = False,
+    ) -> None:
+        if batch_processing_time_ms < 0:
+            raise ConfigError("batch_processing_time_ms must be 0 or positive")
+        if watermark_present and watermark_ms < 0:
+            raise ConfigError("watermark_ms must be 0 or positive if a watermark is present")
+        if has_timed_out and timeout is GroupStateTimeout.NO_TIMEOUT:
+            raise ConfigError("has_timed_out=True needs a timeout kind other than NO_TIMEOUT")
+        self._value = value
+        self._defined = defined
+        self._updated = False
+        self._removed = False
+        self._timeout_ts = NO_TIMESTAMP
+        self._timeout_kind = timeout
+        self._batch_ts = batch_processing_time_ms
+        self._watermark = watermark_ms if watermark_present else NO_TIMESTAMP
+        self._watermark_present = watermark_present
+        self._has_timed_out = has_timed_out
+
+    # --- reading state
+
+    @property
+    def exists(self) -> bool:
+        """Whether the group has state (set earlier and not removed)."""
+        return self._defined
+
+    def get(self) -> S:
+        """Return the state value.
+
+        Raises:
+            StateNotFoundError: the group has no state; use ``get_option()``.
+        """
+        if not self._defined:
+            raise StateNotFoundError("state is not set for this group; use get_option() or check exists first")
+        return self._value  # type: ignore[return-value]
+
+    def get_option(self) -> S | None:
+        """Return the state value, or ``None`` when the group has none."""
+        return self._value if self._defined else None
+
+    @property
+    def has_timed_out(self) -> bool:
+        """True only in the call made because the group's timeout expired (it then gets no values)."""
+        return self._has_timed_out
+
+    # --- changing state
+
+    def update(self, new_state: S) -> None:
+        """Set the state value (``0`` and ``""`` are valid values).
+
+        Raises:
+            InvalidStateValueError: ``new_state`` is ``None``; call ``remove()``.
+        """
+        if new_state is None:
+            raise InvalidStateValueError("'None' is not a valid state value; call remove() to delete the state")
+        self._value = new_state
+        self._defined = True
+        self._updated = True
+        self._removed = False
+
+    def remove(self) -> None:
+        """Remove the state. Idempotent; a timeout set in this call stays in place."""
+        self._value = None
+        self._defined = False
+        self._updated = False
+        self._removed = True
+
+    # --- timeouts
+
+    def set_timeout_duration(self, duration: int | str | _dt.timedelta) -> None:
+        """Time the group out ``duration`` after this batch's processing time.
+
+        Args:
+            duration: milliseconds, a ``timedelta`` or a string like ``"1 hour"``.
+                Must be positive. The last call in a handler call wins.
+
+        Raises:
+            TimeoutNotConfiguredError: the operator's timeout is not processing time.
+            InvalidTimeoutError: the duration is zero or negative.
+        """
+        if self._timeout_kind is not GroupStateTimeout.PROCESSING_TIME:
+            raise TimeoutNotConfiguredError(
+                "set_timeout_duration() needs timeout=GroupStateTimeout.PROCESSING_TIME on the operator; "
+                f"it has {self._timeout_kind.value}")
+        ms = _duration_ms(duration, "timeout duration")
+        if ms <= 0:
+            raise InvalidTimeoutError(f"Timeout duration must be positive; got {ms} ms")
+        self._timeout_ts = self._batch_ts + ms
+
+    def set_timeout_timestamp(
+        self,
+        timestamp: int | _dt.datetime,
+        additional_duration: int | str | _dt.timedelta | None = None,
+    ) -> None:
+        """Time the group out when the watermark passes ``timestamp`` (+ ``additional_duration``).
+
+        Args:
+            timestamp: epoch milliseconds or a ``datetime`` (naive means UTC).
+            additional_duration: optional non-negative duration added to it.
+
+        Raises:
+            TimeoutNotConfiguredError: the operator's timeout is not event time.
+            InvalidTimeoutError: the result is not positive, or is earlier than
+                the current watermark (equal to it is allowed).
+        """
+        if self._timeout_kind is not GroupStateTimeout.EVENT_TIME:
+            raise TimeoutNotConfiguredError(
+                "set_timeout_timestamp() needs timeout=GroupStateTimeout.EVENT_TIME on the operator; "
+                f"it has {self._timeout_kind.value}")
+        if isinstance(timestamp, _dt.datetime):
+            ms = datetime_to_ms(timestamp)
+        elif isinstance(timestamp, int) and not isinstance(timestamp, bool):
+            ms = timestamp
+        else:
+            raise InvalidTimeoutError(f"timeout timestamp must be epoch ms (int) or a datetime; got {timestamp!r}")
+        if additional_duration is not None:
+            extra = _duration_ms(additional_duration, "additional duration")
+            ms += extra
+        if ms <= 0:
+            raise InvalidTimeoutError(f"Timeout timestamp must be positive; got {ms}")
+        if self._watermark != NO_TIMESTAMP and ms < self._watermark:
+            raise InvalidTimeoutError(
+                f"Timeout timestamp ({ms}) cannot be earlier than the current watermark ({self._watermark})")
+        self._timeout_ts = ms
+
+    def get_current_watermark_ms(self) -> int:
+        """Return this batch's event-time watermark (0 in the first batch).
+
+        Raises:
+            WatermarkNotDefinedError: the operator has no ``watermark_delay``.
+        """
+        if not self._watermark_present:
+            raise WatermarkNotDefinedError(
+                "Cannot get event time watermark timestamp without setting a watermark: "
+                "give the operator event_time= and watermark_delay=")
+        return self._watermark
+
+    def get_current_processing_time_ms(self) -> int:
+        """Return the batch timestamp: constant within a trigger, identical on replay."""
+        return self._batch_ts
+
+    # --- executor side
+
+    def outcome(self, stored_timeout_ms: int) -> Outcome:
+        """Return what to write back after the call (SEMANTICS.md A.3).
+
+        Args:
+            stored_timeout_ms: the timeout stored for the group before the call.
+        """
+        new_ts = self._timeout_ts
+        if self._removed and new_ts == NO_TIMESTAMP:
+            return _DELETE
+        if self._updated or self._removed or new_ts != stored_timeout_ms:
+            return Outcome("put", self._value if self._defined else None, new_ts)
+        return _KEEP
+
+    def __repr__(self) -> str:
+        value = repr(self._value) if self._defined else "<none>"
+        return f"GroupState(value={value}, timeout_ms={self._timeout_ts}, has_timed_out={self._has_timed_out})"
+
+    # --- PySpark spellings (exists/getOption/hasTimedOut are properties there too)
+
+    @property
+    def getOption(self) -> S | None:  # noqa: N802 - PySpark name
+        """PySpark alias of :meth:`get_option` (a property, as in PySpark)."""
+        return self.get_option()
+
+    @property
+    def hasTimedOut(self) -> bool:  # noqa: N802 - PySpark name
+        """PySpark alias of :attr:`has_timed_out`."""
+        return self._has_timed_out
+
+    setTimeoutDuration = set_timeout_duration  # noqa: N815 - PySpark name
+    setTimeoutTimestamp = set_timeout_timestamp  # noqa: N815 - PySpark name
+    getCurrentWatermarkMs = get_current_watermark_ms  # noqa: N815 - PySpark name
+    getCurrentProcessingTimeMs = get_current_processing_time_ms  # noqa: N815 - PySpark name
+
+
+def _duration_ms(value: int | str | _dt.timedelta, what: str) -> int:
+    if isinstance(value, str):
+        try:
+            ms = parse_duration_ms(value, name=what)
+        except ConfigError as exc:
+            raise InvalidTimeoutError(str(exc)) from exc
+        if ms < 0:
+            raise InvalidTimeoutError(f"Provided {what} ({value!r}) is negative")
+        return ms
+    if isinstance(value, _dt.timedelta):
+        ms = int(value.total_seconds() * 1000)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    else:
+        raise InvalidTimeoutError(f"{what} must be milliseconds (int), a timedelta or a string like '1 hour'; got {value!r}")
+    if ms < 0:
+        raise InvalidTimeoutError(f"Provided {what} ({ms} ms) is negative")
+    return ms

@@ -1,0 +1,127 @@
+"""The ``StateStore`` interface: per-key state rows, the timer index, atomic commits.
+
+A store holds, for one stateful operator, a ``StateRow`` per group key, an
+ordered timer index of ``(deadline, key)``, and the record of the last
+committed batch. Changes of a batch are staged with ``put``/``delete`` and
+become visible to a restarted app only through ``commit``, which writes them
+together with the batch's ``CommitRecord`` in one atomic step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any
+
+NO_TIMEOUT_MS = -1
+"""``StateRow.timeout_ms`` when no timeout is set."""
+
+CHECKPOINT_FORMAT_VERSION = 1
+"""Version of the on-disk checkpoint layout; a different version refuses to open."""
+
+
+@dataclasses.dataclass(slots=True)
+class StateRow:
+    """One group's stored state.
+
+    Attributes:
+        value: the state value, or ``None`` for a state-less row that only
+            carries a timeout (``remove()`` plus a timeout, SEMANTICS.md A.3).
+        timeout_ms: the deadline (epoch ms) or ``NO_TIMEOUT_MS``.
+    """
+
+    value: Any
+    timeout_ms: int = NO_TIMEOUT_MS
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitRecord:
+    """What "batch N committed" records, written atomically with N's state changes.
+
+    Attributes:
+        batch_id: the committed batch.
+        offsets: the source positions after the batch (where batch N+1 starts).
+        batch_ts_ms: the batch's processing timestamp.
+        watermark_ms: the eviction watermark the batch ran with.
+        next_watermark_ms: the watermark batch N+1 runs with (monotonic).
+    """
+
+    batch_id: int
+    offsets: Mapping[str, int]
+    batch_ts_ms: int
+    watermark_ms: int
+    next_watermark_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a plain dict (for msgpack/JSON)."""
+        return {"batch_id": self.batch_id, "offsets": dict(self.offsets), "batch_ts_ms": self.batch_ts_ms,
+                "watermark_ms": self.watermark_ms, "next_watermark_ms": self.next_watermark_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CommitRecord:
+        """Build from ``to_dict`` output."""
+        return cls(int(data["batch_id"]), dict(data["offsets"]), int(data["batch_ts_ms"]),
+                   int(data["watermark_ms"]), int(data["next_watermark_ms"]))
+
+
+class StateStore(ABC):
+    """Per-key state with an ordered timer index and atomic per-batch commits.
+
+    Call order per batch: ``get_many`` for the keys with data, ``expired`` for
+    the timers below the threshold, ``put``/``delete`` as handlers finish,
+    then exactly one of ``commit`` or ``abort``.
+
+    Contract:
+
+    * Reads see staged changes of the current batch; ``expired`` lists only
+      committed timers, in ``(deadline, key)`` order, and costs O(expired),
+      never a scan of all state.
+    * ``commit(record)`` applies every staged change, the timer index changes
+      and ``record`` atomically and durably (for persistent stores: a synced
+      write), so after a crash either all of the batch is there or none.
+    * ``abort`` discards staged changes; the store is as after the last commit.
+    * ``open`` returns the last ``CommitRecord`` (``None`` for a new store) and
+      raises ``IncompatibleStateError`` when ``signature`` differs from the one
+      stored, ``StateCorruptedError`` when the store cannot be read.
+    * ``close`` is idempotent.
+    """
+
+    @abstractmethod
+    def open(self, signature: Mapping[str, Any]) -> CommitRecord | None:
+        """Open (creating if new), check the operator signature, return the last commit."""
+
+    @abstractmethod
+    def get_many(self, keys: Sequence[Hashable]) -> list[StateRow | None]:
+        """Return the row of each key (``None`` where absent), staged changes included."""
+
+    @abstractmethod
+    def put(self, key: Hashable, row: StateRow) -> None:
+        """Stage a row (and its timer) for the next commit."""
+
+    @abstractmethod
+    def delete(self, key: Hashable) -> None:
+        """Stage the removal of a key's row and timer."""
+
+    @abstractmethod
+    def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
+        """Yield committed rows whose timeout is ``< threshold_ms``, in ``(deadline, key)`` order."""
+
+    @abstractmethod
+    def commit(self, record: CommitRecord) -> None:
+        """Atomically apply staged changes and record the batch as committed."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard staged changes."""
+
+    @abstractmethod
+    def items(self) -> Iterator[tuple[Hashable, StateRow]]:
+        """Yield every committed row (inspection and tests; not on the hot path)."""
+
+    def approx_size(self) -> tuple[int, int]:
+        """Return an estimate of ``(keys, bytes)`` for metrics; ``(-1, -1)`` if unknown."""
+        return -1, -1
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Idempotent."""
