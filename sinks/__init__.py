@@ -7,7 +7,7 @@ submodules that need their extra (``sinks.kafka``: ``statefulstream[kafka]``,
 ``sinks.parquet``: ``[parquet]``).
 """
 
-from statefulstream.sink import Sink, SinkContext
+from statefulstream.sink import Sink, SinkContext, StateChange
 from sinks.memory import MemorySink
 
-__all__ = ["MemorySink", "Sink", "SinkContext"]
+__all__ = ["MemorySink", "Sink", "SinkContext", "StateChange"]

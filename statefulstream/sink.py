@@ -30,6 +30,23 @@ class SinkContext:
     on_retry: Callable[[], None] = lambda: None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateChange:
+    """One changed state row, as a ``state_sink`` receives it after each batch.
+
+    Attributes:
+        key: the group key.
+        value: the new state value (``None`` when ``removed``).
+        removed: the group no longer has state (delete it downstream).
+        timeout_ms: the group's timeout deadline, or -1.
+    """
+
+    key: Any
+    value: Any
+    removed: bool
+    timeout_ms: int = -1
+
+
 class Sink(ABC):
     """Receives each batch's output rows with the batch id.
 
