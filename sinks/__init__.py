@@ -7,7 +7,11 @@ submodules that need their extra (``sinks.kafka``: ``statefulstream[kafka]``,
 ``sinks.parquet``: ``[parquet]``).
 """
 
-from statefulstream.sink import Sink, SinkContext, StateChange
+from sinks.console import ConsoleSink
+from sinks.file import JsonlFileSink
+from sinks.foreach import ForeachBatchSink, ForeachSink, foreach_batch
 from sinks.memory import MemorySink
+from statefulstream.sink import Sink, SinkContext, StateChange
 
-__all__ = ["MemorySink", "Sink", "SinkContext", "StateChange"]
+__all__ = ["ConsoleSink", "ForeachBatchSink", "ForeachSink", "JsonlFileSink", "MemorySink", "Sink", "SinkContext",
+           "StateChange", "foreach_batch"]
