@@ -26,6 +26,8 @@ class BatchProgress:
         records_read: records the source returned, dead letters included.
         records_processed: records handed to the handler.
         records_late: records dropped as late (event time <= watermark).
+        records_late_kept: records behind the watermark that were kept because
+            the operator's timeout is not event time (as Spark; counted only).
         records_dead_lettered: dead letters by ``DeadLetter.error`` kind.
         records_filtered: records removed by stateless ``filter``/``flat_map`` steps.
         groups_called: handler calls for keys with data.
@@ -51,6 +53,7 @@ class BatchProgress:
     records_read: int = 0
     records_processed: int = 0
     records_late: int = 0
+    records_late_kept: int = 0
     records_dead_lettered: dict[str, int] = dataclasses.field(default_factory=dict)
     records_filtered: int = 0
     groups_called: int = 0

@@ -1,0 +1,260 @@
+"""``App``: a source, stateless steps, one stateful operator, sinks, a checkpoint, a trigger.
+
+>>> from statefulstream import App, GroupStateTimeout
+>>> from statefulstream.sources import MemorySource
+>>> from sinks import MemorySink
+>>> out = MemorySink()
+>>> app = App("counts", source=MemorySource([{"user": "a"}, {"user": "b"}, {"user": "a"}]), trigger="once")
+>>> @app.flat_map_groups_with_state(key="user", output_mode="update", sink=out)
+... def count(user, events, state):
+...     total = (state.get_option() or 0) + len(events)
+...     state.update(total)
+...     yield {"user": user, "count": total}
+>>> app.run()
+>>> out.rows
+[{'user': 'a', 'count': 2}, {'user': 'b', 'count': 1}]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from statefulstream.checkpoint import MemoryPlanLog, PlanLog
+from statefulstream.errors import ConfigError
+from statefulstream.executor import DEFAULT_SINK_RETRY, Executor, SinkRetry
+from statefulstream.operator import Handler, StatefulOperator, build_operator
+from statefulstream.pipeline import Step
+from statefulstream.progress import ProgressListener
+from statefulstream.sink import Sink
+from statefulstream.sources.base import Source
+from statefulstream.state.memory import MemoryStateStore
+from statefulstream.state.store import StateStore
+from statefulstream.timeutil import Clock, system_clock
+from statefulstream.triggers import Trigger
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """A streaming job: read ``source``, run the stateful operator per trigger, write its sinks.
+
+    Args:
+        name: the app's name (logs, metrics, sink client ids).
+        source: where records come from; may be set later as ``app.source``.
+        checkpoint_dir: directory for durable state and the offsets log
+            (RocksDB). ``None`` keeps state in memory: nothing survives a restart.
+        trigger: ``None`` (next batch when the last is done), an interval like
+            ``"10 seconds"``, ``"once"``, ``"available_now"``, or a ``Trigger``.
+        max_records_per_trigger: upper bound of records per batch.
+        dead_letters: where records that cannot be used go: a ``Sink``, a
+            directory path (JSON-lines files per batch), or ``None`` for the
+            default: ``<checkpoint_dir>/dead_letters`` or, without a
+            checkpoint, memory (``app.dead_letter_sink``) plus a warning log.
+        clock: processing-time clock in epoch ms (tests inject a fake one).
+        keep_batches: offsets-log entries kept for inspection (>= 1).
+        sink_retry: how long a failing sink holds the stream before the app stops.
+        state_cache_keys: hot keys cached in front of RocksDB.
+
+    Raises:
+        ConfigError: an argument is wrong (the message names it).
+    """
+
+    def __init__(self, name: str, *, source: Source | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
+                 trigger: Trigger | str | int | None = None, max_records_per_trigger: int | None = None,
+                 dead_letters: Sink | str | os.PathLike[str] | None = None, clock: Clock | None = None,
+                 keep_batches: int = 100, sink_retry: SinkRetry = DEFAULT_SINK_RETRY,
+                 state_cache_keys: int = 100_000) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"App name must be a non-empty string; got {name!r}")
+        if max_records_per_trigger is not None and (
+                not isinstance(max_records_per_trigger, int) or max_records_per_trigger <= 0):
+            raise ConfigError(f"max_records_per_trigger must be a positive int or None; got {max_records_per_trigger!r}")
+        if not isinstance(keep_batches, int) or keep_batches < 1:
+            raise ConfigError(f"keep_batches must be an int >= 1; got {keep_batches!r}")
+        self.name = name
+        self.source = source
+        self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
+        self.trigger = Trigger.parse(trigger)
+        self.max_records_per_trigger = max_records_per_trigger
+        self.clock: Clock = clock or system_clock
+        self.keep_batches = keep_batches
+        self.sink_retry = sink_retry
+        self.state_cache_keys = state_cache_keys
+        self.dead_letter_sink = self._dead_letter_sink(dead_letters)
+        self.steps: list[Step] = []
+        self.operator: StatefulOperator | None = None
+        self.listeners: list[ProgressListener] = []
+        self.executor: Executor | None = None
+        self._stop = threading.Event()
+        # Without a checkpoint the state lives on the App, so successive run() calls continue it.
+        self._memory: tuple[MemoryStateStore, MemoryPlanLog] | None = None
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, source={self.source!r}, checkpoint_dir={self.checkpoint_dir!r})"
+
+    # --- definition
+
+    def map(self, func: F) -> F:
+        """Add a stateless step: each record becomes ``func(record)``. Usable as a decorator."""
+        return self._step("map", func)
+
+    def filter(self, func: F) -> F:
+        """Add a stateless step keeping records for which ``func(record)`` is true."""
+        return self._step("filter", func)
+
+    def flat_map(self, func: F) -> F:
+        """Add a stateless step: each record becomes the records of the iterable ``func(record)``."""
+        return self._step("flat_map", func)
+
+    def _step(self, kind: str, func: F) -> F:
+        if not callable(func):
+            raise ConfigError(f"app.{kind}() takes a function of one record; got {type(func).__name__}")
+        if self.operator is not None:
+            raise ConfigError(f"app.{kind}(): stateless steps run before the stateful operator; "
+                              f"define them before @app.*_groups_with_state")
+        self.steps.append(Step(kind, func))
+        return func
+
+    def flat_map_groups_with_state(self, func: Handler | None = None, /, **options: Any) -> Callable[[F], F]:
+        """Decorate ``handler(key, values, state)`` returning or yielding any number of output rows.
+
+        Options (keyword only): ``key`` (required: field name, list of names,
+        or callable), ``event_time`` (field or callable; int = epoch ms,
+        float = epoch seconds, ``datetime``, ISO string), ``watermark_delay``
+        (e.g. ``"10 seconds"``), ``output_mode`` (``"append"`` default or
+        ``"update"``), ``timeout`` (``GroupStateTimeout``; default none),
+        ``sink`` (a Sink or a list), ``state_sink`` (receives ``StateChange``
+        rows after each batch), ``initial_state`` (mapping key -> state,
+        applied in batch 0 only), ``name``.
+
+        Raises:
+            ConfigError: when the decorator is applied, for any wrong option.
+        """
+        return self._operator_decorator(func, flat=True, options=options)
+
+    def map_groups_with_state(self, func: Handler | None = None, /, **options: Any) -> Callable[[F], F]:
+        """Decorate ``handler(key, values, state)`` returning exactly one row per call (update mode).
+
+        Takes the options of :meth:`flat_map_groups_with_state`; ``output_mode``
+        must be ``"update"`` (the default).
+        """
+        return self._operator_decorator(func, flat=False, options=options)
+
+    def _operator_decorator(self, func: Any, *, flat: bool, options: dict[str, Any]) -> Callable[[F], F]:
+        decorator = "flat_map_groups_with_state" if flat else "map_groups_with_state"
+        if func is not None:
+            raise ConfigError(f"@app.{decorator} needs arguments: write @app.{decorator}(key=...)")
+
+        def register(handler: F) -> F:
+            if self.operator is not None:
+                raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
+                                  f"an App runs one stateful operator (chain apps through Kafka for more)")
+            self.operator = build_operator(handler, flat=flat, options=options)
+            return handler
+
+        return register
+
+    def add_listener(self, listener: ProgressListener) -> None:
+        """Call ``listener(BatchProgress)`` after every committed batch."""
+        self.listeners.append(listener)
+
+    # --- running
+
+    def run(self, trigger: Trigger | str | int | None = None) -> None:
+        """Run until the trigger is done (``once``/``available_now``) or :meth:`stop` / SIGTERM / SIGINT.
+
+        A stop lets the running batch finish and commit. Errors propagate:
+        ``UserFunctionError`` when the handler raised, ``SinkError`` when a
+        sink stayed down, ``CheckpointError``/``StateError`` for an unusable
+        checkpoint; in every case the uncommitted batch is replayed next start.
+        """
+        trig = Trigger.parse(trigger) if trigger is not None else self.trigger
+        executor = self.build_executor()
+        self._stop.clear()
+        restore = self._install_signal_handlers()
+        try:
+            executor.start()
+            executor.run(trig, self._stop)
+        finally:
+            restore()
+            executor.close()
+
+    def stop(self) -> None:
+        """Ask a running app to stop after the current batch. Thread-safe."""
+        self._stop.set()
+
+    def build_executor(self, *, clock: Clock | None = None) -> Executor:
+        """Build the executor for this app (used by ``run`` and the testing kit)."""
+        if self.source is None:
+            raise ConfigError(f"app {self.name!r} has no source: pass source= to App(...) or set app.source")
+        if self.operator is None:
+            raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
+                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+        store, plan_log = self._state()
+        self.executor = Executor(
+            app_name=self.name, source=self.source, operator=self.operator, steps=self.steps, store=store,
+            plan_log=plan_log, dead_letters=self.dead_letter_sink, clock=clock or self.clock,
+            where=self.checkpoint_dir or "<memory>", max_records_per_trigger=self.max_records_per_trigger,
+            keep_batches=self.keep_batches, sink_retry=self.sink_retry, listeners=self.listeners)
+        return self.executor
+
+    def _state(self) -> tuple[StateStore, PlanLog]:
+        if self.checkpoint_dir is None:
+            if self._memory is None:
+                self._memory = (MemoryStateStore(), MemoryPlanLog())
+            return self._memory
+        from statefulstream.checkpoint_files import FilePlanLog
+        from statefulstream.state.rocksdb import RocksDBStateStore
+
+        store = RocksDBStateStore(os.path.join(self.checkpoint_dir, "state"), cache_keys=self.state_cache_keys)
+        return store, FilePlanLog(os.path.join(self.checkpoint_dir, "offsets"))
+
+    def _dead_letter_sink(self, value: Sink | str | os.PathLike[str] | None) -> Sink:
+        if isinstance(value, Sink):
+            return value
+        if value is None and self.checkpoint_dir is None:
+            from sinks.memory import MemorySink
+
+            return MemorySink()
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"dead_letters must be a Sink, a directory path or None; got {type(value).__name__}")
+        from sinks.file import JsonlFileSink
+
+        path = os.fspath(value) if value is not None else os.path.join(str(self.checkpoint_dir), "dead_letters")
+        return JsonlFileSink(path)
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handle(signum: int, _frame: Any) -> None:
+            logger.info("app %r: signal %d received; stopping after the current batch", self.name, signum)
+            self._stop.set()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def snapshot(self, path: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of the checkpoint to ``path`` (restore by using it as ``checkpoint_dir``)."""
+        if self.checkpoint_dir is None:
+            raise ConfigError(f"app {self.name!r} has no checkpoint_dir; there is nothing durable to snapshot")
+        from statefulstream.snapshot import snapshot_checkpoint
+
+        snapshot_checkpoint(self.checkpoint_dir, os.fspath(path))
+
+    @property
+    def sinks(self) -> Sequence[Sink]:
+        """The operator's output sinks."""
+        return self.operator.sinks if self.operator else []
