@@ -105,6 +105,7 @@ class Executor:
         self._last_batch_watermark_ms: int | None = None
         self._last_batch_ts = 0
         self.last_progress: BatchProgress | None = None
+        self._latest: dict[str, int] = {}
 
     # --- lifecycle
 
@@ -183,6 +184,7 @@ class Executor:
              watermark_ms: int | None = None) -> BatchPlan:
         """Step 1: the next batch's range, timestamp and watermarks (not yet logged)."""
         start, latest = self.source.available(self.offsets)
+        self._latest = latest
         if until is not None:
             latest = {p: min(pos, until.get(p, start.get(p, 0))) for p, pos in latest.items()}
         end = cap_offsets(start, latest, self.max_records)
@@ -244,6 +246,9 @@ class Executor:
         progress.records_dead_lettered = dict(Counter(dl.error for dl in self._batch_dead))
         progress.sink_retries = self._sink_retries
         progress.state_keys, progress.state_bytes = self.store.approx_size()
+        if self._latest:
+            progress.latest_offsets = dict(self._latest)
+            progress.pending_records = sum(max(0, pos - plan.end.get(p, 0)) for p, pos in self._latest.items())
         self.last_progress = progress
         for listener in self.listeners:
             listener(progress)

@@ -41,9 +41,12 @@ class BatchProgress:
         next_watermark_ms: watermark of the next batch.
         max_event_time_ms: the largest event time seen in the batch, or None.
         start_offsets / end_offsets: the source range.
+        latest_offsets: what the source had available when the batch was
+            planned (``latest - end`` per partition is the lag).
         durations_s: seconds per phase (see ``PHASES``).
         sink_retries: retried sink writes during the batch.
-        pending_records: records still available after this batch (-1 unknown).
+        pending_records: records available but not yet read when the batch was
+            planned (the total lag; -1 unknown).
     """
 
     app: str
@@ -68,6 +71,7 @@ class BatchProgress:
     max_event_time_ms: int | None = None
     start_offsets: Mapping[str, int] = dataclasses.field(default_factory=dict)
     end_offsets: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    latest_offsets: Mapping[str, int] = dataclasses.field(default_factory=dict)
     durations_s: dict[str, float] = dataclasses.field(default_factory=dict)
     sink_retries: int = 0
     pending_records: int = -1
@@ -88,6 +92,7 @@ class BatchProgress:
         data = dataclasses.asdict(self)
         data["start_offsets"] = dict(self.start_offsets)
         data["end_offsets"] = dict(self.end_offsets)
+        data["latest_offsets"] = dict(self.latest_offsets)
         data["duration_s"] = self.duration_s
         data["processing_rate"] = self.processing_rate
         return data
