@@ -1,0 +1,430 @@
+"""``FileSource``: JSON-lines, CSV and Parquet files in a directory or glob.
+
+Each file is a partition, named by its path; a position is a record index in
+the file. For JSON lines a record is a line (every line counts, malformed or
+not, so positions never shift); for CSV a record is a line after the header
+(one record per line, as Spark's default ``multiLine=false``); for Parquet a
+record is a row. Files are expected to be append-only: a file may grow while
+it is being read, but never shrink or change what was already read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import dataclasses
+import glob
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from statefulstream.errors import ConfigError, SourceError
+from statefulstream.schema import Schema
+from statefulstream.sources.base import DeadLetter, Offsets, ReadResult, Source
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "csv", "parquet")
+"""Formats ``FileSource`` reads; ``"json"`` and ``"ndjson"`` mean ``"jsonl"``."""
+
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+              ".parquet": "parquet", ".pq": "parquet"}
+"""File extension -> format, used when ``format`` is not given."""
+
+_ALIASES = {"jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl", "csv": "csv", "parquet": "parquet"}
+_CHUNK = 1 << 20  # bytes read at a time when counting lines; also the spacing of the seek index
+
+
+@dataclasses.dataclass
+class _FileIndex:
+    """What is known about one file: how far it was counted and where its lines start.
+
+    ``cp_lines[i]`` is a line number whose first byte is at ``cp_offsets[i]``;
+    one entry per ~``_CHUNK`` bytes, so a read seeks close to its first line.
+    """
+
+    size: int = -1  # bytes seen at the last scan; an equal size means nothing new
+    lines: int = 0  # complete lines (JSON lines: plus an unterminated last line holding a whole object)
+    scanned: int = 0  # byte offset up to which ``lines`` were counted
+    tail_counted: bool = False  # the last counted line has no newline yet
+    cp_lines: list[int] = dataclasses.field(default_factory=lambda: [0])
+    cp_offsets: list[int] = dataclasses.field(default_factory=lambda: [0])
+    header: list[str] | None = None  # CSV column names
+    group_starts: list[int] = dataclasses.field(default_factory=list)  # Parquet: first row of each row group, + total
+
+
+class FileSource(Source):
+    """Records from JSON-lines, CSV or Parquet files; new files are picked up on every trigger.
+
+    ``path`` is a file, a directory (every file in it of the given format, or
+    with a known extension when ``format`` is None; not recursive) or a glob
+    (``"logs/*/events-*.jsonl"``, ``**`` recursive). Names starting with ``.``
+    or ``_`` are skipped, so a writer can write ``.part`` files and rename
+    them when done. Files are read in sorted path order.
+
+    Offsets keep every file ever seen at its next position, so a file fully
+    read is never read again (even if deleted later) and one that grows is
+    read from where it stopped.
+
+    A line that is not complete yet (no newline at the end of the file: a
+    writer is still appending) is not available until it is complete. For
+    JSON lines, an unterminated last line that already holds a whole JSON
+    object is complete (files written without a final newline). A parquet
+    file that cannot be opened yet (still being written) has no rows until it can.
+
+    Decoding: a malformed or truncated JSON line, a JSON line that is not an
+    object, a CSV line whose field count differs from the header, or a record
+    violating ``schema`` becomes a :class:`DeadLetter` with
+    ``position={"file": path, "line": n}`` (``"row"`` for Parquet, both
+    1-based), the reason and the raw line; the other records go on. Blank lines
+    are not records and are skipped. Without a schema CSV values are strings;
+    with one, numbers and booleans are parsed from the text.
+
+    Args:
+        path: file, directory or glob.
+        format: ``"jsonl"``, ``"csv"`` or ``"parquet"``; None infers it from
+            each file's extension.
+        schema: fields every record must have (see :class:`Schema`).
+
+    Raises:
+        ConfigError: unknown format, a single file of unknown extension, or
+            Parquet without pyarrow installed.
+        SourceError: (from ``available``/``read``) the path does not exist, a
+            file shrank or was replaced after it was read, or a CSV header is
+            unusable.
+
+    >>> import pathlib, tempfile
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.jsonl").write_text('{"k": 1}\\nnot json\\n{"k": 2}\\n')
+    >>> src = FileSource(d)
+    >>> start, latest = src.available({})
+    >>> result = src.read(start, latest)
+    >>> result.records, [(dl.position["line"], dl.error) for dl in result.dead_letters]
+    ([{'k': 1}, {'k': 2}], [(2, 'decode')])
+    """
+
+    name = "file"
+
+    def __init__(self, path: str | os.PathLike[str], *, format: str | None = None,
+                 schema: Schema | None = None) -> None:
+        self.path = os.fspath(path)
+        if format is not None and format.lower() not in _ALIASES:
+            msg = f"FileSource format must be one of {', '.join(FORMATS)} or None (infer); got {format!r}"
+            raise ConfigError(msg)
+        self.format = _ALIASES[format.lower()] if format is not None else None
+        self.schema = schema
+        self._is_glob = glob.has_magic(self.path)
+        if self.format is None and not self._is_glob and os.path.isfile(self.path):
+            self._format_of(self.path, config=True)
+        if self.format == "parquet":
+            _pyarrow_parquet()
+        self._index: dict[str, _FileIndex] = {}
+
+    def __repr__(self) -> str:
+        return f"FileSource({self.path!r}, format={self.format!r}, schema={self.schema!r})"
+
+    def available(self, start: Offsets) -> tuple[dict[str, int], dict[str, int]]:
+        """Return ``start`` with new files at 0, and the records available in every known file.
+
+        Files already known keep their position; a file fully read costs one
+        ``stat``. Raises SourceError when the path is missing or a file
+        shrank below what was read.
+        """
+        start_out = dict(start)
+        latest = dict(start)
+        for path in self._list_files():
+            idx = self._refresh(path)
+            if idx is None:
+                continue  # deleted between listing and stat
+            count = self._records(path, idx)
+            pos = start_out.setdefault(path, 0)
+            if count < pos:
+                msg = (f"file {path!r} now has {count} records but {pos} were already read: it was truncated or "
+                       f"replaced. FileSource needs append-only files; write a new file instead of rewriting one")
+                raise SourceError(msg)
+            latest[path] = count
+        return start_out, latest
+
+    def read(self, start: Offsets, end: Offsets) -> ReadResult:
+        """Read and decode the records of every file between ``start`` and ``end``.
+
+        The same range returns the same records and dead letters every time,
+        also from a new ``FileSource`` after a restart. Files are read in
+        sorted path order, records in file order.
+
+        Raises:
+            SourceError: a file no longer holds the planned range (deleted,
+                truncated or replaced).
+        """
+        result = ReadResult([])
+        for path in sorted(end):
+            lo, hi = start.get(path, 0), end[path]
+            if hi <= lo:
+                continue
+            idx = self._refresh(path)
+            if idx is None or self._records(path, idx) < hi:
+                have = "is gone" if idx is None else f"has {self._records(path, idx)} records"
+                msg = (f"file {path!r} {have} but the batch was planned up to record {hi}: it was deleted, "
+                       f"truncated or replaced after being planned. Restore it to replay the batch")
+                raise SourceError(msg)
+            fmt = self._format_of(path)
+            if fmt == "parquet":
+                self._read_parquet(path, idx, lo, hi, result)
+            else:
+                self._read_text(path, fmt, idx, lo, hi, result)
+        return result
+
+    # --- listing and indexing
+
+    def _list_files(self) -> list[str]:
+        """Return the matching files in sorted order."""
+        if self._is_glob:
+            found = [p for p in glob.glob(self.path, recursive=True) if os.path.isfile(p)]
+        elif os.path.isdir(self.path):
+            found = [os.path.join(self.path, e.name) for e in os.scandir(self.path) if e.is_file()]
+        elif os.path.isfile(self.path):
+            return [self.path]
+        else:
+            msg = f"FileSource path {self.path!r} does not exist; create the directory or fix the path"
+            raise SourceError(msg)
+        return sorted(p for p in found if not os.path.basename(p).startswith((".", "_"))
+                      and (self.format is not None or os.path.splitext(p)[1].lower() in EXTENSIONS))
+
+    def _format_of(self, path: str, *, config: bool = False) -> str:
+        if self.format is not None:
+            return self.format
+        fmt = EXTENSIONS.get(os.path.splitext(path)[1].lower())
+        if fmt is None:
+            msg = (f"FileSource cannot tell the format of {path!r} from its extension; pass "
+                   f"format= one of {', '.join(FORMATS)}")
+            raise ConfigError(msg) if config else SourceError(msg)
+        if fmt == "parquet":
+            _pyarrow_parquet()
+        return fmt
+
+    def _records(self, path: str, idx: _FileIndex) -> int:
+        """Return the number of records (positions) the index holds for ``path``."""
+        if self._format_of(path) == "csv":
+            return max(0, idx.lines - 1)  # the first line is the header
+        return idx.lines
+
+    def _refresh(self, path: str) -> _FileIndex | None:
+        """Bring the index of ``path`` up to date, reading only bytes not seen yet; None if it is gone."""
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        idx = self._index.setdefault(path, _FileIndex())
+        if size == idx.size:
+            return idx
+        if size < idx.scanned:
+            self._index.pop(path)
+            msg = (f"file {path!r} shrank from {idx.scanned} to {size} bytes after it was read: it was truncated "
+                   f"or replaced. FileSource needs append-only files; write a new file instead")
+            raise SourceError(msg)
+        fmt = self._format_of(path)
+        if fmt == "parquet":
+            _index_parquet(path, idx, size)
+        else:
+            _scan_lines(path, idx, accept_tail=fmt == "jsonl")
+            if fmt == "csv" and idx.header is None and idx.lines:
+                idx.header = _csv_header(path)
+        return idx
+
+    # --- decoding
+
+    def _read_text(self, path: str, fmt: str, idx: _FileIndex, lo: int, hi: int, out: ReadResult) -> None:
+        skip = 1 if fmt == "csv" else 0  # the header line
+        first = lo + skip  # physical (0-based) line of record ``lo``
+        lines = _read_lines(path, idx, first, hi + skip)
+        if fmt == "jsonl":
+            records, where, dead = _decode_jsonl(lines)
+        else:
+            assert idx.header is not None  # a CSV with records has a header line
+            records, where, dead = _decode_csv(lines, idx.header)
+        letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1}, lines[i], "decode")
+                   for i, reason in dead]
+        if self.schema is not None:
+            records, bad = self.schema.conform(records, from_text=fmt == "csv")
+            if bad:
+                letters += [DeadLetter(reason, self.name, {"file": path, "line": first + where[j] + 1},
+                                       lines[where[j]], "schema") for j, reason in bad]
+                letters.sort(key=lambda dl: dl.position["line"])
+        out.records += records
+        out.dead_letters += letters
+
+    def _read_parquet(self, path: str, idx: _FileIndex, lo: int, hi: int, out: ReadResult) -> None:
+        starts = idx.group_starts
+        g0 = bisect.bisect_right(starts, lo) - 1
+        g1 = bisect.bisect_left(starts, hi)
+        pq = _pyarrow_parquet()
+        table = pq.ParquetFile(path).read_row_groups(list(range(g0, g1)))
+        rows = table.slice(lo - starts[g0], hi - lo).to_pylist()
+        if self.schema is None:
+            out.records += rows
+            return
+        good, bad = self.schema.conform(rows)
+        out.records += good
+        out.dead_letters += [DeadLetter(reason, self.name, {"file": path, "row": lo + i + 1}, rows[i], "schema")
+                             for i, reason in bad]
+
+
+def _scan_lines(path: str, idx: _FileIndex, *, accept_tail: bool) -> None:
+    """Count the complete lines added to ``path`` since the last scan, in ``_CHUNK`` reads."""
+    with open(path, "rb") as f:
+        pos = idx.scanned
+        f.seek(pos)
+        if idx.tail_counted:
+            nl = f.read(1)
+            if not nl:
+                return
+            if nl != b"\n":
+                msg = (f"file {path!r}: line {idx.lines} was read as a complete JSON object without a newline, "
+                       f"and then the writer appended to the same line. Terminate every line with a newline")
+                raise SourceError(msg)
+            pos += 1
+            idx.tail_counted = False
+        buf = b""
+        while chunk := f.read(_CHUNK):
+            buf += chunk
+            cut = buf.rfind(b"\n") + 1
+            if not cut:
+                continue  # a line longer than a chunk, or the unterminated tail
+            if pos - idx.cp_offsets[-1] >= _CHUNK:
+                idx.cp_lines.append(idx.lines)
+                idx.cp_offsets.append(pos)
+            idx.lines += buf.count(b"\n", 0, cut)
+            pos += cut
+            buf = buf[cut:]
+    idx.scanned = pos
+    idx.size = pos + len(buf)
+    if accept_tail and buf.strip() and _is_json_object(buf):
+        # A whole object cannot be the prefix of a longer valid line, so it is final.
+        idx.lines += 1
+        idx.scanned = idx.size
+        idx.tail_counted = True
+
+
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return type(orjson.loads(data)) is dict
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _read_lines(path: str, idx: _FileIndex, lo: int, hi: int) -> list[bytes]:
+    """Return physical lines ``[lo, hi)`` of ``path`` (without newlines), seeking via the index."""
+    k = bisect.bisect_right(idx.cp_lines, lo) - 1
+    j = bisect.bisect_left(idx.cp_lines, hi)
+    begin = idx.cp_offsets[k]
+    stop = idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned
+    with open(path, "rb") as f:
+        f.seek(begin)
+        data = f.read(stop - begin)
+    return data.split(b"\n")[lo - idx.cp_lines[k]:hi - idx.cp_lines[k]]
+
+
+def _decode_jsonl(lines: list[bytes]) -> tuple[list[Any], Sequence[int], list[tuple[int, str]]]:
+    """Decode JSON lines into ``(records, line index of each record, (line index, reason) of bad lines)``."""
+    loads = orjson.loads
+    try:
+        records = [loads(line) for line in lines]
+    except orjson.JSONDecodeError:
+        records = None
+    if records is not None and all(type(r) is dict for r in records):
+        return records, range(len(lines)), []
+    # Slow path, only for a batch holding a bad or blank line: find which.
+    records, where, dead = [], [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = loads(line)
+        except orjson.JSONDecodeError as exc:
+            dead.append((i, f"line is truncated or not valid JSON: {exc}"))
+            continue
+        if type(rec) is not dict:
+            dead.append((i, f"line is a JSON {type(rec).__name__}, not an object"))
+            continue
+        records.append(rec)
+        where.append(i)
+    return records, where, dead
+
+
+def _decode_csv(lines: list[bytes], header: list[str]) -> tuple[list[Any], Sequence[int], list[tuple[int, str]]]:
+    """Decode CSV lines, one record per line, into the same triple as :func:`_decode_jsonl`."""
+    width = len(header)
+    try:
+        texts = b"\n".join(lines).decode("utf-8").split("\n")
+        reader = csv.reader(texts, strict=True)
+        rows: list[list[str]] | None = list(reader)
+    except (UnicodeDecodeError, csv.Error):
+        rows = None
+    # Each row must come from exactly one line, or positions would depend on where a batch was cut.
+    if rows is not None and len(rows) == len(lines) and all(len(r) == width for r in rows):
+        return [dict(zip(header, r, strict=True)) for r in rows], range(len(lines)), []
+    records, where, dead = [], [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = next(csv.reader([line.decode("utf-8")], strict=True))
+        except UnicodeDecodeError as exc:
+            dead.append((i, f"line is not valid UTF-8: {exc}"))
+            continue
+        except csv.Error as exc:
+            dead.append((i, f"line is not one CSV record (an unclosed quote?): {exc}"))
+            continue
+        if len(row) != width:
+            dead.append((i, f"line has {len(row)} fields but the header has {width}"))
+            continue
+        records.append(dict(zip(header, row, strict=True)))
+        where.append(i)
+    return records, where, dead
+
+
+def _csv_header(path: str) -> list[str]:
+    """Return the column names from the first line of a CSV file."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        header = next(csv.reader([first.decode("utf-8-sig")], strict=True))
+    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
+        msg = f"CSV file {path!r} has no usable header line ({exc}); its first line must name the columns"
+        raise SourceError(msg) from exc
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if not header or "" in header or dupes:
+        msg = f"CSV file {path!r}: header {header!r} has empty or repeated column names {dupes}; name each column once"
+        raise SourceError(msg)
+    return header
+
+
+def _index_parquet(path: str, idx: _FileIndex, size: int) -> None:
+    """Record the row groups of a parquet file; one that cannot be opened yet has no rows."""
+    pq = _pyarrow_parquet()
+    idx.size = size
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        logger.warning("parquet file %r cannot be opened yet (%s); it is read once it is complete", path, exc)
+        idx.lines, idx.group_starts = 0, [0]
+        return
+    starts = [0]
+    for g in range(meta.num_row_groups):
+        starts.append(starts[-1] + meta.row_group(g).num_rows)
+    idx.group_starts = starts
+    idx.lines = starts[-1]
+
+
+def _pyarrow_parquet() -> Any:
+    """Return ``pyarrow.parquet``, imported on first use (pyarrow is an optional extra)."""
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError as exc:
+        msg = "reading Parquet files needs pyarrow: pip install 'statefulstream[parquet]'"
+        raise ConfigError(msg) from exc
+    return pq
