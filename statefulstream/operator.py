@@ -110,7 +110,7 @@ def field_getter(spec: Any, what: str) -> tuple[Callable[[Any], Any], str]:
     """
     if isinstance(spec, str):
         if not spec:
-            raise ConfigError(f"{what} must not be an empty string")
+            raise ConfigError(f"{what} must be a field name (not empty), a list of field names or a callable")
         return _op.itemgetter(spec), spec
     if isinstance(spec, (list, tuple)) and spec and all(isinstance(s, str) and s for s in spec):
         if len(spec) == 1:

@@ -224,8 +224,10 @@ class GroupState(Generic[S]):
             stored_timeout_ms: the timeout stored for the group before the call.
         """
         new_ts = self._timeout_ts
-        if self._removed and new_ts == NO_TIMESTAMP:
-            return _DELETE
+        if new_ts == NO_TIMESTAMP and (self._removed or not self._defined):
+            # A row without state and without timeout is indistinguishable from no row:
+            # delete it rather than keep an empty row (Spark would store it forever).
+            return _DELETE if (self._removed or stored_timeout_ms != NO_TIMESTAMP) else _KEEP
         if self._updated or self._removed or new_ts != stored_timeout_ms:
             return Outcome("put", self._value if self._defined else None, new_ts)
         return _KEEP
