@@ -246,7 +246,7 @@ class TestFileSourceDiscovery:
             FileSource(tmp_path / "nowhere").available({})
 
     def test_unknown_format_and_extension_fail_at_definition(self, tmp_path: pathlib.Path) -> None:
-        with pytest.raises(ConfigError, match=r"format must be one of jsonl, csv, parquet or None \(infer\); got 'xml'"):
+        with pytest.raises(ConfigError, match=r"must be one of jsonl, csv, parquet or None \(infer\); got 'xml'"):
             FileSource(tmp_path, format="xml")
         (tmp_path / "data.txt").write_text("x\n")
         with pytest.raises(ConfigError, match="cannot tell the format of .*data.txt.* pass format="):
