@@ -29,6 +29,7 @@ from statefulstream.errors import (
 from statefulstream.executor import SinkRetry
 from statefulstream.options import GroupStateTimeout, OutputMode
 from statefulstream.progress import BatchProgress
+from statefulstream.schema import Schema
 from statefulstream.sink import Sink, StateChange
 from statefulstream.sources.base import DeadLetter, Source
 from statefulstream.state.group_state import GroupState
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidStateValueError",
     "InvalidTimeoutError",
     "OutputMode",
+    "Schema",
     "SinkError",
     "SinkRejectedError",
     "SinkRetry",

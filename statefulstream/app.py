@@ -87,7 +87,10 @@ class App:
         self.keep_batches = keep_batches
         self.sink_retry = sink_retry
         self.state_cache_keys = state_cache_keys
-        self.dead_letter_sink = self._dead_letter_sink(dead_letters)
+        if dead_letters is not None and not isinstance(dead_letters, (Sink, str, os.PathLike)):
+            raise ConfigError(f"dead_letters must be a Sink, a directory path or None; got {type(dead_letters).__name__}")
+        self._dead_letters = dead_letters
+        self._default_dead_letters: tuple[str | None, Sink] | None = None
         self.steps: list[Step] = []
         self.operator: StatefulOperator | None = None
         self.listeners: list[ProgressListener] = []
@@ -216,19 +219,27 @@ class App:
         store = RocksDBStateStore(os.path.join(self.checkpoint_dir, "state"), cache_keys=self.state_cache_keys)
         return store, FilePlanLog(os.path.join(self.checkpoint_dir, "offsets"))
 
-    def _dead_letter_sink(self, value: Sink | str | os.PathLike[str] | None) -> Sink:
+    @property
+    def dead_letter_sink(self) -> Sink:
+        """Where dead letters go: the ``dead_letters`` argument, or the default for the checkpoint."""
+        value = self._dead_letters
         if isinstance(value, Sink):
             return value
-        if value is None and self.checkpoint_dir is None:
-            from sinks.memory import MemorySink
+        if value is not None:
+            from sinks.file import JsonlFileSink
 
-            return MemorySink()
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"dead_letters must be a Sink, a directory path or None; got {type(value).__name__}")
-        from sinks.file import JsonlFileSink
+            return JsonlFileSink(os.fspath(value))
+        if self._default_dead_letters is None or self._default_dead_letters[0] != self.checkpoint_dir:
+            if self.checkpoint_dir is None:
+                from sinks.memory import MemorySink
 
-        path = os.fspath(value) if value is not None else os.path.join(str(self.checkpoint_dir), "dead_letters")
-        return JsonlFileSink(path)
+                default: Sink = MemorySink()
+            else:
+                from sinks.file import JsonlFileSink
+
+                default = JsonlFileSink(os.path.join(self.checkpoint_dir, "dead_letters"))
+            self._default_dead_letters = (self.checkpoint_dir, default)
+        return self._default_dead_letters[1]
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

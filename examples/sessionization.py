@@ -1,0 +1,91 @@
+"""Sessionization: one row per user session, closed after 30 s of event-time silence.
+
+A session is a burst of a user's events with no gap longer than ``GAP_MS``.
+The handler folds each user's events into the open session; an event-time
+timeout at ``session end + GAP_MS`` closes it once the watermark (max event
+time minus 10 s) passes that point, and the closed session is emitted once
+(append mode).
+
+Run it on the shipped sample data (no servers needed)::
+
+    python examples/sessionization.py          # or: statefulstream demo
+
+Environment (all optional): ``EVENTS`` (file, directory or glob of JSON
+lines; default ``examples/data/events.jsonl``), ``CHECKPOINT_DIR`` (durable
+state; default in memory), ``TRIGGER`` (default ``available_now``).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+from sinks import ConsoleSink
+from statefulstream import App, GroupState, GroupStateTimeout
+from statefulstream.sink import Sink
+from statefulstream.sources.base import Source
+from statefulstream.sources.file import FileSource
+
+GAP_MS = 30_000
+WATERMARK_DELAY = "10 seconds"
+DATA = pathlib.Path(__file__).parent / "data" / "events.jsonl"
+
+
+def _session(user: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {"user": user, "start": event["ts"], "end": event["ts"], "events": 0, "pages": [], "bought": False}
+
+
+def _add(session: dict[str, Any], event: dict[str, Any]) -> None:
+    session["start"] = min(session["start"], event["ts"])
+    session["end"] = max(session["end"], event["ts"])
+    session["events"] += 1
+    if event.get("page") not in session["pages"]:
+        session["pages"].append(event.get("page"))
+    session["bought"] = session["bought"] or event.get("action") == "buy"
+
+
+def _closed(session: dict[str, Any]) -> dict[str, Any]:
+    return {**session, "duration_ms": session["end"] - session["start"]}
+
+
+def sessionize(user: str, events: list[dict[str, Any]], state: GroupState[dict[str, Any]]) -> Iterator[dict]:
+    """Fold a user's events into sessions; emit each session once when it closes."""
+    if state.has_timed_out:  # no event for GAP_MS of event time: the session is over
+        yield _closed(state.get())
+        state.remove()
+        return
+    session = state.get_option()
+    for event in sorted(events, key=lambda e: e["ts"]):
+        if session is not None and event["ts"] > session["end"] + GAP_MS:
+            yield _closed(session)  # a gap inside this batch closes the earlier session
+            session = None
+        if session is None:
+            session = _session(user, event)
+        _add(session, event)
+    assert session is not None  # a data call always has events
+    if session["end"] + GAP_MS < state.get_current_watermark_ms():
+        yield _closed(session)  # already behind the watermark: no later event can join it
+        state.remove()
+        return
+    state.update(session)
+    state.set_timeout_timestamp(session["end"] + GAP_MS)
+
+
+def build_app(source: Source | None = None, sink: Sink | None = None, *, checkpoint_dir: str | None = None,
+              trigger: str | None = "available_now", max_records_per_trigger: int | None = None) -> App:
+    """Build the sessionization app (defaults: the sample data and the console)."""
+    app = App("sessions", source=source or FileSource(os.environ.get("EVENTS", str(DATA))),
+              checkpoint_dir=checkpoint_dir, trigger=trigger, max_records_per_trigger=max_records_per_trigger)
+    app.flat_map_groups_with_state(
+        key="user", event_time="ts", watermark_delay=WATERMARK_DELAY, output_mode="append",
+        timeout=GroupStateTimeout.EVENT_TIME, sink=sink or ConsoleSink(),
+    )(sessionize)
+    return app
+
+
+app = build_app(checkpoint_dir=os.environ.get("CHECKPOINT_DIR"), trigger=os.environ.get("TRIGGER", "available_now"))
+
+if __name__ == "__main__":
+    app.run()
