@@ -227,13 +227,27 @@ class HttpEventSink(Sink):
         self._redact = _Redactor(url, display_url, [*secrets, *self._headers.values()])
         self._log_filter = _RedactingFilter(self._redact)
         self._client: httpx.Client | None = None
-        self._context = SinkContext()
+        self._context: SinkContext | None = None
         self._delivered: tuple[int, int] = (-1, 0)  # (batch id, rows of it already handled)
 
     def open(self, context: SinkContext) -> None:
         """Create the HTTP client; keep the context for dead letters, retry counts and the app name."""
         self._context = context
         self._ensure_client()
+
+    @property
+    def context(self) -> SinkContext:
+        """The context given to ``open``.
+
+        Raises:
+            SinkError: the sink was not opened; keys derived from the app name
+                and dead letters need the context, so nothing is sent.
+        """
+        if self._context is None:
+            msg = (f"{self.name} sink used before open(); the runtime opens its sinks — when using one directly, "
+                   f"call sink.open(SinkContext(app_name=...)) first")
+            raise SinkError(msg)
+        return self._context
 
     def close(self) -> None:
         """Close the HTTP client. Idempotent."""
@@ -256,6 +270,7 @@ class HttpEventSink(Sink):
             SinkError: the endpoint says the sink is misconfigured (3xx, 401,
                 403, 404, 405, 407).
         """
+        self.context  # noqa: B018 - fail before sending anything if the sink was never opened
         client = self._ensure_client()
         done_batch, done_rows = self._delivered
         for index in range(done_rows if done_batch == batch_id else 0, len(rows)):
@@ -270,7 +285,7 @@ class HttpEventSink(Sink):
 
     def _dead_letter(self, batch_id: int, index: int, raw: Any, reason: str) -> None:
         logger.warning("%s sink: batch %d row %d dead-lettered: %s", self.name, batch_id, index, reason)
-        self._context.dead_letter(DeadLetter(reason=reason, source=self.name, raw=raw, error="sink",
+        self.context.dead_letter(DeadLetter(reason=reason, source=self.name, raw=raw, error="sink",
                                              position={"sink": self.name, "batch_id": batch_id, "row": index}))
 
     def _ensure_client(self) -> httpx.Client:
@@ -342,7 +357,7 @@ class HttpEventSink(Sink):
         return float(backoff(state))
 
     def _before_sleep(self, state: tenacity.RetryCallState, batch_id: int, index: int) -> None:
-        self._context.on_retry()
+        self.context.on_retry()
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         logger.warning("%s sink: batch %d row %d: %s (attempt %d of %d); retrying in %.3f s", self.name, batch_id,

@@ -94,7 +94,7 @@ class WebhookSink(HttpEventSink):
             return None
         field = self._idempotency_key
         if field is None:
-            key = stable_hash(self._context.app_name, self.name, batch_id, index)
+            key = stable_hash(self.context.app_name, self.name, batch_id, index)
         elif callable(field):
             key = str(field(row))
         elif isinstance(row, Mapping) and field in row:
@@ -230,7 +230,7 @@ class PagerDutySink(HttpEventSink):
 
         Deterministic across processes and restarts; valid once the sink is open (it uses the app name).
         """
-        return f"{self._context.app_name[:200]}:{stable_hash(self._context.app_name, key, alert_id)[:32]}"
+        return f"{self.context.app_name[:200]}:{stable_hash(self.context.app_name, key, alert_id)[:32]}"
 
     def _prepare(self, batch_id: int, index: int, row: Any) -> Event | None:
         try:
@@ -248,7 +248,7 @@ class PagerDutySink(HttpEventSink):
         if alert.action != "trigger":
             return body  # acknowledge and resolve carry only the dedup key
         payload: dict[str, Any] = {"summary": alert.summary[:1024],
-                                   "source": alert.source or self._source or self._context.app_name,
+                                   "source": alert.source or self._source or self.context.app_name,
                                    "severity": alert.severity}
         if alert.timestamp is not None:
             payload["timestamp"] = ms_to_datetime(to_epoch_ms(alert.timestamp)).isoformat()

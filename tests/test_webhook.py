@@ -326,6 +326,11 @@ class TestSecrets:
         for secret in ("T0KEN-IN-PATH", "QUERYSECRET", "HDRSECRET"):
             assert secret not in caplog.text and secret not in repr(sink) and secret not in recorder.dead[0].reason
 
+    def test_write_before_open_sends_nothing(self, receiver: Receiver) -> None:
+        with pytest.raises(SinkError, match=r"pagerduty sink used before open\(\)"):
+            PagerDutySink(ROUTING_KEY, url=receiver.url).write(0, alerts(1))
+        assert receiver.received == []
+
     def test_missing_routing_key_is_a_config_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("PAGERDUTY_ROUTING_KEY", raising=False)
         with pytest.raises(ConfigError, match="set PAGERDUTY_ROUTING_KEY"):
