@@ -138,14 +138,18 @@ class RocksDBStateStore(StateStore):
         cache_keys: committed rows kept in memory (encoded, so every read returns a
             fresh object). Memory is bounded by this, not by the number of keys.
         codec: encodes values and keys (default ``codec.DEFAULT_CODEC``).
+        read_only: for inspection: take no lock (a running app may hold it) and
+            refuse ``commit``. See :func:`inspect_store`.
 
     The contract is ``StateStore``'s. Beyond it: ``snapshot(dest)`` makes a
     consistent copy; ``open`` writes nothing (see the module docstring).
     Not thread-safe: one executor thread uses it.
     """
 
-    def __init__(self, path: str, cache_keys: int = DEFAULT_CACHE_KEYS, *, codec: Codec = DEFAULT_CODEC) -> None:
+    def __init__(self, path: str, cache_keys: int = DEFAULT_CACHE_KEYS, *, codec: Codec = DEFAULT_CODEC,
+                 read_only: bool = False) -> None:
         self.path = os.path.abspath(path)
+        self.read_only = read_only
         self._cache_keys = max(0, int(cache_keys))
         self._codec = codec
         self._db: Rdict | None = None
@@ -178,7 +182,8 @@ class RocksDBStateStore(StateStore):
         if not os.path.isdir(self.path) or not os.listdir(self.path):
             self._new = True
             return None
-        self._lock()
+        if not self.read_only:
+            self._lock()
         try:
             self._attach(open_rocksdb(self.path, read_only=True))
             version, stored, last = read_meta(self._db, self.path)  # type: ignore[arg-type]
@@ -227,6 +232,9 @@ class RocksDBStateStore(StateStore):
     def _ensure_writable(self) -> None:
         if self._writable:
             return
+        if self.read_only:
+            msg = f"state store {self.path} was opened read-only (for inspection); it cannot commit"
+            raise StateError(msg, path=self.path)
         self._detach()
         os.makedirs(self.path, exist_ok=True)
         self._lock()
@@ -392,6 +400,27 @@ class RocksDBStateStore(StateStore):
             msg = f"state store {self.path} has no committed batch yet; nothing to snapshot"
             raise StateError(msg, path=self.path)
         create_rocksdb_checkpoint(self._db, dest)
+
+
+def inspect_store(path: str, *, codec: Codec = DEFAULT_CODEC) -> tuple[RocksDBStateStore, CommitRecord | None]:
+    """Open a store read-only with the signature it was written with; return it and its last commit.
+
+    For inspection (CLI, tests): nothing is written and no lock is taken. The
+    caller closes the store.
+
+    Raises:
+        StateCorruptedError: the directory is missing, damaged, or not a store.
+    """
+    if not os.path.isdir(path):
+        msg = f"state store {path} does not exist; is this a checkpoint directory of a statefulstream app?"
+        raise StateCorruptedError(msg, path=path)
+    db = open_rocksdb(path, read_only=True)
+    try:
+        _, signature, _ = read_meta(db, path)
+    finally:
+        db.close()
+    store = RocksDBStateStore(path, cache_keys=0, codec=codec, read_only=True)
+    return store, store.open(json.loads(signature))
 
 
 def store_in_use(path: str) -> bool:
