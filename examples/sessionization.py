@@ -17,6 +17,7 @@ state; default in memory), ``TRIGGER`` (default ``available_now``).
 
 from __future__ import annotations
 
+import operator
 import os
 import pathlib
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from statefulstream.sources.base import Source
 from statefulstream.sources.file import FileSource
 
 GAP_MS = 30_000
+_BY_TS = operator.itemgetter("ts")
 WATERMARK_DELAY = "10 seconds"
 DATA = pathlib.Path(__file__).parent / "data" / "events.jsonl"
 
@@ -57,7 +59,7 @@ def sessionize(user: str, events: list[dict[str, Any]], state: GroupState[dict[s
         state.remove()
         return
     session = state.get_option()
-    for event in sorted(events, key=lambda e: e["ts"]):
+    for event in sorted(events, key=_BY_TS):
         if session is not None and event["ts"] > session["end"] + GAP_MS:
             yield _closed(session)  # a gap inside this batch closes the earlier session
             session = None

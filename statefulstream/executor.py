@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from typing import Any
 
 import tenacity
@@ -22,7 +23,7 @@ from statefulstream.errors import SinkError, SinkUnavailableError, UserFunctionE
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import Step, apply_each, event_times_ms, group_by_key, run_steps, sorted_keys
-from statefulstream.progress import BatchProgress, ProgressListener
+from statefulstream.progress import PHASES, BatchFailure, BatchProgress, FailureListener, ProgressListener
 from statefulstream.sink import Sink, SinkContext, StateChange
 from statefulstream.sources.base import DeadLetter, Source, cap_offsets
 from statefulstream.state.group_state import GroupState
@@ -71,13 +72,19 @@ class Executor:
         keep_batches: plans kept in the offsets log.
         sink_retry: backpressure policy for failing sinks.
         listeners: called with each batch's ``BatchProgress``.
+        failure_listeners: called with a ``BatchFailure`` when a batch raises.
         sleep: how to wait (tests pass a no-op).
+
+    Attributes:
+        last_active_s: ``time.monotonic()`` of the last plan or commit (the
+            loop's heartbeat, for ``/health``), ``None`` before the first.
     """
 
     def __init__(self, *, app_name: str, source: Source, operator: StatefulOperator, steps: Sequence[Step],
                  store: StateStore, plan_log: PlanLog, dead_letters: Sink, clock: Clock, where: str,
                  max_records_per_trigger: int | None = None, keep_batches: int = 100,
                  sink_retry: SinkRetry = DEFAULT_SINK_RETRY, listeners: Sequence[ProgressListener] = (),
+                 failure_listeners: Sequence[FailureListener] = (),
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.app_name = app_name
         self.source = source
@@ -92,10 +99,17 @@ class Executor:
         self.keep_batches = keep_batches
         self.sink_retry = sink_retry
         self.listeners = list(listeners)
+        self.failure_listeners = list(failure_listeners)
         self._sleep = sleep
         self._sinks = [*operator.sinks, *operator.state_sinks, dead_letters]
+        # Sinks are named in figures by their name; the dead-letter sink by its role.
+        self._sink_names = {id(s): getattr(s, "name", type(s).__name__) for s in self._sinks[:-1]}
+        self._sink_names[id(dead_letters)] = "dead_letters"
         self._batch_dead: list[DeadLetter] = []
-        self._sink_retries = 0
+        self._sink_retries: Counter[str] = Counter()
+        self._sink_rows: Counter[str] = Counter()
+        self._writing: str | None = None
+        self.last_active_s: float | None = None
         self.started = False
         # Resume point, set by start() and moved by every committed batch.
         self.next_batch_id = 0
@@ -119,10 +133,9 @@ class Executor:
         if last is not None:
             self._last_batch_watermark_ms, self._last_batch_ts = last.watermark_ms, last.batch_ts_ms
         self.source.open()
-        context = SinkContext(app_name=self.app_name, dead_letter=self._batch_dead.append,
-                              on_retry=self._count_retry)
         for sink in self._sinks:
-            sink.open(context)
+            sink.open(SinkContext(app_name=self.app_name, dead_letter=self._batch_dead.append,
+                                  on_retry=partial(self._count_retry, self._sink_names[id(sink)])))
         self.started = True
         if recovery.replay is not None:
             logger.info("app %r: replaying batch %d planned before a stop", self.app_name, recovery.replay.batch_id)
@@ -137,8 +150,13 @@ class Executor:
                 logger.exception("app %r: error while closing", self.app_name)
         self.started = False
 
-    def _count_retry(self) -> None:
-        self._sink_retries += 1
+    @property
+    def sink_names(self) -> list[str]:
+        """Names of the sinks in figures (``BatchProgress.sink_rows``), without repeats."""
+        return list(dict.fromkeys(self._sink_names.values()))
+
+    def _count_retry(self, sink: str) -> None:
+        self._sink_retries[sink] += 1
 
     # --- the trigger loop
 
@@ -183,6 +201,7 @@ class Executor:
     def plan(self, *, until: dict[str, int] | None = None, batch_ts_ms: int | None = None,
              watermark_ms: int | None = None) -> BatchPlan:
         """Step 1: the next batch's range, timestamp and watermarks (not yet logged)."""
+        self.last_active_s = time.monotonic()
         start, latest = self.source.available(self.offsets)
         self._latest = latest
         if until is not None:
@@ -213,7 +232,8 @@ class Executor:
                                  start_offsets=plan.start, end_offsets=plan.end)
         durations = progress.durations_s
         self._batch_dead.clear()
-        self._sink_retries = 0
+        self._sink_retries.clear()
+        self._sink_rows.clear()
         t = time.perf_counter()
         self.plan_log.write(plan)
         t = _lap(durations, "plan", t)
@@ -232,8 +252,10 @@ class Executor:
             t = _lap(durations, "sink", t)
             next_wm = self._advance(plan, max_et)
             self.store.commit(CommitRecord(plan.batch_id, plan.end, plan.batch_ts_ms, plan.watermark_ms, next_wm))
-        except BaseException:
+        except BaseException as exc:
             self.store.abort()
+            if isinstance(exc, Exception):
+                self._report_failure(plan.batch_id, next(p for p in PHASES if p not in durations), exc)
             raise
         self.source.committed(plan.end)
         self.plan_log.purge(self.keep_batches)
@@ -244,15 +266,27 @@ class Executor:
         self._last_batch_watermark_ms, self._last_batch_ts = plan.watermark_ms, plan.batch_ts_ms
         progress.next_watermark_ms, progress.max_event_time_ms = next_wm, max_et
         progress.records_dead_lettered = dict(Counter(dl.error for dl in self._batch_dead))
-        progress.sink_retries = self._sink_retries
+        progress.sink_retries = sum(self._sink_retries.values())
+        progress.sink_retries_by_sink = dict(self._sink_retries)
+        progress.sink_rows = dict(self._sink_rows)
         progress.state_keys, progress.state_bytes = self.store.approx_size()
         if self._latest:
             progress.latest_offsets = dict(self._latest)
             progress.pending_records = sum(max(0, pos - plan.end.get(p, 0)) for p, pos in self._latest.items())
         self.last_progress = progress
+        self.last_active_s = time.monotonic()
         for listener in self.listeners:
             listener(progress)
         return progress
+
+    def _report_failure(self, batch_id: int, phase: str, exc: Exception) -> None:
+        failure = BatchFailure(self.app_name, batch_id, phase, exc, self._writing if phase == "sink" else None)
+        self._writing = None
+        for listener in self.failure_listeners:
+            try:
+                listener(failure)
+            except Exception:  # noqa: BLE001 - the batch's own error must propagate, not this one
+                logger.exception("app %r: failure listener %r raised", self.app_name, listener)
 
     def _decode(self, plan: BatchPlan, records: list[Any],
                 progress: BatchProgress) -> tuple[dict[Hashable, list[Any]], int | None]:
@@ -295,10 +329,14 @@ class Executor:
             keys = sorted_keys(set(groups) | set(initial))
         else:
             keys = sorted_keys(groups)
-        rows = store.get_many(keys)
+        # Validate the batch-wide GroupState arguments once (the same checks as GroupState()).
+        GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=plan.batch_ts_ms,
+                   watermark_ms=plan.watermark_ms, watermark_present=op.has_watermark)
+        call = self._caller(plan, outputs, changes)
         empty: list[Any] = []
-        for key, row in zip(keys, rows):
-            self._call_one(plan, key, groups.get(key, empty), row, False, outputs, changes)
+        get = groups.get
+        for key, row in zip(keys, store.get_many(keys)):
+            call(key, get(key, empty), row, False)
         progress.groups_called = len(keys)
         if op.timeout is not GroupStateTimeout.NO_TIMEOUT:
             threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
@@ -306,49 +344,58 @@ class Executor:
             for key, row in list(store.expired(threshold)):
                 if key in groups or (initial and key in initial):
                     continue
-                self._call_one(plan, key, empty, row, True, outputs, changes)
+                call(key, empty, row, True)
                 fired += 1
             progress.timeouts_fired = fired
         progress.state_rows_updated = sum(1 for c in changes if not c.removed)
         progress.state_rows_removed = len(changes) - progress.state_rows_updated
         return outputs, changes
 
-    def _call_one(self, plan: BatchPlan, key: Hashable, values: list[Any], row: StateRow | None,
-                  timed_out: bool, outputs: list[Any], changes: list[StateChange]) -> None:
-        op = self.op
-        if row is None:
-            value, stored_ts = None, NO_TIMEOUT_MS
-        else:
-            value, stored_ts = row.value, row.timeout_ms
-        state: GroupState[Any] = GroupState(
-            value, value is not None, timeout=op.timeout, batch_processing_time_ms=plan.batch_ts_ms,
-            watermark_ms=plan.watermark_ms if op.has_watermark else -1, watermark_present=op.has_watermark,
-            has_timed_out=timed_out)
-        try:
-            result = op.func(key, values, state)
-            if op.flat:
-                if result is not None:
-                    if isinstance(result, (dict, str, bytes)):
-                        raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
-                                        f"(or yield them), not a {type(result).__name__}")
-                    outputs.extend(result)  # consuming a generator may still change state (A.3)
-            else:
-                if result is None:
+    def _caller(self, plan: BatchPlan, outputs: list[Any],
+                changes: list[StateChange]) -> Callable[[Hashable, list[Any], StateRow | None, bool], None]:
+        """Return the per-key call: build a GroupState, call the handler, write back (A.3).
+
+        Everything constant for the batch is bound once, since this runs once per key.
+        """
+        op, store = self.op, self.store
+        func, flat, kind = op.func, op.flat, op.timeout
+        batch_ts, batch_id, present = plan.batch_ts_ms, plan.batch_id, op.has_watermark
+        watermark = plan.watermark_ms if present else -1
+        new_state = GroupState._for_call  # noqa: SLF001 - validated once per batch above
+        put, delete, extend, append = store.put, store.delete, outputs.extend, outputs.append
+        track = changes.append
+
+        def call(key: Hashable, values: list[Any], row: StateRow | None, timed_out: bool) -> None:
+            stored_ts = row.timeout_ms if row is not None else NO_TIMEOUT_MS
+            state: GroupState[Any] = new_state(row.value if row is not None else None, kind, batch_ts, watermark,
+                                               present, timed_out)
+            try:
+                result = func(key, values, state)
+                if flat:
+                    if result is not None:
+                        if isinstance(result, (dict, str, bytes)):
+                            raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
+                                            f"(or yield them), not a {type(result).__name__}")
+                        extend(result)  # consuming a generator may still change state (A.3)
+                elif result is None:
                     raise TypeError("map_groups_with_state handler must return exactly one row; got None "
                                     "(use flat_map_groups_with_state to emit zero rows)")
-                outputs.append(result)
-        except Exception as exc:
-            msg = (f"handler {op.name!r} raised {type(exc).__name__}: {exc} (key {key!r}, batch "
-                   f"{plan.batch_id}{', timeout call' if timed_out else ''}); the batch is not committed and "
-                   f"is replayed on the next start")
-            raise UserFunctionError(msg, key=key, batch_id=plan.batch_id) from exc
-        action, new_value, new_ts = state.outcome(stored_ts)
-        if action == "put":
-            self.store.put(key, StateRow(new_value, new_ts))
-            changes.append(StateChange(key, new_value, new_value is None, new_ts))
-        elif action == "delete":
-            self.store.delete(key)
-            changes.append(StateChange(key, None, True, NO_TIMEOUT_MS))
+                else:
+                    append(result)
+            except Exception as exc:
+                msg = (f"handler {op.name!r} raised {type(exc).__name__}: {exc} (key {key!r}, batch "
+                       f"{batch_id}{', timeout call' if timed_out else ''}); the batch is not committed and "
+                       f"is replayed on the next start")
+                raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
+            action, new_value, new_ts = state.outcome(stored_ts)
+            if action == "put":
+                put(key, StateRow(new_value, new_ts))
+                track(StateChange(key, new_value, new_value is None, new_ts))
+            elif action == "delete":
+                delete(key)
+                track(StateChange(key, None, True, NO_TIMEOUT_MS))
+
+        return call
 
     def _emit(self, batch_id: int, outputs: list[Any], changes: list[StateChange]) -> None:
         """Step 6: outputs, state changes, then dead letters (which sinks may have added to)."""
@@ -370,6 +417,7 @@ class Executor:
     def _write(self, sink: Sink, batch_id: int, rows: list[Any]) -> None:
         """Write with backpressure: retry ``SinkUnavailableError`` per ``sink_retry``, never drop."""
         policy = self.sink_retry
+        name = self._sink_names[id(sink)]
         backoff = tenacity.wait_exponential_jitter(
             multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s)
 
@@ -379,22 +427,24 @@ class Executor:
             return max(float(after), backoff(state))
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            self._sink_retries += 1
+            self._sink_retries[name] += 1
             exc = state.outcome.exception() if state.outcome else None
             logger.warning("app %r batch %d: sink %r unavailable (%s); holding the batch and retrying",
-                           self.app_name, batch_id, getattr(sink, "name", type(sink).__name__), exc)
+                           self.app_name, batch_id, name, exc)
 
         retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(SinkUnavailableError), wait=wait,
                                      stop=tenacity.stop_after_delay(policy.max_seconds), sleep=self._sleep,
                                      before_sleep=before_sleep, reraise=True)
+        self._writing = name
         try:
             retrying(sink.write, batch_id, rows)
         except SinkUnavailableError as exc:
-            name = getattr(sink, "name", type(sink).__name__)
             msg = (f"sink {name!r} stayed unavailable for {policy.max_seconds:g} s while writing batch {batch_id}: "
                    f"{exc}. The batch is not committed and nothing was dropped; fix the sink and restart, and "
                    f"the batch is written again")
             raise SinkError(msg) from exc
+        self._writing = None
+        self._sink_rows[name] += len(rows)
 
     def _advance(self, plan: BatchPlan, max_et: int | None) -> int:
         """Step 8: next watermark = max(current, max event time - delay); never backwards."""

@@ -93,6 +93,22 @@ class GroupState(Generic[S]):
         self._watermark_present = watermark_present
         self._has_timed_out = has_timed_out
 
+    @classmethod
+    def _for_call(cls, value: S | None, timeout: GroupStateTimeout, batch_ts: int, watermark: int,
+                  watermark_present: bool, has_timed_out: bool) -> GroupState[S]:
+        """Build without re-validating arguments the executor validated once per batch (hot path)."""
+        state = cls.__new__(cls)
+        state._value = value
+        state._defined = value is not None
+        state._updated = state._removed = False
+        state._timeout_ts = NO_TIMESTAMP
+        state._timeout_kind = timeout
+        state._batch_ts = batch_ts
+        state._watermark = watermark
+        state._watermark_present = watermark_present
+        state._has_timed_out = has_timed_out
+        return state
+
     # --- reading state
 
     @property
