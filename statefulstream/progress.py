@@ -45,6 +45,9 @@ class BatchProgress:
             planned (``latest - end`` per partition is the lag).
         durations_s: seconds per phase (see ``PHASES``).
         sink_retries: retried sink writes during the batch.
+        sink_rows: rows written per sink name in the batch (the dead-letter
+            sink counts as ``"dead_letters"``); one write per listed sink.
+        sink_retries_by_sink: ``sink_retries`` split by sink name.
         pending_records: records available but not yet read when the batch was
             planned (the total lag; -1 unknown).
     """
@@ -75,6 +78,8 @@ class BatchProgress:
     durations_s: dict[str, float] = dataclasses.field(default_factory=dict)
     sink_retries: int = 0
     pending_records: int = -1
+    sink_rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    sink_retries_by_sink: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -100,3 +105,27 @@ class BatchProgress:
 
 ProgressListener = Callable[[BatchProgress], None]
 """Called after every committed batch with its report."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchFailure:
+    """A batch that failed and was not committed (it is replayed on the next start).
+
+    Attributes:
+        app: the app's name.
+        batch_id: the batch.
+        phase: the phase that raised (one of ``PHASES``).
+        error: the exception, about to propagate out of ``run_batch``.
+        sink: the sink being written (``BatchProgress.sink_rows`` naming) when
+            ``phase == "sink"``, else ``None``.
+    """
+
+    app: str
+    batch_id: int
+    phase: str
+    error: Exception
+    sink: str | None = None
+
+
+FailureListener = Callable[[BatchFailure], None]
+"""Called when a batch fails, before the error propagates; must not raise."""
