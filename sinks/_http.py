@@ -117,7 +117,8 @@ class _Redactor:
     """Replaces secrets in text: the full URL by its display form, then each secret value by ``***``."""
 
     def __init__(self, url: str, display_url: str, secrets: Sequence[str]) -> None:
-        pairs = [(url, display_url)] if url != display_url else []
+        # The URL as given and as httpx normalises it (what httpx's request log prints).
+        pairs = [(u, display_url) for u in dict.fromkeys((url, str(httpx.URL(url)))) if u != display_url]
         # Longest first, so a secret containing another is masked whole.
         pairs += [(s, MASK) for s in sorted({s for s in secrets if s}, key=len, reverse=True)]
         self._pairs = pairs
@@ -224,7 +225,8 @@ class HttpEventSink(Sink):
         self._timeout_ms = positive_ms(timeout, f"{type(self).__name__} timeout")
         self.retry = retry
         self._limiter = _RateLimiter(rate_limit_per_s) if rate_limit_per_s else None
-        self._redact = _Redactor(url, display_url, [*secrets, *self._headers.values()])
+        password = httpx.URL(url).password  # https://user:password@host/ is masked anywhere it appears
+        self._redact = _Redactor(url, display_url, [*secrets, *self._headers.values(), password or ""])
         self._log_filter = _RedactingFilter(self._redact)
         self._client: httpx.Client | None = None
         self._context: SinkContext | None = None

@@ -311,19 +311,25 @@ class TestSecrets:
         assert all(ROUTING_KEY not in text for text in texts)
         assert "retrying" in caplog.text  # the retries were logged, without the key
 
-    def test_webhook_token_in_url_and_header_stays_out_of_logs(
-            self, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    @pytest.mark.parametrize(("userinfo", "suffix", "headers", "sent_auth", "secrets"), [
+        ("", "/T0KEN-IN-PATH?sig=QUERYSECRET", {"Authorization": "Bearer HDRSECRET"}, "Bearer HDRSECRET",
+         ("T0KEN-IN-PATH", "QUERYSECRET", "HDRSECRET")),
+        ("user:PASSWORD@", "", {}, "Basic dXNlcjpQQVNTV09SRA==", ("PASSWORD",)),
+    ])
+    def test_webhook_secrets_in_url_and_headers_stay_out_of_logs(
+            self, receiver: Receiver, caplog: pytest.LogCaptureFixture, userinfo: str, suffix: str,
+            headers: dict[str, str], sent_auth: str, secrets: tuple[str, ...]) -> None:
         caplog.set_level(logging.DEBUG)
-        receiver.script.extend([Reply(500), Reply(400)])
+        receiver.script.extend([Reply(500), Reply(400, echo=True)])
         recorder = Recorder()
-        sink = WebhookSink(receiver.url + "/T0KEN-IN-PATH?sig=QUERYSECRET",
-                           headers={"Authorization": "Bearer HDRSECRET"}, retry=FAST)
+        sink = WebhookSink(receiver.url.replace("http://", "http://" + userinfo) + suffix, headers=headers,
+                           retry=FAST)
         sink.open(recorder.context)
         sink.write(0, [{"n": 1}, {"n": 2}])
         sink.close()
-        assert receiver.received[0].headers["authorization"] == "Bearer HDRSECRET"
+        assert receiver.received[0].headers["authorization"] == sent_auth  # sent where it belongs
         assert "HTTP Request" in caplog.text  # httpx's own request log was captured, redacted
-        for secret in ("T0KEN-IN-PATH", "QUERYSECRET", "HDRSECRET"):
+        for secret in secrets:
             assert secret not in caplog.text and secret not in repr(sink) and secret not in recorder.dead[0].reason
 
     def test_write_before_open_sends_nothing(self, receiver: Receiver) -> None:
