@@ -164,6 +164,11 @@ class RocksDBStateStore(StateStore):
         self._sync = WriteOptions()
         self._sync.sync = True
 
+    @property
+    def signature(self) -> dict[str, Any]:
+        """The operator signature given to ``open`` (as stored: JSON data)."""
+        return dict(json.loads(self._signature)) if self._signature else {}
+
     # --- lifecycle
 
     def open(self, signature: Mapping[str, Any]) -> CommitRecord | None:

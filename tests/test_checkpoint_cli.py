@@ -1,0 +1,150 @@
+"""``statefulstream checkpoint show|snapshot`` and ``statefulstream state show``: read-only inspection."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from statefulstream.checkpoint import BatchPlan
+from statefulstream.checkpoint_cli import checkpoint, state
+from statefulstream.checkpoint_files import FilePlanLog
+from statefulstream.state.rocksdb import RocksDBStateStore
+from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, StateRow
+
+SIG = {"key": "user", "timeout": "EventTimeTimeout"}
+ROWS = {"ann": StateRow({"n": 1, "tags": ("a", "b")}, 5000), 7: StateRow([1, 2]),
+        ("x", 1): StateRow({"at": dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)}, 9000), None: StateRow(None, 100)}
+
+
+@click.group()
+def cli() -> None:
+    """The two groups as statefulstream.cli mounts them."""
+
+
+cli.add_command(checkpoint)
+cli.add_command(state)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_checkpoint(root: Path, *, pending: bool = True) -> RocksDBStateStore:
+    store = RocksDBStateStore(str(root / "state"))
+    store.open(SIG)
+    log = FilePlanLog(str(root / "offsets"))
+    for batch_id in range(3):
+        plan = BatchPlan(batch_id, {"f": batch_id * 10}, {"f": batch_id * 10 + 10}, 1000 + batch_id, 40, 30)
+        log.write(plan)
+        if batch_id == 2:
+            for key, row in ROWS.items():
+                store.put(key, row)
+        store.commit(CommitRecord(batch_id, plan.end, plan.batch_ts_ms, 40, 50))
+    if pending:
+        log.write(BatchPlan(3, {"f": 30}, {"f": 35}, 1003, 50, 40))
+    return store
+
+
+def invoke(*args: str) -> click.testing.Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+class TestCheckpointShow:
+    def test_shows_commit_offsets_watermark_and_the_pending_batch(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        result = invoke("checkpoint", "show", str(tmp_path))
+        assert result.exit_code == 0, result.output
+        assert "committed    batch 2" in result.output
+        assert 'offsets      {"f": 30}' in result.output
+        assert "watermark    40 (1970-01-01T00:00:00.040000Z); next batch runs with 50" in result.output
+        assert "batch 3 was planned but not committed" in result.output
+        assert "offsets log  4 plans, batches 0..3" in result.output
+
+    def test_json_figures_match_the_store(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path, pending=False).close()
+        info = json.loads(invoke("checkpoint", "show", "--json", str(tmp_path)).output)
+        assert info["last_commit"]["batch_id"] == 2 and info["pending"] is None
+        assert info["state"]["signature"] == SIG
+        assert info["state"]["approx_keys"] == len(ROWS)
+
+    def test_never_modifies_the_checkpoint(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        before = tree_digest(tmp_path)
+        invoke("checkpoint", "show", str(tmp_path))
+        invoke("state", "show", str(tmp_path))
+        assert tree_digest(tmp_path) == before
+
+    def test_works_beside_a_running_app(self, tmp_path: Path) -> None:
+        store = make_checkpoint(tmp_path)
+        result = invoke("checkpoint", "show", str(tmp_path))
+        store.close()
+        assert "held by a running app" in result.output
+
+    def test_damaged_offsets_file_is_reported_by_name(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        (tmp_path / "offsets" / "3").write_bytes(b"{")
+        result = CliRunner().invoke(cli, ["checkpoint", "show", str(tmp_path)])
+        assert result.exit_code == 1
+        assert "CheckpointCorruptedError" in result.output and str(tmp_path / "offsets" / "3") in result.output
+
+
+class TestCheckpointSnapshot:
+    def test_snapshot_copies_a_stopped_checkpoint(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path / "cp").close()
+        result = invoke("checkpoint", "snapshot", str(tmp_path / "cp"), str(tmp_path / "snap"))
+        assert "snapshot of batch 2" in result.output
+        copy = RocksDBStateStore(str(tmp_path / "snap" / "state"))
+        assert copy.open(SIG) is not None
+        assert dict(copy.items()) == ROWS
+        copy.close()
+
+    def test_snapshot_of_a_running_app_is_refused_with_the_alternative(self, tmp_path: Path) -> None:
+        store = make_checkpoint(tmp_path / "cp")
+        result = CliRunner().invoke(cli, ["checkpoint", "snapshot", str(tmp_path / "cp"), str(tmp_path / "snap")])
+        store.close()
+        assert result.exit_code == 1 and "app.snapshot(path)" in result.output
+
+
+class TestStateShow:
+    def test_json_lines_hold_every_row_with_its_timeout(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        lines = [json.loads(line) for line in invoke("state", "show", "--json", str(tmp_path)).output.splitlines()]
+        got = {json.dumps(r["key"]): (r["timeout_ms"], r["value"]) for r in lines}
+        expected = {json.dumps(list(k) if isinstance(k, tuple) else k): (
+            None if row.timeout_ms == NO_TIMEOUT_MS else row.timeout_ms,
+            json.loads(json.dumps(row.value, default=lambda v: v.isoformat()))) for k, row in ROWS.items()}
+        assert got == expected
+
+    @pytest.mark.parametrize(("key", "expected"), [("ann", "ann"), ("7", 7), ('["x", 1]', ("x", 1)), ("null", None)])
+    def test_key_selects_one_row_whatever_its_type(self, tmp_path: Path, key: str, expected: object) -> None:
+        make_checkpoint(tmp_path).close()
+        lines = invoke("state", "show", "--json", "--key", key, str(tmp_path)).output.splitlines()
+        assert len(lines) == 1
+        assert json.loads(lines[0])["timeout_ms"] == (None if ROWS[expected].timeout_ms == NO_TIMEOUT_MS
+                                                      else ROWS[expected].timeout_ms)
+
+    def test_unknown_key_is_an_error(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        result = CliRunner().invoke(cli, ["state", "show", "--key", "nobody", str(tmp_path)])
+        assert result.exit_code == 1 and "no state row for key 'nobody'" in result.output
+
+    def test_limit_bounds_the_rows(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        assert len(invoke("state", "show", "--limit", "2", str(tmp_path)).output.splitlines()) == 2
+        assert len(invoke("state", "show", "--limit", "0", str(tmp_path)).output.splitlines()) == len(ROWS)
+
+    def test_text_shows_timeouts_as_dates(self, tmp_path: Path) -> None:
+        make_checkpoint(tmp_path).close()
+        output = invoke("state", "show", "--key", "ann", str(tmp_path)).output
+        assert output == '"ann"\ttimeout 5000 (1970-01-01T00:00:05Z)\t{"n": 1, "tags": ["a", "b"]}\n'
+
+    def test_directory_without_state_is_reported(self, tmp_path: Path) -> None:
+        result = CliRunner().invoke(cli, ["state", "show", str(tmp_path)])
+        assert result.exit_code == 1 and "does not exist" in result.output
