@@ -164,6 +164,35 @@ class App:
 
         return register
 
+    def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: int | str | None = None,
+                  output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
+                  name: str | None = None) -> StatefulOperator:
+        """Make this app's stateful operator an event-time windowed aggregation (Spark's
+        ``groupBy(key, window(ts, ...)).agg(...)`` with ``withWatermark``).
+
+        Output rows are dicts of the key field(s), ``window_start`` and
+        ``window_end`` (epoch ms, end exclusive) and one field per aggregate:
+        ``(key, window_start)`` is a natural primary key for upserts. See
+        ``statefulstream.windows`` and docs/windows.md for the arguments.
+
+        >>> from statefulstream.windows import tumbling, count
+        >>> app = App("errors")
+        >>> _ = app.aggregate(key="service", event_time="ts", window=tumbling("1 minute"),
+        ...                   watermark_delay="10 minutes", aggs={"errors": count()})
+
+        Raises:
+            ConfigError: an argument is wrong, or the app already has its operator.
+        """
+        from statefulstream.windows.operator import build_aggregation
+
+        if self.operator is not None:
+            raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
+                              f"an App runs one stateful operator (chain apps through Kafka for more)")
+        self.operator = build_aggregation(key=key, event_time=event_time, window=window, aggs=aggs,
+                                          watermark_delay=watermark_delay, output_mode=output_mode, sink=sink,
+                                          name=name)
+        return self.operator
+
     def add_listener(self, listener: ProgressListener) -> None:
         """Call ``listener(BatchProgress)`` after every committed batch."""
         self.listeners.append(listener)

@@ -338,6 +338,11 @@ class Executor:
         for key, row in zip(keys, store.get_many(keys)):
             call(key, get(key, empty), row, False)
         progress.groups_called = len(keys)
+        if op.call_all_keys:  # complete-mode aggregation: every stored key each batch, O(state)
+            called = set(keys)
+            for key, row in list(store.items()):
+                if key not in called:
+                    call(key, empty, row, False)
         if op.timeout is not GroupStateTimeout.NO_TIMEOUT:
             threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
             fired = 0

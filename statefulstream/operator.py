@@ -44,6 +44,9 @@ class StatefulOperator:
         sinks: where output rows go.
         state_sinks: where changed state rows go after each batch.
         initial_state: state per key applied in batch 0 only.
+        call_all_keys: call the handler every batch for every stored key, not
+            only keys with data or an expired timeout (complete-mode
+            aggregations; O(state) per batch).
     """
 
     func: Handler
@@ -58,6 +61,7 @@ class StatefulOperator:
     sinks: list[Sink]
     state_sinks: list[Sink]
     initial_state: dict[Any, Any] | None
+    call_all_keys: bool = False
 
     @property
     def has_watermark(self) -> bool:

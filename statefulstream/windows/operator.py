@@ -1,0 +1,290 @@
+"""Windowed aggregation as a stateful operator: the library writes the handler.
+
+``build_aggregation`` returns an ordinary ``StatefulOperator`` whose handler
+is a :class:`WindowAggregation`, so windows go through the same executor,
+state store, timer index and checkpoint as any ``flat_map_groups_with_state``:
+
+* group key = the aggregation key; state = the key's open windows, each
+  ``[start, end, acc_1, ..., acc_n]``, plus an arrival counter (for
+  ``first``/``last`` ties);
+* timeout = event time at the earliest open window end (``end - 1``, since
+  timers fire on ``deadline < watermark`` and windows close on
+  ``end <= watermark``), so closing windows costs O(closed windows) through
+  the ordered timer index, never a scan of all keys;
+* late rows (event time ``<=`` the previous batch's watermark) are dropped
+  and counted by the executor before the handler sees them.
+
+Output modes, as Spark's streaming aggregation (``StateStoreSaveExec``):
+``append`` emits a window once, when ``end <= watermark``, then drops it;
+``update`` emits the windows changed by the batch and silently drops windows
+behind the watermark; ``complete`` emits every window of every key each
+trigger and never drops state (O(state) per trigger; see docs/windows.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+from statefulstream.durations import parse_duration_ms
+from statefulstream.errors import ConfigError
+from statefulstream.operator import StatefulOperator, as_sinks, field_getter
+from statefulstream.options import GroupStateTimeout, OutputMode
+from statefulstream.sink import Sink
+from statefulstream.state.group_state import GroupState
+from statefulstream.timeutil import all_epoch_ms, to_epoch_ms
+from statefulstream.windows.aggregators import Aggregator
+from statefulstream.windows.specs import SessionSpec, WindowSpec
+
+_FIXED = 2  # accumulators start at this index of a window list [start, end, acc...]
+RESERVED_FIELDS = ("window_start", "window_end")
+"""Output fields every window row carries (epoch ms, end exclusive)."""
+
+
+class WindowAggregation:
+    """The handler of a windowed aggregation: ``(key, values, state) -> rows``.
+
+    Called by the executor once per key with data, once per key whose
+    earliest window end the watermark has reached (timeout call), and in
+    complete mode once per stored key every batch. Deterministic: the same
+    values, state and watermark give the same rows and state on replay.
+
+    Args:
+        key_fields: turns a group key into the output's key fields.
+        event_time: extracts the raw event time of a record.
+        window: the window spec.
+        aggs: output field -> aggregator, in output order.
+        mode: the output mode.
+        has_watermark: whether windows close (append/update with a watermark).
+    """
+
+    def __init__(self, *, key_fields: Callable[[Any], dict[str, Any]], event_time: Callable[[Any], Any],
+                 window: WindowSpec | SessionSpec, aggs: Mapping[str, Aggregator], mode: OutputMode,
+                 has_watermark: bool) -> None:
+        self.key_fields = key_fields
+        self.event_time = event_time
+        self.window = window
+        self.names = list(aggs)
+        self.aggs = list(aggs.values())
+        self.mode = mode
+        self.closes = has_watermark and mode is not OutputMode.COMPLETE
+        self.__name__ = "aggregate"
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint must agree with: window and aggregates (names and functions)."""
+        return {"window": self.window.describe(),
+                "aggs": {name: agg.describe() for name, agg in zip(self.names, self.aggs, strict=True)}}
+
+    def __call__(self, key: Hashable, values: list[Any], state: GroupState[Any]) -> list[dict[str, Any]]:
+        stored = state.get_option()
+        seq, windows = (0, {}) if stored is None else (stored["n"], {w[0]: w for w in stored["w"]})
+        changed: set[int] = set()
+        if values:
+            raw = list(map(self.event_time, values))
+            times = raw if all_epoch_ms(raw) else list(map(to_epoch_ms, raw))
+            if isinstance(self.window, SessionSpec):
+                windows, changed = self._merge_sessions(windows, values, times, seq)
+            else:
+                changed = self._add_fixed(windows, values, times, seq)
+            seq += len(values)
+        closed: list[list[Any]] = []
+        if self.closes:
+            wm = state.get_current_watermark_ms()
+            closed = sorted((w for w in windows.values() if w[1] <= wm), key=_start)
+            for w in closed:
+                del windows[w[0]]
+        if self.mode is OutputMode.APPEND:
+            emit = closed
+        elif self.mode is OutputMode.UPDATE:
+            emit = sorted((w for w in [*windows.values(), *closed] if w[0] in changed), key=_start)
+        else:
+            emit = sorted(windows.values(), key=_start)
+        if changed or closed:
+            if windows:
+                state.update({"n": seq, "w": sorted(windows.values(), key=_start)})
+            else:
+                state.remove()
+        if self.closes and windows:
+            # Fires on ``deadline < watermark``, i.e. exactly when ``end <= watermark``.
+            state.set_timeout_timestamp(max(min(w[1] for w in windows.values()) - 1, 1))
+        return [self._row(key, w) for w in emit]
+
+    def _row(self, key: Hashable, window: list[Any]) -> dict[str, Any]:
+        row = self.key_fields(key)
+        row["window_start"], row["window_end"] = window[0], window[1]
+        for i, (name, agg) in enumerate(zip(self.names, self.aggs, strict=True), _FIXED):
+            row[name] = agg.result(window[i])
+        return row
+
+    def _add_rows(self, window: list[Any], values: list[Any], times: list[int], seq0: int,
+                  idxs: Sequence[int]) -> None:
+        rows = [values[i] for i in idxs]
+        ts = [times[i] for i in idxs]
+        seqs = [seq0 + i for i in idxs]
+        for i, agg in enumerate(self.aggs, _FIXED):
+            window[i] = agg.update(window[i], rows, ts, seqs)
+
+    def _new_window(self, start: int, end: int) -> list[Any]:
+        return [start, end, *(agg.zero() for agg in self.aggs)]
+
+    def _add_fixed(self, windows: dict[int, list[Any]], values: list[Any], times: list[int],
+                   seq0: int) -> set[int]:
+        assert isinstance(self.window, WindowSpec)
+        buckets = self.window.assign(times)
+        for (start, end), idxs in buckets.items():
+            window = windows.get(start)
+            if window is None:
+                window = windows[start] = self._new_window(start, end)
+            self._add_rows(window, values, times, seq0, idxs)
+        return {start for start, _ in buckets}
+
+    def _merge_sessions(self, windows: dict[int, list[Any]], values: list[Any], times: list[int],
+                        seq0: int) -> tuple[dict[int, list[Any]], set[int]]:
+        """Sweep stored sessions and new records by start; join those with ``start <= current end``."""
+        assert isinstance(self.window, SessionSpec)
+        gap = self.window.gap_ms
+        # (start, end, 0 = stored session / 1 = new record, payload); stored first on equal starts.
+        items = [(w[0], w[1], 0, w) for w in windows.values()]
+        items += [(t, t + gap, 1, i) for i, t in enumerate(times)]
+        items.sort(key=lambda it: (it[0], it[2], it[3] if it[2] else 0))
+        groups: list[tuple[int, int, list[list[Any]], list[int]]] = []
+        for start, end, kind, payload in items:
+            if groups and start <= groups[-1][1]:
+                g_start, g_end, stored, idxs = groups[-1]
+                groups[-1] = (g_start, max(g_end, end), stored, idxs)
+            else:
+                groups.append((start, end, [], []))
+            (groups[-1][3] if kind else groups[-1][2]).append(payload)
+        merged: dict[int, list[Any]] = {}
+        changed: set[int] = set()
+        for start, end, stored, idxs in groups:
+            if not idxs and len(stored) == 1:
+                merged[start] = stored[0]
+                continue
+            window = self._new_window(start, end)
+            for old in stored:  # in start order: earlier records first
+                for i, agg in enumerate(self.aggs, _FIXED):
+                    window[i] = agg.merge(window[i], old[i])
+            if idxs:
+                self._add_rows(window, values, times, seq0, sorted(idxs))
+            merged[start] = window
+            changed.add(start)
+        return merged, changed
+
+
+def _start(window: list[Any]) -> int:
+    return int(window[0])
+
+
+@dataclasses.dataclass
+class AggregationOperator(StatefulOperator):
+    """A ``StatefulOperator`` whose handler is a :class:`WindowAggregation`."""
+
+    def signature(self) -> dict[str, Any]:
+        """The base signature with ``kind="aggregate"``, the window and the aggregates."""
+        sig = super().signature()
+        sig["kind"] = "aggregate"
+        sig.update(self.func.describe())
+        return sig
+
+
+def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | SessionSpec,
+                      aggs: Mapping[str, Aggregator], watermark_delay: int | str | None = None,
+                      output_mode: OutputMode | str = OutputMode.APPEND, sink: Sink | Sequence[Sink] | None = None,
+                      name: str | None = None) -> AggregationOperator:
+    """Validate ``app.aggregate(...)`` arguments and return the operator.
+
+    Args:
+        key: field name, list of names, callable, or ``None`` for one global group.
+        event_time: field name or callable giving the event time.
+        window: :func:`tumbling`, :func:`sliding` or :func:`session`.
+        aggs: output field -> aggregator, e.g. ``{"n": count()}``.
+        watermark_delay: e.g. ``"10 minutes"``; required for ``append``.
+        output_mode: ``"append"`` (default), ``"update"`` or ``"complete"``.
+        sink: a Sink or a list of Sinks for the window rows.
+        name: operator name (logs, checkpoint signature).
+
+    Raises:
+        ConfigError: an argument is wrong; the message names it.
+    """
+    what = "aggregate"
+    mode = OutputMode.parse(output_mode, name=f"{what}: output_mode")
+    if not isinstance(window, (WindowSpec, SessionSpec)):
+        msg = (f"{what}: window must be tumbling(...), sliding(...) or session(...) from "
+               f"statefulstream.windows; got {window!r}")
+        raise ConfigError(msg)
+    if not isinstance(aggs, Mapping) or not aggs:
+        msg = f"{what}: aggs must be a non-empty dict of output field -> aggregator, e.g. {{'n': count()}}"
+        raise ConfigError(msg)
+    for field, agg in aggs.items():
+        if not isinstance(field, str) or not field:
+            msg = f"{what}: aggs keys are output field names (non-empty str); got {field!r}"
+            raise ConfigError(msg)
+        if not isinstance(agg, Aggregator):
+            msg = f"{what}: aggs[{field!r}] must be an aggregator such as count() or avg('x'); got {agg!r}"
+            raise ConfigError(msg)
+    if event_time is None:
+        msg = f"{what}: event_time= is required (the field or callable giving each record's event time)"
+        raise ConfigError(msg)
+    et_fn, _ = field_getter(event_time, f"{what}: event_time")
+    delay = _delay(watermark_delay, mode, what)
+    key_fn, key_spec, key_fields = _key(key, what)
+    clash = sorted(set(aggs) & ({*RESERVED_FIELDS} | set(key_fields(_sample_key(key)))))
+    if clash:
+        msg = f"{what}: aggs field(s) {clash} clash with the key or window fields; rename them"
+        raise ConfigError(msg)
+    handler = WindowAggregation(key_fields=key_fields, event_time=et_fn, window=window, aggs=aggs, mode=mode,
+                                has_watermark=delay is not None)
+    closes = handler.closes
+    return AggregationOperator(
+        func=handler, name=name or "aggregate", flat=True, key=key_fn, key_spec=key_spec, event_time=et_fn,
+        watermark_delay_ms=delay, output_mode=mode,
+        timeout=GroupStateTimeout.EVENT_TIME if closes else GroupStateTimeout.NO_TIMEOUT,
+        sinks=as_sinks(sink, f"{what}: sink"), state_sinks=[], initial_state=None,
+        call_all_keys=mode is OutputMode.COMPLETE)
+
+
+def _delay(value: int | str | None, mode: OutputMode, what: str) -> int | None:
+    if value is None:
+        if mode is OutputMode.APPEND:
+            msg = (f"{what}: output_mode='append' needs watermark_delay= (e.g. '10 minutes'): a window is "
+                   f"emitted once the watermark passes its end (Spark: append mode is not supported for "
+                   f"streaming aggregations without watermark); or use output_mode='update'/'complete'")
+            raise ConfigError(msg)
+        return None
+    delay = parse_duration_ms(value, name=f"{what}: watermark_delay")
+    if delay < 0:
+        msg = f"{what}: watermark_delay should not be negative; got {value!r}"
+        raise ConfigError(msg)
+    return delay
+
+
+def _key(key: Any, what: str) -> tuple[Callable[[Any], Any], str, Callable[[Any], dict[str, Any]]]:
+    """Return (group key getter, key spec for the signature, key -> output fields)."""
+    if key is None:
+        return _global_key, "<global>", _no_fields
+    key_fn, spec = field_getter(key, f"{what}: key")
+    if isinstance(key, str):
+        return key_fn, spec, lambda k: {key: k}
+    if isinstance(key, (list, tuple)):
+        names = list(key)
+        if len(names) == 1:
+            return key_fn, spec, lambda k: {names[0]: k}
+        return key_fn, spec, lambda k: dict(zip(names, k, strict=True))
+    return key_fn, spec, lambda k: {"key": k}
+
+
+def _sample_key(key: Any) -> Any:
+    """A placeholder key, only to learn the output key field names."""
+    if isinstance(key, (list, tuple)) and len(key) > 1:
+        return tuple(None for _ in key)
+    return None
+
+
+def _global_key(record: Any) -> None:
+    return None
+
+
+def _no_fields(key: Any) -> dict[str, Any]:
+    return {}
