@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from statefulstream.app import App
+from statefulstream.checkpoint_cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
 
 logger = logging.getLogger(__name__)
@@ -123,8 +124,9 @@ def demo(max_records: int, log_level: str) -> None:
     store = app.executor.store if app.executor else None
     still_open = sum(1 for _ in store.items()) if store is not None else 0
     click.echo(f"\n{totals['sessions']} sessions closed in {totals['batches']} batches from {totals['read']} "
-               f"records ({totals['dead']} dead-lettered, {totals['late']} late); {still_open} sessions still "
-               f"open: the watermark has not passed their end + 30 s.")
+               f"records ({totals['dead']} dead-lettered, {totals['late']} late); {still_open} "
+               f"{'session is' if still_open == 1 else 'sessions are'} still open: the watermark has not passed "
+               f"their end + 30 s.")
 
 
 def _find_example(name: str) -> pathlib.Path:
@@ -135,6 +137,9 @@ def _find_example(name: str) -> pathlib.Path:
             return candidate
     raise click.ClickException(f"cannot find examples/{name}; run the demo from the repository root")
 
+
+main.add_command(checkpoint)
+main.add_command(state)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
