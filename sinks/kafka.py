@@ -1,0 +1,357 @@
+"""``KafkaSink`` and ``KafkaDeadLetterSink``: batches written to Kafka in transactions, once.
+
+Exactly-once design (details and the broker caveats in docs/kafka.md):
+
+1. ``open`` creates a transactional producer with a stable
+   ``transactional.id`` and calls ``init_transactions``: the broker fences any
+   earlier incarnation and aborts its unfinished transaction.
+2. It then reads the *marker topic* (``<topic>.batches`` by default) for the
+   last batch id this ``transactional.id`` committed.
+3. ``write(batch_id, rows)`` skips a batch at or below that id (a replay after
+   a crash between the sink's commit and the checkpoint's commit). Otherwise it
+   runs one transaction: produce the rows (each with headers naming the sink,
+   batch and attempt), flush them, produce the marker ``{"batch_id": N}``, and
+   commit. Records and marker become visible to ``read_committed`` consumers
+   together or not at all.
+
+The flush before the marker means a visible marker implies every record of
+that attempt reached the broker, even on a broker that does not hide aborted
+records from ``read_committed`` consumers (tansu 0.6): there, the
+``statefulstream.attempt`` header tells a committed attempt's records from an
+aborted one's (:func:`committed_attempts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sinks._json import dumps
+from statefulstream.durations import parse_duration_ms
+from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+from statefulstream.sink import Sink, SinkContext
+from statefulstream.sources.base import DeadLetter
+from statefulstream.sources.kafka import KafkaSource, mask_config
+
+logger = logging.getLogger(__name__)
+
+Serializer = Callable[[Any], bytes]
+"""Turns an output row into a message value; ``TypeError``/``ValueError`` dead-letters the row."""
+KeyFunc = Callable[[Any], Any]
+"""Returns a row's message key (bytes, str, int or None)."""
+Headers = list[tuple[str, str | bytes | None]]
+HeaderFunc = Callable[[Any], Headers]
+"""Returns extra headers for a row."""
+
+HEADER_SINK = "statefulstream.sink"
+HEADER_BATCH = "statefulstream.batch_id"
+HEADER_ATTEMPT = "statefulstream.attempt"
+
+_PRODUCER_ONLY = ("transactional.", "enable.idempotence", "acks", "linger.", "batch.", "compression.",
+                  "queue.buffering", "message.timeout", "delivery.", "retries", "retry.", "max.in.flight",
+                  "partitioner", "sticky.", "transaction.")
+_MARKER_TAIL = 1_000  # markers read back from the end first; the whole topic only if ours are not there
+
+
+def _serializer(value_format: str | Serializer) -> Serializer:
+    if callable(value_format):
+        return value_format
+    if value_format == "json":
+        return dumps
+    if value_format == "msgpack":
+        return lambda row: msgpack.packb(row, use_bin_type=True)
+    msg = f"Kafka sink value_format must be 'json', 'msgpack' or a callable row -> bytes; got {value_format!r}"
+    raise ConfigError(msg)
+
+
+def _key_bytes(key: Any) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode("utf-8")
+
+
+class KafkaSink(Sink):
+    """Writes each batch's rows to a Kafka topic in one transaction, skipping replays already committed.
+
+    Args:
+        topic: the output topic (must exist).
+        bootstrap_servers: ``host:port[,host:port]``.
+        key: the message key: a row field name, a callable ``row -> key``, or
+            ``None`` (no key). Keys are sent as bytes (text as UTF-8).
+        value_format: ``"json"`` (orjson), ``"msgpack"`` or a callable ``row -> bytes``.
+        transactional_id: stable across restarts of the same app and unique
+            per sink; default ``"<app name>.<topic>"``.
+        marker_topic: where batch markers go; default ``"<topic>.batches"``,
+            created (one partition) if missing.
+        config: extra librdkafka producer settings (security, compression),
+            passed through and never logged unmasked.
+        headers: a callable ``row -> [(name, bytes)]`` adding headers per record.
+        timeout: how long a transaction step may take before the write is
+            retried (``SinkUnavailableError``).
+
+    Raises:
+        ConfigError: invalid arguments.
+
+    >>> KafkaSink("out", bootstrap_servers="127.0.0.1:9092", key="user", config={"sasl.password": "pw"})
+    KafkaSink(topic='out', bootstrap_servers='127.0.0.1:9092', config={'sasl.password': '***'})
+    """
+
+    name = "kafka"
+
+    def __init__(self, topic: str, *, bootstrap_servers: str, key: str | KeyFunc | None = None,
+                 value_format: str | Serializer = "json", transactional_id: str | None = None,
+                 marker_topic: str | None = None, config: Mapping[str, Any] | None = None,
+                 headers: HeaderFunc | None = None, timeout: str | int | float = "30 seconds") -> None:
+        self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
+        self._key: KeyFunc | None = (lambda row: row.get(key)) if isinstance(key, str) else key
+        self._serialize = _serializer(value_format)
+        self.transactional_id = transactional_id
+        self.marker_topic = marker_topic or f"{topic}.batches"
+        self.config = dict(config or {})
+        if "transactional.id" in self.config:
+            msg = "KafkaSink: pass transactional_id= instead of config['transactional.id']"
+            raise ConfigError(msg)
+        self._headers = headers
+        self.timeout_s = parse_duration_ms(timeout, name="timeout") / 1000
+        self.last_committed: int | None = None
+        self._producer: Producer | None = None
+        self._context = SinkContext()
+        self._attempt = ""
+
+    def __repr__(self) -> str:
+        extra = f", config={mask_config(self.config)!r}" if self.config else ""
+        return f"{type(self).__name__}(topic={self.topic!r}, bootstrap_servers={self.bootstrap_servers!r}{extra})"
+
+    # --- lifecycle
+
+    def open(self, context: SinkContext) -> None:
+        """Start the transactional producer, fence older incarnations, and find the last committed batch.
+
+        Raises:
+            SinkUnavailableError: the broker did not answer in time.
+            SinkError: the producer cannot be created or the marker topic cannot be created.
+        """
+        self._context = context
+        if self.transactional_id is None:
+            self.transactional_id = f"{context.app_name}.{self.topic}"
+        # A fresh attempt id per incarnation tells a committed attempt's records from an aborted one's.
+        self._attempt = uuid.uuid4().hex
+        conf = {"bootstrap.servers": self.bootstrap_servers, **self.config,
+                "transactional.id": self.transactional_id}
+        try:
+            self._producer = Producer(conf)
+            self._producer.init_transactions(self.timeout_s)
+        except KafkaException as exc:
+            raise self._translate(exc, "init_transactions") from exc
+        self._ensure_marker_topic()
+        self.last_committed = self._read_last_marker()
+        logger.info("Kafka sink %r (transactional id %r): last committed batch %s", self.topic,
+                    self.transactional_id, self.last_committed)
+
+    def close(self) -> None:
+        """Release the producer (nothing is pending between batches). Idempotent."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(self.timeout_s)
+
+    # --- writing
+
+    def write(self, batch_id: int, rows: Sequence[Any]) -> None:
+        """Write the batch in one transaction with its marker; skip it if its marker is already committed.
+
+        Raises:
+            SinkUnavailableError: the broker is down or the transaction was
+                aborted for a retriable reason; the runtime retries the batch.
+            SinkError: a fatal producer error (fenced by a newer incarnation).
+        """
+        if self._producer is None:
+            self.open(self._context)
+        producer = self._producer
+        assert producer is not None
+        if self.last_committed is not None and batch_id <= self.last_committed:
+            logger.info("Kafka sink %r: batch %d is already committed (marker found); skipping its replay",
+                        self.topic, batch_id)
+            return
+        base: Headers = [(HEADER_SINK, str(self.transactional_id).encode()), (HEADER_BATCH, str(batch_id).encode()),
+                (HEADER_ATTEMPT, self._attempt.encode())]
+        try:
+            producer.begin_transaction()
+            count = self._produce_rows(producer, batch_id, rows, base)
+            producer.flush(self.timeout_s)  # records before marker: a visible marker implies all records
+            marker = orjson.dumps({"batch_id": batch_id, "attempt": self._attempt, "topic": self.topic,
+                                   "records": count})
+            producer.produce(self.marker_topic, marker, key=str(self.transactional_id).encode(), headers=base)
+            producer.commit_transaction(self.timeout_s)
+        except KafkaException as exc:
+            self._abort(producer)
+            raise self._translate(exc, f"batch {batch_id}") from exc
+        self.last_committed = batch_id
+
+    def _produce_rows(self, producer: Producer, batch_id: int, rows: Sequence[Any],
+                      base: Headers) -> int:
+        serialize, key_of, extra = self._serialize, self._key, self._headers
+        count = 0
+        for index, row in enumerate(rows):
+            try:
+                value = serialize(row)
+                key = _key_bytes(key_of(row)) if key_of is not None else None
+                headers = base + extra(row) if extra is not None else base
+            except (TypeError, ValueError, AttributeError) as exc:
+                self._dead_letter(batch_id, index, row, f"row cannot be serialized: {exc}")
+                continue
+            if self._produce_one(producer, value, key, headers):
+                count += 1
+            else:
+                self._dead_letter(batch_id, index, row, "record is larger than the producer's message.max.bytes")
+        return count
+
+    def _produce_one(self, producer: Producer, value: bytes, key: bytes | None, headers: Headers) -> bool:
+        """Queue one record; return False if it is too large to ever be sent."""
+        while True:
+            try:
+                producer.produce(self.topic, value, key=key, headers=headers)
+                return True
+            except BufferError:
+                producer.poll(0.1)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                return False
+
+    def _dead_letter(self, batch_id: int, index: int, row: Any, reason: str) -> None:
+        self._context.dead_letter(DeadLetter(reason=reason, source=f"kafka sink {self.topic}", raw=repr(row),
+                                             error="sink", position={"sink": self.topic, "batch_id": batch_id,
+                                                                     "row": index}))
+
+    def _abort(self, producer: Producer) -> None:
+        try:
+            producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            logger.warning("Kafka sink %r: abort_transaction failed (%s); the next open() aborts it", self.topic,
+                           exc)
+            self._producer = None  # reopen: init_transactions fences and aborts what is pending
+
+    def _translate(self, exc: KafkaException, what: str) -> SinkError:
+        err: KafkaError = exc.args[0]
+        where = f"Kafka sink {self.topic!r} ({what}, transactional id {self.transactional_id!r})"
+        if err.fatal():
+            self._producer = None
+            return SinkError(f"{where}: fatal producer error {err.str()}; another instance with the same "
+                             f"transactional id may be running. The batch is replayed on restart.")
+        return SinkUnavailableError(f"{where}: {err.str()}; retrying the batch")
+
+    # --- markers
+
+    def _client_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers,
+                **{k: v for k, v in self.config.items() if not k.startswith(_PRODUCER_ONLY)}}
+
+    def _ensure_marker_topic(self) -> None:
+        admin = AdminClient(self._client_config())
+        try:
+            meta = admin.list_topics(timeout=self.timeout_s)
+        except KafkaException as exc:
+            raise self._translate(exc, "list topics") from exc
+        if self.topic not in meta.topics or meta.topics[self.topic].error is not None:
+            msg = f"Kafka sink: topic {self.topic!r} does not exist on {self.bootstrap_servers}; create it first"
+            raise SinkError(msg)
+        if self.marker_topic in meta.topics:
+            return
+        topic = NewTopic(self.marker_topic, num_partitions=1, replication_factor=-1,
+                         config={"cleanup.policy": "compact"})
+        try:
+            admin.create_topics([topic])[self.marker_topic].result(self.timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                msg = (f"Kafka sink {self.topic!r}: cannot create marker topic {self.marker_topic!r}: {exc}; "
+                       f"create it (1 partition, compacted) or pass marker_topic=")
+                raise SinkError(msg) from exc
+
+    def _read_last_marker(self) -> int | None:
+        """Return the highest batch id in this transactional id's markers, reading the tail first."""
+        reader = KafkaSource(self.marker_topic, bootstrap_servers=self.bootstrap_servers, value_format="raw",
+                             config=self._client_config(), read_timeout=self.timeout_s)
+        try:
+            start, latest = reader.available({})
+            tail = {p: max(start[p], end - _MARKER_TAIL) for p, end in latest.items()}
+            found = self._last_marker(reader.read(tail, latest).records)
+            if found is None and tail != start:
+                found = self._last_marker(reader.read(start, tail).records)
+            return found
+        finally:
+            reader.close()
+
+    def _last_marker(self, rows: Iterable[Mapping[str, Any]]) -> int | None:
+        mine = str(self.transactional_id).encode()
+        ids = [orjson.loads(row["value"])["batch_id"] for row in rows if row["key"] == mine and row["value"]]
+        return max(ids) if ids else None
+
+
+def dead_letter_headers(row: Mapping[str, Any]) -> Headers:
+    """Return the headers of a dead-letter record: error kind, reason, source, and where it came from.
+
+    >>> dead_letter_headers({"error": "decode", "reason": "bad", "source": "kafka",
+    ...                      "position": {"topic": "t", "partition": 0, "offset": 7}})[-1]
+    ('dlq.offset', b'7')
+    """
+    headers: Headers = [("dlq.error", str(row.get("error")).encode()), ("dlq.reason", str(row.get("reason")).encode()),
+               ("dlq.source", str(row.get("source")).encode())]
+    position = row.get("position") or {}
+    headers.extend((f"dlq.{k}", str(v).encode()) for k, v in position.items())
+    return headers
+
+
+def _dead_letter_key(row: Mapping[str, Any]) -> str | None:
+    position = row.get("position") or {}
+    if "topic" in position:
+        return f"{position['topic']}:{position.get('partition')}"
+    return None
+
+
+class KafkaDeadLetterSink(KafkaSink):
+    """A ``KafkaSink`` for dead letters: the rows of ``DeadLetter.to_row``, with headers saying why and where.
+
+    Each record's value is the dead-letter row as JSON (reason, raw record as
+    text, position); its headers are ``dlq.error``, ``dlq.reason``,
+    ``dlq.source`` and one ``dlq.<field>`` per position field (``dlq.topic``,
+    ``dlq.partition``, ``dlq.offset`` for Kafka records); its key is the
+    source ``topic:partition``. Written exactly once like ``KafkaSink``.
+
+    Args:
+        topic: the dead-letter topic (must exist).
+        bootstrap_servers: ``host:port``.
+        **kwargs: ``transactional_id``, ``marker_topic``, ``config``, ``timeout`` as for ``KafkaSink``.
+    """
+
+    name = "kafka_dead_letters"
+
+    def __init__(self, topic: str, *, bootstrap_servers: str, **kwargs: Any) -> None:
+        super().__init__(topic, bootstrap_servers=bootstrap_servers, key=_dead_letter_key,
+                         headers=dead_letter_headers, **kwargs)
+
+
+def committed_attempts(markers: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """Return ``(sink, batch_id, attempt)`` of committed markers, from rows of the marker topic.
+
+    For brokers whose ``read_committed`` does not hide aborted records
+    (tansu 0.6): a data record belongs to a committed transaction when its
+    ``(statefulstream.sink, statefulstream.batch_id, statefulstream.attempt)``
+    headers are in this set, since markers are produced after their records
+    are flushed, and a replay of a batch with a marker is skipped.
+
+    Args:
+        markers: raw rows (``{"key": bytes, "value": bytes}``) of the marker topic.
+    """
+    out = set()
+    for row in markers:
+        value = orjson.loads(row["value"])
+        out.add((row["key"].decode(), str(value["batch_id"]), value["attempt"]))
+    return out
