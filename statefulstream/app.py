@@ -25,17 +25,23 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from statefulstream.checkpoint import MemoryPlanLog, PlanLog
+from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.executor import DEFAULT_SINK_RETRY, Executor, SinkRetry
+from statefulstream.health import Health
+from statefulstream.metrics import Metrics
+from statefulstream.metrics_server import MetricsServer, parse_address
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step
 from statefulstream.progress import ProgressListener
+from statefulstream.progress_bar import ProgressBar
+from statefulstream.progress_log import ProgressLog
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
 from statefulstream.state.store import StateStore
 from statefulstream.timeutil import Clock, system_clock
-from statefulstream.triggers import Trigger
+from statefulstream.triggers import Trigger, TriggerKind
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,19 @@ class App:
         keep_batches: offsets-log entries kept for inspection (>= 1).
         sink_retry: how long a failing sink holds the stream before the app stops.
         state_cache_keys: hot keys cached in front of RocksDB.
+        metrics_address: serve ``/metrics``, ``/health`` and ``/ready`` there
+            while ``run`` runs: ``"127.0.0.1:9108"``, ``":9108"`` or ``9108``
+            (loopback unless a host is named; port 0 = any free port, read it
+            from ``app.metrics_server.port``). ``None``: no server; the
+            metrics are still kept in ``app.metrics``.
+        health_timeout: how long the loop may go without planning or
+            committing a batch before ``/health`` fails (e.g. ``"2 minutes"``);
+            default ``max(60 s, 3 x trigger interval)``.
+
+    Attributes:
+        metrics: the app's Prometheus metrics (its own registry).
+        health: liveness and readiness of the loop.
+        metrics_server: the running server, or ``None``.
 
     Raises:
         ConfigError: an argument is wrong (the message names it).
@@ -70,7 +89,8 @@ class App:
                  trigger: Trigger | str | int | None = None, max_records_per_trigger: int | None = None,
                  dead_letters: Sink | str | os.PathLike[str] | None = None, clock: Clock | None = None,
                  keep_batches: int = 100, sink_retry: SinkRetry = DEFAULT_SINK_RETRY,
-                 state_cache_keys: int = 100_000) -> None:
+                 state_cache_keys: int = 100_000, metrics_address: str | int | None = None,
+                 health_timeout: str | int | None = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"App name must be a non-empty string; got {name!r}")
         if max_records_per_trigger is not None and (
@@ -94,6 +114,15 @@ class App:
         self.steps: list[Step] = []
         self.operator: StatefulOperator | None = None
         self.listeners: list[ProgressListener] = []
+        if metrics_address is not None:
+            parse_address(metrics_address)  # a malformed address fails here, not at run()
+        self.metrics_address = metrics_address
+        self.metrics = Metrics(name, clock=self.clock)
+        timeout_ms = parse_duration_ms(health_timeout, name="health_timeout") if health_timeout is not None else None
+        if timeout_ms is not None and timeout_ms <= 0:
+            raise ConfigError(f"health_timeout must be a positive duration like '2 minutes'; got {health_timeout!r}")
+        self.health = Health(timeout_s=timeout_ms / 1000 if timeout_ms is not None else None)
+        self.metrics_server: MetricsServer | None = None
         self.executor: Executor | None = None
         self._stop = threading.Event()
         # Without a checkpoint the state lives on the App, so successive run() calls continue it.
@@ -209,14 +238,30 @@ class App:
         """
         trig = Trigger.parse(trigger) if trigger is not None else self.trigger
         executor = self.build_executor()
+        self.metrics.declare_sinks(executor.sink_names)
+        bar = ProgressBar(self.name) if trig.kind is TriggerKind.AVAILABLE_NOW else None
+        if bar is not None:
+            executor.listeners.append(bar.on_batch)
         self._stop.clear()
+        self.health.starting(executor, trig)
+        # Served during recovery too, so /ready can say "not yet".
+        self.metrics_server = (MetricsServer(self.metrics_address, self.metrics, self.health)
+                               if self.metrics_address is not None else None)
         restore = self._install_signal_handlers()
         try:
+            if self.metrics_server is not None:
+                self.metrics_server.start()
             executor.start()
+            self.health.ready()
             executor.run(trig, self._stop)
         finally:
+            self.health.stopped()
             restore()
             executor.close()
+            if bar is not None:
+                bar.close()
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
 
     def stop(self) -> None:
         """Ask a running app to stop after the current batch. Thread-safe."""
@@ -234,8 +279,14 @@ class App:
             app_name=self.name, source=self.source, operator=self.operator, steps=self.steps, store=store,
             plan_log=plan_log, dead_letters=self.dead_letter_sink, clock=clock or self.clock,
             where=self.checkpoint_dir or "<memory>", max_records_per_trigger=self.max_records_per_trigger,
-            keep_batches=self.keep_batches, sink_retry=self.sink_retry, listeners=self.listeners)
+            keep_batches=self.keep_batches, sink_retry=self.sink_retry,
+            listeners=[self.metrics.on_batch, self._progress_log().on_batch, *self.listeners],
+            failure_listeners=[self.metrics.on_failure, self.health.on_failure])
         return self.executor
+
+    def _progress_log(self) -> ProgressLog:
+        directory = os.path.join(self.checkpoint_dir, "progress") if self.checkpoint_dir is not None else None
+        return ProgressLog(directory, keep=self.keep_batches)
 
     def _state(self) -> tuple[StateStore, PlanLog]:
         if self.checkpoint_dir is None:

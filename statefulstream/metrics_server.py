@@ -1,0 +1,153 @@
+"""``MetricsServer``: ``/metrics``, ``/health`` and ``/ready`` over HTTP.
+
+A ``ThreadingHTTPServer`` in a daemon thread, bound to 127.0.0.1 unless the
+address names another host. ``App(metrics_address=...)`` starts it in
+``App.run`` and stops it when ``run`` returns.
+
+* ``GET /metrics``: Prometheus text format (OpenMetrics if asked for).
+* ``GET /health``: 200 while the loop runs and is not stuck, else 503.
+* ``GET /ready``: 200 once recovery is done, else 503.
+
+Health bodies are JSON (``{"status": ..., "reason": ...}``), so a probe's
+failure says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from statefulstream.errors import ConfigError
+from statefulstream.health import Health, Status
+from statefulstream.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+"""Host the server binds when the address gives only a port."""
+
+
+def parse_address(address: str | int) -> tuple[str, int]:
+    """Split ``"host:port"``, ``"[::1]:port"``, ``":port"``, ``"port"`` or a port number.
+
+    >>> parse_address("127.0.0.1:9108"), parse_address(9108), parse_address("[::1]:0")
+    (('127.0.0.1', 9108), ('127.0.0.1', 9108), ('::1', 0))
+
+    Raises:
+        ConfigError: the address has no valid port (0 means any free port).
+    """
+    text = str(address).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]") or DEFAULT_HOST
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        msg = (f"metrics_address must be 'host:port', ':port' or a port number (0 = any free port); "
+               f"got {address!r}")
+        raise ConfigError(msg)
+    return host, port
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Health) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.metrics = metrics
+        self.health = health
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body, content_type = self.server.metrics.exposition(self.headers.get("Accept"))
+            self._send(200, body, content_type)
+        elif path == "/health":
+            self._send_status(self.server.health.liveness())
+        elif path == "/ready":
+            self._send_status(self.server.health.readiness())
+        else:
+            self._send(404, b"not found: try /metrics, /health or /ready\n", "text/plain; charset=utf-8")
+
+    def _send_status(self, status: Status) -> None:
+        ok, body = status
+        self._send(200 if ok else 503, json.dumps(body).encode() + b"\n", "application/json")
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the http.server signature
+        # Scrapes every few seconds would flood stderr; keep them at debug.
+        logger.debug("metrics server: " + format, *args)
+
+
+class MetricsServer:
+    """Serves one app's metrics and health on ``address``.
+
+    Args:
+        address: see :func:`parse_address`; port 0 picks a free port
+            (read it from :attr:`port` after :meth:`start`).
+        metrics: what ``/metrics`` serves.
+        health: what ``/health`` and ``/ready`` report.
+
+    Raises:
+        ConfigError: the address is malformed.
+    """
+
+    def __init__(self, address: str | int, metrics: Metrics, health: Health) -> None:
+        self.host, self.port = parse_address(address)
+        self._metrics = metrics
+        self._health = health
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:9108``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread.
+
+        Raises:
+            ConfigError: the address cannot be bound (port taken, unknown host).
+        """
+        try:
+            server = _Server((self.host, self.port), self._metrics, self._health)
+        except OSError as exc:
+            msg = (f"metrics server cannot listen on {self.host}:{self.port}: {exc}; choose a free port "
+                   f"(metrics_address=...), or port 0 for any")
+            raise ConfigError(msg) from exc
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, name=f"metrics-{self.port}", daemon=True)
+        self._thread.start()
+        logger.info("serving /metrics, /health and /ready on %s", self.url)
+
+    def stop(self) -> None:
+        """Stop serving and release the port. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
