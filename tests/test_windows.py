@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import json
 import math
 import os
 import random
@@ -539,3 +540,35 @@ class TestRestart:
 
 def uninterrupted_rows_by_window() -> dict[tuple[str, int], dict[str, Any]]:
     return by_window(uninterrupted_rows())
+
+
+class TestWindowCountsExample:
+    @staticmethod
+    def example() -> Any:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+        try:
+            import window_counts
+        finally:
+            sys.path.pop(0)
+        return window_counts
+
+    def test_committed_sample_is_what_the_generator_writes(self) -> None:
+        example = self.example()
+        assert example.DATA.read_text() == "".join(line + "\n" for line in example.sample_lines())
+
+    def test_errors_per_service_minute_match_the_reference_model(self) -> None:
+        example = self.example()
+        sink = MemorySink()
+        late: list[int] = []
+        app = example.build_app(sink=sink)
+        app.add_listener(lambda p: late.append(p.records_late))
+        app.run()
+        events = [json.loads(line) for line in example.sample_lines()]
+        batches = [[(e["service"], e["ts"]) for e in events[i:i + 500] if e["level"] == "error"]
+                   for i in range(0, len(events), 500)]
+        want, want_lates = reference([*batches, []], delay=10 * MIN, mode="append",
+                                     windows_of=fixed_windows_of(MIN, MIN))
+        got = {(r["service"], r["window_start"], r["window_end"], r["errors"]) for r in sink.rows}
+        assert got == set().union(*want)
+        assert builtin_sum(late) == builtin_sum(want_lates) > 0
+        assert len(by_window(sink.rows)) > 50
