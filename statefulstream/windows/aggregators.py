@@ -1,18 +1,7 @@
-"""Aggregate functions for windowed aggregations: partial state that adds, merges and finishes.
+"""The aggregate functions of windowed aggregations, by Spark's names, and user-defined ones.
 
-An :class:`Aggregator` keeps one *accumulator* per window. The accumulator is
-plain data (numbers, lists, bytes) so the state store can keep it in msgpack.
-The runtime calls, per window and per batch:
-
-1. ``zero()`` once, when the window is created;
-2. ``update(acc, rows, times, seqs)`` with the window's new records of the
-   batch in arrival order (the default extracts the column, drops ``None`` as
-   Spark's aggregates skip nulls, and calls ``add`` with the list);
-3. ``merge(a, b)`` when two session windows join (``a`` is the earlier one);
-4. ``result(acc)`` for each output row.
-
-Every method must be deterministic and must not mutate its arguments in
-place unless it returns them: a replayed batch must give the same result.
+Each returns an :class:`~statefulstream.windows.base.Aggregator` (its
+docstring is the contract: call order, determinism, accumulators as data).
 
 >>> agg = avg("latency")
 >>> acc = agg.update(agg.zero(), [{"latency": 10}, {"latency": None}, {"latency": 20}], [1, 2, 3], [0, 1, 2])
@@ -24,80 +13,13 @@ from __future__ import annotations
 
 import builtins
 import copy
-import hashlib
 import math
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
-
 from statefulstream.errors import ConfigError
-
-Column = str | Callable[[Any], Any] | None
-"""A field name, a callable of the record, or ``None`` for the whole record."""
-
-
-class Aggregator(ABC):
-    """One aggregate function over a column; subclass it or use :func:`aggregator`.
-
-    Attributes:
-        column: the field aggregated (``None``: the whole record).
-    """
-
-    def __init__(self, column: Column = None) -> None:
-        if column is not None and not isinstance(column, str) and not callable(column):
-            msg = f"{type(self).__name__}: column must be a field name, a callable or None; got {column!r}"
-            raise ConfigError(msg)
-        self.column = column
-
-    @abstractmethod
-    def zero(self) -> Any:
-        """Return a fresh accumulator for an empty window."""
-
-    @abstractmethod
-    def add(self, acc: Any, values: list[Any]) -> Any:
-        """Return ``acc`` with ``values`` (non-null column values, arrival order) added."""
-
-    @abstractmethod
-    def merge(self, a: Any, b: Any) -> Any:
-        """Return the accumulator of both windows' records (``a`` holds the earlier records)."""
-
-    @abstractmethod
-    def result(self, acc: Any) -> Any:
-        """Return the output value of an accumulator."""
-
-    def values(self, rows: Sequence[Any]) -> list[Any]:
-        """Return the non-null column values of ``rows`` (a missing field counts as null)."""
-        col = self.column
-        if col is None:
-            return list(rows)
-        if isinstance(col, str):
-            vals = [r.get(col) if isinstance(r, Mapping) else r[col] for r in rows]
-        else:
-            vals = list(map(col, rows))
-        return [v for v in vals if v is not None]
-
-    def update(self, acc: Any, rows: Sequence[Any], times: Sequence[int], seqs: Sequence[int]) -> Any:
-        """Add a window's new records of one batch.
-
-        Args:
-            acc: the window's accumulator.
-            rows: the records, in arrival order.
-            times: their event times (epoch ms).
-            seqs: their arrival numbers within the key (increasing across batches).
-        """
-        vals = self.values(rows)
-        return self.add(acc, vals) if vals else acc
-
-    def describe(self) -> str:
-        """A stable text naming the function and column, for the checkpoint signature."""
-        col = self.column
-        name = col if isinstance(col, str) or col is None else getattr(col, "__qualname__", type(col).__name__)
-        return f"{type(self).__name__}({name})"
-
-    def __repr__(self) -> str:
-        return self.describe()
+from statefulstream.windows.base import Aggregator, Column
+from statefulstream.windows.sketch import ApproxCountDistinct
 
 
 class Count(Aggregator):
@@ -313,73 +235,6 @@ class CollectSet(Aggregator):
 
     def result(self, acc: list[Any]) -> list[Any]:
         return list(acc)
-
-
-class ApproxCountDistinct(Aggregator):
-    """Approximate number of distinct non-null values: a HyperLogLog sketch.
-
-    The sketch has ``m = 2**p`` one-byte registers, stored as ``bytes`` (so
-    msgpack keeps it as is) and merged by register-wise max, so the sketch of
-    two windows equals the sketch of their union exactly. ``p`` follows
-    Spark's ``approx_count_distinct(col, rsd)``: ``p = ceil(2 log2(1.106 / rsd))``
-    (``rsd=0.05`` gives ``p = 9``, 512 bytes per window). The standard error
-    of the estimate is about ``1.04 / sqrt(m)`` (4.6 % for ``p = 9``); small
-    counts (below ``2.5 m``) use linear counting and are nearly exact.
-
-    Values are hashed with BLAKE2b-64 over their msgpack bytes, which is
-    stable across processes (Python's ``hash`` is not), so a restarted app
-    keeps adding to the same registers. Values msgpack cannot encode are
-    hashed by ``repr``.
-    """
-
-    def __init__(self, column: Column, *, rsd: float = 0.05) -> None:
-        super().__init__(column)
-        if not isinstance(rsd, (int, float)) or not 0.0 < rsd <= 0.39:
-            msg = f"approx_count_distinct: rsd must be in (0, 0.39] (p >= 4); got {rsd!r}"
-            raise ConfigError(msg)
-        self.rsd = float(rsd)
-        self.p = builtins.min(18, math.ceil(2.0 * math.log2(1.106 / rsd)))
-        self.m = 1 << self.p
-
-    @property
-    def standard_error(self) -> float:
-        """The sketch's relative standard error, ``1.04 / sqrt(m)``."""
-        return 1.04 / math.sqrt(self.m)
-
-    def zero(self) -> bytes:
-        return bytes(self.m)
-
-    def add(self, acc: bytes, values: list[Any]) -> bytes:
-        regs = bytearray(acc)
-        bits = 64 - self.p
-        low = (1 << bits) - 1
-        for v in values:
-            h = _hash64(v)
-            idx = h >> bits
-            rank = bits - (h & low).bit_length() + 1
-            if rank > regs[idx]:
-                regs[idx] = rank
-        return bytes(regs)
-
-    def merge(self, a: bytes, b: bytes) -> bytes:
-        return bytes(map(builtins.max, a, b))
-
-    def result(self, acc: bytes) -> int:
-        m = self.m
-        alpha = 0.7213 / (1.0 + 1.079 / m)
-        estimate = alpha * m * m / math.fsum(2.0 ** -r for r in acc)
-        zeros = acc.count(0)
-        if estimate <= 2.5 * m and zeros:
-            estimate = m * math.log(m / zeros)
-        return round(estimate)
-
-    def describe(self) -> str:
-        return f"{super().describe()}:p={self.p}"
-
-
-def _hash64(value: Any) -> int:
-    data = msgpack.packb(value, use_bin_type=True, default=repr)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 class UserAggregator(Aggregator):

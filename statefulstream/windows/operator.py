@@ -145,7 +145,7 @@ class WindowAggregation:
         assert isinstance(self.window, SessionSpec)
         gap = self.window.gap_ms
         # (start, end, 0 = stored session / 1 = new record, payload); stored first on equal starts.
-        items = [(w[0], w[1], 0, w) for w in windows.values()]
+        items: list[tuple[int, int, int, Any]] = [(w[0], w[1], 0, w) for w in windows.values()]
         items += [(t, t + gap, 1, i) for i, t in enumerate(times)]
         items.sort(key=lambda it: (it[0], it[2], it[3] if it[2] else 0))
         groups: list[tuple[int, int, list[list[Any]], list[int]]] = []
@@ -155,7 +155,10 @@ class WindowAggregation:
                 groups[-1] = (g_start, max(g_end, end), stored, idxs)
             else:
                 groups.append((start, end, [], []))
-            (groups[-1][3] if kind else groups[-1][2]).append(payload)
+            if kind:
+                groups[-1][3].append(payload)
+            else:
+                groups[-1][2].append(payload)
         merged: dict[int, list[Any]] = {}
         changed: set[int] = set()
         for start, end, stored, idxs in groups:
@@ -183,6 +186,7 @@ class AggregationOperator(StatefulOperator):
 
     def signature(self) -> dict[str, Any]:
         """The base signature with ``kind="aggregate"``, the window and the aggregates."""
+        assert isinstance(self.func, WindowAggregation)
         sig = super().signature()
         sig["kind"] = "aggregate"
         sig.update(self.func.describe())
