@@ -23,8 +23,10 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
+from kafka_broker import TansuBroker
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinks.memory import MemorySink
@@ -38,6 +40,8 @@ from statefulstream.progress_cli import progress as progress_command
 from statefulstream.progress_log import ProgressLog, read_reports
 from statefulstream.sink import Sink
 from statefulstream.sources import MemorySource
+from statefulstream.sources.kafka import KafkaSource
+from statefulstream.testing import CRASH, SimulatedCrash
 
 DELAY_MS = 10_000
 T0 = 1_700_000_000_000
@@ -259,6 +263,18 @@ class TestFailureMetrics:
             app.run("once")
         assert app.metrics.value("statefulstream_sink_failures_total", sink="flaky") == 1
 
+    def test_a_crashed_read_counts_a_read_failure_and_the_rerun_a_replay(self) -> None:
+        app = App("clicks", source=MemorySource([{"user": "a"}, CRASH, {"user": "b"}]))
+        app.flat_map_groups_with_state(key="user", sink=MemorySink())(echo_handler)
+        with pytest.raises(SimulatedCrash):
+            app.run("once")
+        app.run("once")
+        m = app.metrics
+        assert m.value("statefulstream_batch_failures_total", phase="read") == 1
+        assert m.value("statefulstream_batches_replayed_total") == 1
+        assert m.value("statefulstream_batches_committed_total") == 1
+        assert m.value("statefulstream_records_processed_total") == 2
+
     def test_handler_exceptions_are_counted(self) -> None:
         def boom(user: str, events: list[Any], state: GroupState[int]) -> list[Any]:
             if user == "b":
@@ -319,6 +335,31 @@ class TestMetrics:
             app.metrics_address = f"127.0.0.1:{taken.getsockname()[1]}"
             with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
                 app.run("once")
+
+
+@pytest.mark.kafka
+class TestKafkaLag:
+    def test_lag_per_partition_is_what_was_produced_and_not_yet_processed(self, kafka_broker: TansuBroker) -> None:
+        topic = kafka_broker.create_topic(partitions=2)
+        produced = {0: 7, 1: 5}
+        for partition, count in produced.items():
+            kafka_broker.produce(topic, [orjson.dumps({"user": f"u{i}"}) for i in range(count)],
+                                 partition=partition, batched=False)
+        seen: list[Any] = []
+        app = App("clicks", source=KafkaSource(topic, bootstrap_servers=kafka_broker.bootstrap,
+                                               read_timeout="10 seconds"), max_records_per_trigger=4)
+        app.flat_map_groups_with_state(key="user", sink=MemorySink())(echo_handler)
+        app.add_listener(seen.append)
+
+        def lags() -> dict[int, float | None]:
+            return {p: app.metrics.value("statefulstream_source_lag_records", partition=f"{topic}:{p}")
+                    for p in produced}
+
+        app.run("once")
+        assert sum(lag or 0 for lag in lags().values()) == sum(produced.values()) - seen[0].records_read == 8
+        assert all(lag is not None and 0 <= lag <= produced[p] for p, lag in lags().items())
+        app.run("available_now")
+        assert lags() == {p: 0 for p in produced}
 
 
 class GatedSource(MemorySource):
