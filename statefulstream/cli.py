@@ -14,6 +14,7 @@ import click
 from statefulstream.app import App
 from statefulstream.checkpoint_cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
+from statefulstream.progress_cli import progress
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def main() -> None:
 @click.option("--trigger", help="Override the trigger: 'once', 'available_now', or an interval like '10 seconds'.")
 @click.option("--max-records", type=click.IntRange(min=1), help="Bound the records per batch.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Override the app's checkpoint directory.")
+@click.option("--metrics-address", help="Serve /metrics, /health, /ready here, e.g. 127.0.0.1:9108.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def run(target: str, trigger: str | None, max_records: int | None, checkpoint_dir: str | None, log_level: str) -> None:
+def run(target: str, trigger: str | None, max_records: int | None, checkpoint_dir: str | None,
+        metrics_address: str | None, log_level: str) -> None:
     """Run the App defined in PATH.py until its trigger is done or Ctrl-C / SIGTERM.
 
     A stop finishes and commits the running batch. After a crash, the next
@@ -84,6 +87,8 @@ def run(target: str, trigger: str | None, max_records: int | None, checkpoint_di
         app.max_records_per_trigger = max_records
     if checkpoint_dir is not None:
         app.checkpoint_dir = checkpoint_dir
+    if metrics_address is not None:
+        app.metrics_address = metrics_address
     _run(app, trigger)
 
 
@@ -140,6 +145,7 @@ def _find_example(name: str) -> pathlib.Path:
 
 main.add_command(checkpoint)
 main.add_command(state)
+main.add_command(progress)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
