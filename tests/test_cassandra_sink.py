@@ -1,0 +1,330 @@
+"""Tests of the Scylla/Cassandra sinks.
+
+No Cassandra or Scylla server can be installed here. These tests run the real
+cassandra-driver code: ``Cluster`` objects as the sinks configure them,
+``PreparedStatement``/``BoundStatement`` binding (bytes checked against
+``struct`` packing), the driver's ``execute_concurrent`` against a recording
+session double (a stand-in for the server), and the retry decisions on the
+driver's own exception classes.
+"""
+
+from __future__ import annotations
+
+import ssl
+import struct
+import subprocess
+import threading
+from typing import Any
+
+import pytest
+from cassandra import (
+    AuthenticationFailed,
+    ConsistencyLevel,
+    InvalidRequest,
+    OperationTimedOut,
+    Unauthorized,
+    Unavailable,
+    WriteTimeout,
+)
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import NoHostAvailable
+from cassandra.cqltypes import Int32Type, LongType, UTF8Type
+from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.protocol import ColumnMetadata, OverloadedErrorMessage
+from cassandra.query import UNSET_VALUE, PreparedStatement
+
+from sinks.cassandra import CassandraSink, CassandraStateSink, RowMapping, state_table_schema
+from sinks.cassandra_client import (
+    PASSWORD_ENV,
+    RETRIABLE_ERRORS,
+    USERNAME_ENV,
+    Backoff,
+    CassandraOptions,
+    IdempotentWriteRetryPolicy,
+    is_retriable,
+    write_concurrently,
+)
+from sinks.cassandra_cql import TableSchema, create_keyspace_cql, create_table_cql, delete_cql, insert_cql
+from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+
+SESSIONS = TableSchema({"user": "text", "start": "timestamp", "end": "timestamp", "count": "int"},
+                       partition_key=("user",), clustering=("start",))
+
+
+class TestCql:
+    def test_create_keyspace_uses_given_replication(self) -> None:
+        cql = create_keyspace_cql("demo", {"class": "NetworkTopologyStrategy", "dc1": 3, "dc2": 2})
+        assert cql == ("CREATE KEYSPACE IF NOT EXISTS demo WITH replication = "
+                       "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}")
+
+    def test_create_keyspace_defaults_to_single_node_replication(self) -> None:
+        assert create_keyspace_cql("demo").endswith("{'class': 'SimpleStrategy', 'replication_factor': 1}")
+
+    def test_replication_without_class_is_a_config_error(self) -> None:
+        with pytest.raises(ConfigError, match="has no 'class'"):
+            create_keyspace_cql("demo", {"dc1": 3})
+
+    def test_create_table_has_partition_and_clustering_key_and_options(self) -> None:
+        schema = TableSchema({"user": "text", "day": "date", "start": "timestamp", "tags": "set<text>"},
+                             partition_key=("user", "day"), clustering=("start",),
+                             clustering_order={"start": "DESC"}, options={"default_time_to_live": 86400})
+        assert create_table_cql("demo", "sessions", schema) == (
+            "CREATE TABLE IF NOT EXISTS demo.sessions (user text, day date, start timestamp, tags set<text>, "
+            "PRIMARY KEY ((user, day), start)) WITH CLUSTERING ORDER BY (start DESC) "
+            "AND default_time_to_live = 86400")
+
+    def test_reserved_and_mixed_case_identifiers_are_quoted(self) -> None:
+        assert insert_cql("Demo", "select", ["Key", "from"]) == (
+            'INSERT INTO "Demo"."select" ("Key", "from") VALUES (?, ?)')
+        assert delete_cql("demo", "state", ["user", "Day"]) == 'DELETE FROM demo.state WHERE user = ? AND "Day" = ?'
+
+    def test_insert_carries_ttl_in_seconds(self) -> None:
+        assert insert_cql("demo", "s", ["a"], ttl_s=60) == "INSERT INTO demo.s (a) VALUES (?) USING TTL 60"
+
+    def test_unknown_cql_type_is_a_config_error_naming_it(self) -> None:
+        with pytest.raises(ConfigError, match="'txt' is not a CQL type"):
+            TableSchema({"user": "txt"}, partition_key="user")
+        with pytest.raises(ConfigError, match="'strng' is not a CQL type"):
+            TableSchema({"user": "text", "tags": "map<text, strng>"}, partition_key="user")
+
+    def test_key_column_must_be_declared(self) -> None:
+        with pytest.raises(ConfigError, match="key column 'start' is not in columns"):
+            TableSchema({"user": "text"}, partition_key="user", clustering=("start",))
+
+    def test_clustering_order_must_name_a_clustering_column(self) -> None:
+        with pytest.raises(ConfigError, match="clustering_order 'user'"):
+            TableSchema({"user": "text"}, partition_key="user", clustering_order={"user": "DESC"})
+
+
+class TestRowMapping:
+    def test_default_mapping_uses_each_rows_keys(self) -> None:
+        mapping = RowMapping(None)
+        row = {"user": "a", "count": 2}
+        assert mapping.columns_for(row) == ("user", "count")
+        assert mapping.values(row, ("user", "count")) == ["a", 2]
+
+    def test_list_mapping_reads_fields_of_the_same_name_and_missing_is_null(self) -> None:
+        mapping = RowMapping(["user", "count"])
+        assert mapping.values({"user": "a"}, mapping.columns_for({"user": "a"})) == ["a", None]
+
+    def test_ignore_nulls_binds_unset(self) -> None:
+        mapping = RowMapping(["user", "count"], ignore_nulls=True)
+        assert mapping.values({"user": "a", "count": None}, ("user", "count")) == ["a", UNSET_VALUE]
+
+    def test_mapping_takes_field_names_and_functions(self) -> None:
+        mapping = RowMapping({"user": "u", "count": lambda r: len(r["events"])})
+        assert mapping.values({"u": "a", "events": [1, 2, 3]}, ("user", "count")) == ["a", 3]
+
+    def test_bad_mapping_is_a_config_error(self) -> None:
+        with pytest.raises(ConfigError, match="field name or a function"):
+            RowMapping({"user": 3})
+        with pytest.raises(ConfigError, match="columns must be None"):
+            RowMapping("user")
+
+    def test_non_dict_row_without_mapping_is_a_config_error(self) -> None:
+        with pytest.raises(ConfigError, match="rows must be dicts or dataclasses"):
+            RowMapping(None).columns_for(("a", 1))
+
+
+def _prepared(columns: list[tuple[str, Any]], pk_indexes: list[int] | None = None) -> PreparedStatement:
+    """A PreparedStatement as the driver builds it from a PREPARED response."""
+    meta = [ColumnMetadata("demo", "sessions", name, cqltype) for name, cqltype in columns]
+    return PreparedStatement.from_message(b"id", meta, pk_indexes or [0], None, "INSERT ...", "demo", 4,
+                                          [], None)
+
+
+class TestBinding:
+    def test_driver_encodes_mapped_values_in_column_order(self) -> None:
+        columns = [("user", UTF8Type), ("count", Int32Type), ("start", LongType)]
+        mapping = RowMapping({"user": "u", "count": "n", "start": "ts"})
+        bound = _prepared(columns).bind(mapping.values({"u": "añ", "n": 7, "ts": 1_700_000_000_123},
+                                                       [c for c, _ in columns]))
+        assert bound.values == ["añ".encode(), struct.pack(">i", 7), struct.pack(">q", 1_700_000_000_123)]
+        assert bound.routing_key == "añ".encode()
+
+    def test_wrong_value_type_fails_at_bind_time_naming_the_column(self) -> None:
+        with pytest.raises(TypeError, match='column "count"'):
+            _prepared([("user", UTF8Type), ("count", Int32Type)]).bind(["a", "seven"])
+
+
+class TestRetryPolicy:
+    policy = IdempotentWriteRetryPolicy(max_retries=1)
+
+    def test_write_timeout_is_retried_once_on_the_same_host(self) -> None:
+        assert self.policy.on_write_timeout(None, ConsistencyLevel.LOCAL_QUORUM, "SIMPLE", 2, 1, 0) == \
+            (RetryPolicy.RETRY, None)
+        assert self.policy.on_write_timeout(None, ConsistencyLevel.LOCAL_QUORUM, "SIMPLE", 2, 1, 1) == \
+            (RetryPolicy.RETHROW, None)
+
+    def test_unavailable_and_request_errors_go_to_the_next_host(self) -> None:
+        assert self.policy.on_unavailable(None, ConsistencyLevel.ONE, 1, 0, 0)[0] == RetryPolicy.RETRY_NEXT_HOST
+        assert self.policy.on_request_error(None, ConsistencyLevel.ONE, OperationTimedOut(), 0)[0] == \
+            RetryPolicy.RETRY_NEXT_HOST
+        assert self.policy.on_request_error(None, ConsistencyLevel.ONE, OperationTimedOut(), 1)[0] == \
+            RetryPolicy.RETHROW
+
+    def test_driver_errors_are_classified(self) -> None:
+        transient = [Unavailable("x"), WriteTimeout("x", write_type=0), OperationTimedOut("x"),
+                     NoHostAvailable("x", {"h": OperationTimedOut()}), OverloadedErrorMessage(0x1001, "x", None)]
+        permanent = [InvalidRequest("x"), Unauthorized("x"), AuthenticationFailed("x"),
+                     NoHostAvailable("x", {"h": AuthenticationFailed("bad")})]
+        assert [is_retriable(e) for e in transient] == [True] * len(transient)
+        assert [is_retriable(e) for e in permanent] == [False] * len(permanent)
+        assert {Unavailable, WriteTimeout, OperationTimedOut, NoHostAvailable} <= set(RETRIABLE_ERRORS)
+
+
+class TestCassandraOptions:
+    def test_cluster_is_built_with_policies_consistency_and_auth(self) -> None:
+        opts = CassandraOptions.create(hosts=["127.0.0.1", "127.0.0.2"], port=19042, username="app",
+                                       password="s3cret", local_dc="dc1", consistency="quorum",
+                                       request_timeout="3 seconds")
+        cluster = opts.build_cluster()
+        try:
+            assert cluster.contact_points == ["127.0.0.1", "127.0.0.2"] and cluster.port == 19042
+            profile = cluster.profile_manager.default
+            assert isinstance(profile.load_balancing_policy, TokenAwarePolicy)
+            child = profile.load_balancing_policy._child_policy
+            assert isinstance(child, DCAwareRoundRobinPolicy) and child.local_dc == "dc1"
+            assert isinstance(profile.retry_policy, IdempotentWriteRetryPolicy)
+            assert profile.consistency_level == ConsistencyLevel.QUORUM and profile.request_timeout == 3.0
+            assert isinstance(cluster.auth_provider, PlainTextAuthProvider)
+            assert cluster.auth_provider.new_authenticator("h").initial_response() == b"\x00app\x00s3cret"
+            assert cluster.ssl_context is None
+        finally:
+            cluster.shutdown()
+
+    def test_credentials_come_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(USERNAME_ENV, "envuser")
+        monkeypatch.setenv(PASSWORD_ENV, "envpass")
+        opts = CassandraOptions.create(hosts="db")
+        assert (opts.username, opts.password) == ("envuser", "envpass")
+
+    def test_password_never_appears_in_repr(self) -> None:
+        sink = CassandraSink(hosts=["db"], keyspace="k", table="t", username="u", password="hunter2")
+        state = CassandraStateSink(hosts=["db"], keyspace="k", table="t", username="u", password="hunter2")
+        for text in (repr(sink), str(sink), repr(sink.options), repr(state)):
+            assert "hunter2" not in text and "***" in text
+
+    def test_half_credentials_and_bad_values_are_config_errors(self) -> None:
+        with pytest.raises(ConfigError, match="both a username and a password"):
+            CassandraOptions.create(hosts="db", username="u")
+        with pytest.raises(ConfigError, match="consistency must be one of"):
+            CassandraOptions.create(hosts="db", consistency="MOSTLY")
+        with pytest.raises(ConfigError, match="max_in_flight"):
+            CassandraOptions.create(hosts="db", max_in_flight=0)
+        with pytest.raises(ConfigError, match="hosts must be"):
+            CassandraOptions.create(hosts=[])
+
+    def test_cafile_builds_a_verifying_tls_context(self, tmp_path: Any) -> None:
+        cert, key = tmp_path / "ca.pem", tmp_path / "ca.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=test-ca", "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+        context = CassandraOptions.create(hosts="db", cafile=str(cert)).tls_context()
+        assert isinstance(context, ssl.SSLContext)
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test-ca"),),)]
+
+
+class _Future:
+    """What ``Session.execute_async`` returns, as far as ``execute_concurrent`` uses it."""
+
+    _col_names = _col_types = None
+
+    def __init__(self) -> None:
+        self._callbacks: tuple[Any, ...] = ()
+
+    def add_callbacks(self, callback: Any, errback: Any, callback_args: tuple = (),
+                      errback_args: tuple = ()) -> None:
+        self._callbacks = (callback, callback_args, errback, errback_args)
+
+    def clear_callbacks(self) -> None:
+        self._callbacks = ()
+
+    def finish(self, error: BaseException | None) -> None:
+        callback, callback_args, errback, errback_args = self._callbacks
+        if error is None:
+            callback([], *callback_args)
+        else:
+            errback(error, *errback_args)
+
+
+class RecordingSession:
+    """A stand-in for the server: answers after a short delay, counts requests in flight.
+
+    ``errors`` maps a statement to the exceptions its next executions raise, in order.
+    """
+
+    def __init__(self, errors: dict[Any, list[BaseException]] | None = None, delay_s: float = 0.002) -> None:
+        self.errors = errors or {}
+        self.delay_s = delay_s
+        self.in_flight = self.max_in_flight = 0
+        self.executed: list[Any] = []
+        self._lock = threading.Lock()
+
+    def execute_async(self, statement: Any, parameters: Any = None, **_: Any) -> _Future:
+        future = _Future()
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.executed.append(statement)
+            pending = self.errors.get(statement)
+            error = pending.pop(0) if pending else None
+        threading.Timer(self.delay_s, self._finish, (future, error)).start()
+        return future
+
+    def _finish(self, future: _Future, error: BaseException | None) -> None:
+        with self._lock:
+            self.in_flight -= 1
+        future.finish(error)
+
+
+NO_WAIT = Backoff(attempts=3, initial_s=0.0, jitter_s=0.0)
+
+
+class TestWriteConcurrently:
+    def test_no_more_than_max_in_flight_requests_are_outstanding(self) -> None:
+        session = RecordingSession()
+        write_concurrently(session, list(range(60)), max_in_flight=4, backoff=NO_WAIT, doing="t")
+        assert sorted(session.executed) == list(range(60))
+        assert session.max_in_flight == 4
+
+    def test_transient_failures_are_retried_alone_with_backoff(self) -> None:
+        session = RecordingSession({3: [Unavailable("down"), WriteTimeout("slow", write_type=0)],
+                                    5: [OperationTimedOut()]})
+        sleeps: list[float] = []
+        retries: list[int] = []
+        outcome = write_concurrently(session, list(range(8)), max_in_flight=8,
+                                     backoff=Backoff(attempts=3, initial_s=0.5, multiplier=3, jitter_s=0),
+                                     doing="t", on_retry=lambda: retries.append(1), sleep=sleeps.append)
+        assert sleeps == [0.5, 1.5]
+        assert sorted(session.executed[8:]) == [3, 3, 5] and outcome.retried == 3 == len(retries)
+        assert outcome.rejected == []
+
+    def test_still_failing_after_retries_raises_unavailable_naming_the_error(self) -> None:
+        session = RecordingSession({1: [Unavailable("replicas down")] * 5})
+        with pytest.raises(SinkUnavailableError, match=r"demo.s batch 4: 1 of 3 writes failed.*Unavailable") as info:
+            write_concurrently(session, [0, 1, 2], max_in_flight=2, backoff=NO_WAIT, doing="demo.s batch 4",
+                               sleep=lambda s: None)
+        assert isinstance(info.value.__cause__, Unavailable)
+        assert session.executed.count(1) == 4
+
+    def test_invalid_rows_are_rejected_and_the_rest_written(self) -> None:
+        session = RecordingSession({2: [InvalidRequest("null partition key")]})
+        outcome = write_concurrently(session, [0, 1, 2, 3], max_in_flight=2, backoff=NO_WAIT, doing="t")
+        assert [(i, type(e)) for i, e in outcome.rejected] == [(2, InvalidRequest)]
+        assert len(session.executed) == 4
+
+    def test_permission_errors_stop_with_a_sink_error(self) -> None:
+        session = RecordingSession({0: [Unauthorized("no MODIFY permission")]})
+        with pytest.raises(SinkError, match="Unauthorized: no MODIFY permission") as info:
+            write_concurrently(session, [0, 1], max_in_flight=2, backoff=NO_WAIT, doing="t")
+        assert not isinstance(info.value, SinkUnavailableError)
+
+
+class TestStateSchema:
+    def test_state_table_schema_keys_by_group_key(self) -> None:
+        schema = state_table_schema({"user": "text"}, {"count": "int", "last": "timestamp"})
+        assert create_table_cql("demo", "state", schema) == (
+            "CREATE TABLE IF NOT EXISTS demo.state (user text, count int, last timestamp, timeout_ms timestamp, "
+            "PRIMARY KEY ((user)))")
