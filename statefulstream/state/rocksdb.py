@@ -31,7 +31,18 @@ import struct
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
-from rocksdict import AccessType, Checkpoint, DBRecoveryMode, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    BlockBasedOptions,
+    Cache,
+    Checkpoint,
+    DBRecoveryMode,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
 from statefulstream.errors import IncompatibleStateError, StateCorruptedError, StateError
 from statefulstream.state.codec import DEFAULT_CODEC, Codec, deadline_prefix, split_timer_key, timer_key
@@ -45,6 +56,12 @@ COLUMN_FAMILIES = ("state", "timers", "meta")
 DEFAULT_CACHE_KEYS = 100_000
 """Rows kept in the in-memory cache in front of RocksDB."""
 
+BLOCK_CACHE_BYTES = 32 << 20
+"""RocksDB block cache of a store (index and filter blocks included), shared by its column families."""
+
+WRITE_BUFFER_BYTES = 16 << 20
+"""RocksDB memtable size per column family; a batch's writes land here before a flush."""
+
 _META_VERSION = b"format_version"
 _META_SIGNATURE = b"signature"
 _META_COMMIT = b"commit"
@@ -55,8 +72,21 @@ _REMEDY = ("Restore the checkpoint directory from a snapshot (statefulstream che
            "the app with a new checkpoint_dir. The app never starts from scratch on its own.")
 
 
-def _options(*, create: bool) -> Options:
+def _cf_options(cache: Cache) -> Options:
+    # Index and filter blocks go in the block cache too, so RocksDB's memory stays bounded as state grows.
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    table.set_cache_index_and_filter_blocks(True)
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+    table.set_bloom_filter(10, False)  # point lookups of absent keys (new groups) skip most files
     opts = Options(raw_mode=True)
+    opts.set_block_based_table_factory(table)
+    opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    return opts
+
+
+def _options(cache: Cache, *, create: bool) -> Options:
+    opts = _cf_options(cache)
     opts.create_if_missing(create)
     opts.create_missing_column_families(create)
     # Commits are synced, so a torn WAL tail can only be a write that never returned: safe to drop.
@@ -84,10 +114,11 @@ def open_rocksdb(path: str, *, read_only: bool) -> Rdict:
         StateError: another process holds the store.
         StateCorruptedError: RocksDB cannot open it (the message names the path).
     """
-    cfs = {name: Options(raw_mode=True) for name in COLUMN_FAMILIES}
+    cache = Cache(BLOCK_CACHE_BYTES)
+    cfs = {name: _cf_options(cache) for name in COLUMN_FAMILIES}
     access = AccessType.read_only() if read_only else AccessType.read_write()
     try:
-        return Rdict(path, _options(create=not read_only), column_families=cfs, access_type=access)
+        return Rdict(path, _options(cache, create=not read_only), column_families=cfs, access_type=access)
     except Exception as exc:  # rocksdict raises bare Exception with RocksDB's status text
         if "lock" in str(exc).lower():
             msg = f"state store {path} is in use by another process (RocksDB: {exc}); stop that app first"
@@ -362,17 +393,20 @@ class RocksDBStateStore(StateStore):
         staged = self._staged
         batch = WriteBatch(raw_mode=True)
         if staged:
+            put, delete, unpack = batch.put, batch.delete, _TIMEOUT.unpack_from
             for (kb, new), old in zip(staged.items(), self._committed(list(staged)), strict=True):
                 if new is None:
-                    batch.delete(kb, h_state)
+                    delete(kb, h_state)
+                    new_t = NO_TIMEOUT_MS
                 else:
-                    batch.put(kb, new, h_state)
-                old_t, new_t = _row_timeout(old), _row_timeout(new)
-                if old_t != new_t:
+                    put(kb, new, h_state)
+                    new_t = unpack(new)[0]
+                old_t = NO_TIMEOUT_MS if old is None else unpack(old)[0]
+                if old_t != new_t:  # move the timer: (old deadline, key) out, (new deadline, key) in
                     if old_t != NO_TIMEOUT_MS:
-                        batch.delete(timer_key(old_t, kb), h_timers)
+                        delete(timer_key(old_t, kb), h_timers)
                     if new_t != NO_TIMEOUT_MS:
-                        batch.put(timer_key(new_t, kb), b"", h_timers)
+                        put(timer_key(new_t, kb), b"", h_timers)
         if self._new:
             batch.put(_META_VERSION, str(CHECKPOINT_FORMAT_VERSION).encode(), h_meta)
             batch.put(_META_SIGNATURE, self._signature.encode(), h_meta)
