@@ -171,8 +171,9 @@ class KafkaSource(Source):
             return
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id or f"statefulstream-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed", "enable.partition.eof": False, **self.config,
-                "enable.auto.commit": False, "enable.auto.offset.store": False}
+                "isolation.level": "read_committed", **self.config,
+                # End-of-partition events end a watermark probe; reads ignore them.
+                "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
         admin_conf = {k: v for k, v in conf.items() if not k.startswith(_CONSUMER_ONLY)}
         try:
             self._consumer = Consumer(conf)
@@ -251,25 +252,29 @@ class KafkaSource(Source):
         return out
 
     def _probe_ends(self, latest: dict[str, int], start: Offsets) -> dict[str, int]:
-        """Raise each reported end to one past the last record of the partition's last batch."""
+        """Raise each reported end to one past the last record actually in the partition.
+
+        Fetches from the reported last batch (or from ``start`` when that is
+        further) until the partition's end-of-partition event; the records
+        fetched say where the partition really ends.
+        """
         consumer, _ = self._clients()
-        probe = {p: end for p, end in latest.items() if end > start.get(p, 0) and end > 0}
+        probe = {p: max(start.get(p, 0), end - 1, 0) for p, end in latest.items()}
         if not probe:
             return latest
-        consumer.assign([TopicPartition(*parse_partition_name(p), end - 1) for p, end in probe.items()])
-        ends, seen = dict(latest), set[str]()
-        deadline = time.monotonic() + 2.0  # a partition ending in a control record returns nothing
-        while len(seen) < len(probe) and time.monotonic() < deadline:
+        tps = [TopicPartition(*parse_partition_name(p), off) for p, off in probe.items()]
+        consumer.assign(tps)
+        consumer.resume(tps)
+        ends, done = dict(latest), set[str]()
+        deadline = time.monotonic() + self.read_timeout_s
+        while len(done) < len(probe) and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=self.poll_records, timeout=0.1):
-                if msg.error() is None:
-                    name, off = _where(msg)
-                    seen.add(name)
-                    ends[name] = max(ends[name], off + 1)
-        # The rest of a fetched batch is already queued: drain it without waiting.
-        for msg in consumer.consume(num_messages=self.poll_records, timeout=0):
-            if msg.error() is None:
                 name, off = _where(msg)
-                ends[name] = max(ends[name], off + 1)
+                err = msg.error()
+                if err is None:
+                    ends[name] = max(ends[name], off + 1)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    done.add(name)
         return ends
 
     # --- reading
@@ -308,7 +313,8 @@ class KafkaSource(Source):
             for msg in consumer.consume(num_messages=self.poll_records, timeout=0.2):
                 err = msg.error()
                 if err is not None:
-                    last_error = err  # librdkafka reconnects and refetches by itself
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        last_error = err  # librdkafka reconnects and refetches by itself
                     continue
                 name, off = _where(msg)
                 if name in pending and nxt[name] <= off < todo[name][1]:

@@ -1,0 +1,111 @@
+"""Kafka -> stateful app -> Kafka: the sessionization example over a real (tansu) broker.
+
+The sessions are compared with the offline computation of
+``test_sessionization_example``; the exactly-once test SIGKILLs the job
+(``kafka_eos_job.py``) at random kill points and restarts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Message
+from test_sessionization_example import EXPECTED, as_tuples, sessionization
+
+from sinks.kafka import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK, KafkaDeadLetterSink, KafkaSink, committed_attempts
+from statefulstream import App, GroupStateTimeout
+from statefulstream.sources.kafka import KafkaSource
+
+pytestmark = pytest.mark.kafka
+
+JOB = Path(__file__).with_name("kafka_eos_job.py")
+LINES = sessionization.DATA.read_bytes().splitlines()
+
+
+def committed_view(broker: Any, topic: str) -> list[Message]:
+    """Records a read_committed consumer keeps on Apache Kafka (tansu 0.6 also shows aborted ones).
+
+    A record is committed when its (sink, batch, attempt) headers have a
+    marker: the marker is produced after the records are flushed, in the same
+    transaction, so this is Kafka's aborted-transaction filter applied by hand.
+    """
+    markers = [{"key": m.key(), "value": m.value()} for m in broker.read_all(f"{topic}.batches")]
+    ok = committed_attempts(markers)
+
+    def ids(m: Message) -> tuple[str, ...]:
+        h = {k: v.decode() for k, v in m.headers() or []}
+        return h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT]
+
+    return [m for m in broker.read_all(topic) if ids(m) in ok]
+
+
+def undecodable_offsets() -> list[int]:
+    """Offsets of the sample lines that are not JSON, computed with the stdlib parser."""
+    bad = []
+    for offset, line in enumerate(LINES):
+        try:
+            json.loads(line)
+        except ValueError:
+            bad.append(offset)
+    return bad
+
+
+class TestKafkaPipeline:
+    def test_sessions_from_kafka_match_the_offline_computation_and_bad_records_reach_the_dlq(self, kafka_broker):
+        source_topic, out_topic, dlq_topic = (kafka_broker.create_topic() for _ in range(3))
+        kafka_broker.produce(source_topic, LINES, partition=0)
+        app = App("kafka-sessions", trigger="available_now", max_records_per_trigger=1000,
+                  source=KafkaSource(source_topic, bootstrap_servers=kafka_broker.bootstrap, watermark_probe=True),
+                  dead_letters=KafkaDeadLetterSink(dlq_topic, bootstrap_servers=kafka_broker.bootstrap))
+        app.flat_map_groups_with_state(
+            key="user", event_time="ts", watermark_delay=sessionization.WATERMARK_DELAY, output_mode="append",
+            timeout=GroupStateTimeout.EVENT_TIME,
+            sink=KafkaSink(out_topic, bootstrap_servers=kafka_broker.bootstrap, key="user"))(sessionization.sessionize)
+        app.run()
+        rows = [orjson.loads(m.value()) for m in kafka_broker.read_all(out_topic)]
+        assert as_tuples(rows) == EXPECTED
+        dead = kafka_broker.read_all(dlq_topic)
+        decode = [{k: v.decode() for k, v in m.headers()} for m in dead
+                  if dict(m.headers())["dlq.error"] == b"decode"]
+        expected_offsets = undecodable_offsets()
+        assert expected_offsets  # the sample data has lines that are not JSON
+        assert [int(h["dlq.offset"]) for h in decode] == expected_offsets
+        assert {(h["dlq.source"], h["dlq.topic"], h["dlq.partition"]) for h in decode} == {
+            ("kafka", source_topic, "0")}
+        assert all("not valid json" in h["dlq.reason"] for h in decode)
+
+
+class TestExactlyOnceUnderSigkill:
+    PHASES = ("plan", "read", "sink_before", "sink_flushed", "sink_marker", "sink_after", "commit_before",
+              "commit_after")
+
+    def run_job(self, broker: Any, topics: tuple[str, str], checkpoint: Path, kill: str | None) -> int:
+        env = {**os.environ, "FAULT_KILL": kill or ""}
+        done = subprocess.run([sys.executable, str(JOB), broker.bootstrap, *topics, str(checkpoint)], env=env,
+                              capture_output=True, timeout=120)
+        if done.returncode not in (0, -signal.SIGKILL):
+            pytest.fail(f"job failed ({done.returncode}) with kill {kill}: {done.stderr.decode()[-3000:]}")
+        return done.returncode
+
+    def test_killed_and_restarted_job_commits_each_session_exactly_once(self, kafka_broker, tmp_path):
+        source_topic, out_topic = kafka_broker.create_topic(), kafka_broker.create_topic()
+        kafka_broker.produce(source_topic, LINES, partition=0)
+        rng = random.Random(uuid.uuid4().int)
+        kills = [f"{rng.choice(self.PHASES)}:{rng.randint(1, 2)}" for _ in range(12)]
+        codes = [self.run_job(kafka_broker, (source_topic, out_topic), tmp_path / "ckpt", kill) for kill in kills]
+        assert codes.count(-signal.SIGKILL) >= 10, f"too few kills landed: {list(zip(kills, codes))}"
+        assert self.run_job(kafka_broker, (source_topic, out_topic), tmp_path / "ckpt", None) == 0
+
+        committed = [orjson.loads(m.value()) for m in committed_view(kafka_broker, out_topic)]
+        assert as_tuples(committed) == EXPECTED, f"kill points: {kills}"
+        assert len({(r["user"], r["start"]) for r in committed}) == len(committed)
