@@ -351,7 +351,7 @@ class TestRocksDBStateStore:
     def test_unsupported_value_fails_at_put(self, rocks: Callable[..., RocksDBStateStore]) -> None:
         store = rocks()
         store.open(SIG)
-        with pytest.raises(StateEncodeError, match="object"):
+        with pytest.raises(StateEncodeError, match=r"state of key 'a': cannot encode builtins\.object"):
             store.put("a", StateRow({"x": object()}))
 
     def test_snapshot_is_a_store_frozen_at_the_last_commit(self, rocks: Callable[..., RocksDBStateStore],

@@ -45,7 +45,14 @@ from rocksdict import (
 )
 
 from statefulstream.errors import IncompatibleStateError, StateCorruptedError, StateError
-from statefulstream.state.codec import DEFAULT_CODEC, Codec, deadline_prefix, split_timer_key, timer_key
+from statefulstream.state.codec import (
+    DEFAULT_CODEC,
+    Codec,
+    StateEncodeError,
+    deadline_prefix,
+    split_timer_key,
+    timer_key,
+)
 from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, NO_TIMEOUT_MS, CommitRecord, StateRow, StateStore
 
 logger = logging.getLogger(__name__)
@@ -371,7 +378,11 @@ class RocksDBStateStore(StateStore):
         Raises:
             codec.StateEncodeError: the value or key holds a type the codec cannot store.
         """
-        self._staged[self._codec.encode_key(key)] = _encode_row(self._codec, row)
+        try:
+            self._staged[self._codec.encode_key(key)] = _encode_row(self._codec, row)
+        except StateEncodeError as exc:
+            msg = f"state of key {key!r}: {exc}"
+            raise StateEncodeError(msg) from exc
 
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
