@@ -82,32 +82,29 @@ class GroupState(Generic[S]):
             raise ConfigError("watermark_ms must be 0 or positive if a watermark is present")
         if has_timed_out and timeout is GroupStateTimeout.NO_TIMEOUT:
             raise ConfigError("has_timed_out=True needs a timeout kind other than NO_TIMEOUT")
-        self._value = value
-        self._defined = defined
-        self._updated = False
-        self._removed = False
-        self._timeout_ts = NO_TIMESTAMP
-        self._timeout_kind = timeout
-        self._batch_ts = batch_processing_time_ms
-        self._watermark = watermark_ms if watermark_present else NO_TIMESTAMP
-        self._watermark_present = watermark_present
-        self._has_timed_out = has_timed_out
+        self._start(value, defined, timeout, batch_processing_time_ms,
+                    watermark_ms if watermark_present else NO_TIMESTAMP, watermark_present, has_timed_out)
 
     @classmethod
     def _for_call(cls, value: S | None, timeout: GroupStateTimeout, batch_ts: int, watermark: int,
                   watermark_present: bool, has_timed_out: bool) -> GroupState[S]:
         """Build without re-validating arguments the executor validated once per batch (hot path)."""
         state = cls.__new__(cls)
-        state._value = value
-        state._defined = value is not None
-        state._updated = state._removed = False
-        state._timeout_ts = NO_TIMESTAMP
-        state._timeout_kind = timeout
-        state._batch_ts = batch_ts
-        state._watermark = watermark
-        state._watermark_present = watermark_present
-        state._has_timed_out = has_timed_out
+        state._start(value, value is not None, timeout, batch_ts, watermark, watermark_present, has_timed_out)
         return state
+
+    def _start(self, value: S | None, defined: bool, timeout: GroupStateTimeout, batch_ts: int, watermark: int,
+               watermark_present: bool, has_timed_out: bool) -> None:
+        # Every call starts from the stored value with no timeout, not updated, not removed (A.1).
+        self._value = value
+        self._defined = defined
+        self._updated = self._removed = False
+        self._timeout_ts = NO_TIMESTAMP
+        self._timeout_kind = timeout
+        self._batch_ts = batch_ts
+        self._watermark = watermark
+        self._watermark_present = watermark_present
+        self._has_timed_out = has_timed_out
 
     # --- reading state
 
