@@ -32,6 +32,7 @@ from statefulstream.progress import BatchProgress
 from statefulstream.schema import Schema
 from statefulstream.sink import Sink, StateChange
 from statefulstream.sources.base import DeadLetter, Source
+from statefulstream.state.codec import register_type
 from statefulstream.state.group_state import GroupState
 from statefulstream.triggers import Trigger
 
@@ -68,4 +69,5 @@ __all__ = [
     "Trigger",
     "UserFunctionError",
     "WatermarkNotDefinedError",
+    "register_type",
 ]

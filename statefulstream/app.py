@@ -342,8 +342,13 @@ class App:
         if self.checkpoint_dir is None:
             raise ConfigError(f"app {self.name!r} has no checkpoint_dir; there is nothing durable to snapshot")
         from statefulstream.snapshot import snapshot_checkpoint
+        from statefulstream.state.rocksdb import RocksDBStateStore
 
-        snapshot_checkpoint(self.checkpoint_dir, os.fspath(path))
+        # A running app holds the store's lock: snapshot through its open store.
+        running = self.executor is not None and self.executor.started
+        store = self.executor.store if running and self.executor is not None else None
+        snapshot_checkpoint(self.checkpoint_dir, os.fspath(path),
+                            store=store if isinstance(store, RocksDBStateStore) else None)
 
     @property
     def sinks(self) -> Sequence[Sink]:

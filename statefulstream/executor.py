@@ -19,7 +19,7 @@ from typing import Any
 import tenacity
 
 from statefulstream.checkpoint import BatchPlan, PlanLog, recover
-from statefulstream.errors import SinkError, SinkUnavailableError, UserFunctionError
+from statefulstream.errors import SinkError, SinkUnavailableError, StateError, UserFunctionError
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import Step, apply_each, event_times_ms, group_by_key, run_steps, sorted_keys
@@ -393,12 +393,16 @@ class Executor:
                        f"is replayed on the next start")
                 raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
             action, new_value, new_ts = state.outcome(stored_ts)
-            if action == "put":
-                put(key, StateRow(new_value, new_ts))
-                track(StateChange(key, new_value, new_value is None, new_ts))
-            elif action == "delete":
-                delete(key)
-                track(StateChange(key, None, True, NO_TIMEOUT_MS))
+            try:
+                if action == "put":
+                    put(key, StateRow(new_value, new_ts))
+                    track(StateChange(key, new_value, new_value is None, new_ts))
+                elif action == "delete":
+                    delete(key)
+                    track(StateChange(key, None, True, NO_TIMEOUT_MS))
+            except StateError as exc:  # e.g. a value the codec cannot store
+                msg = f"cannot store the state of key {key!r} in batch {batch_id}: {exc}"
+                raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
 
         return call
 
