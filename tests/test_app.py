@@ -154,7 +154,7 @@ class TestDurationsAndTriggers:
 
 def test_public_surface_is_exact_and_sorted() -> None:
     exported = statefulstream.__all__
-    assert sorted(exported, key=str.lower) == sorted(set(exported), key=str.lower)
+    assert exported == sorted(set(exported))
     for name in exported:
         assert hasattr(statefulstream, name), name
     public = {n for n in dir(statefulstream) if not n.startswith("_") and n[0].isupper()}
