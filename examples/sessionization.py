@@ -12,7 +12,15 @@ Run it on the shipped sample data (no servers needed)::
 
 Environment (all optional): ``EVENTS`` (file, directory or glob of JSON
 lines; default ``examples/data/events.jsonl``), ``CHECKPOINT_DIR`` (durable
-state; default in memory), ``TRIGGER`` (default ``available_now``).
+state; default in memory), ``TRIGGER`` (default ``available_now``, or
+``5 seconds`` when reading Kafka).
+
+Deployed (``docker-compose.yml``): ``KAFKA_BOOTSTRAP`` + ``EVENTS_TOPIC``
+read the clicks from Kafka (see ``env_config.py``); ``CASSANDRA_HOSTS``
+(comma-separated; ``CASSANDRA_KEYSPACE``, default ``demo``) writes closed
+sessions to Scylla/Cassandra table ``sessions`` and mirrors the open ones
+(the operator's state) into ``open_sessions`` for dashboards, creating both
+tables if needed; ``METRICS_ADDRESS`` serves ``/metrics``.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from __future__ import annotations
 import operator
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+from env_config import ExampleEnv
 
 from sinks import ConsoleSink
 from statefulstream import App, GroupState, GroupStateTimeout
@@ -76,18 +86,54 @@ def sessionize(user: str, events: list[dict[str, Any]], state: GroupState[dict[s
 
 
 def build_app(source: Source | None = None, sink: Sink | None = None, *, checkpoint_dir: str | None = None,
-              trigger: str | None = "available_now", max_records_per_trigger: int | None = None) -> App:
-    """Build the sessionization app (defaults: the sample data and the console)."""
+              trigger: str | None = "available_now", max_records_per_trigger: int | None = None,
+              state_sink: Sink | None = None, metrics_address: str | None = None) -> App:
+    """Build the sessionization app (defaults: the sample data and the console).
+
+    Args:
+        state_sink: receives the open sessions' state changes after each batch.
+        metrics_address: serve ``/metrics``, ``/health`` and ``/ready`` there.
+    """
     app = App("sessions", source=source or FileSource(os.environ.get("EVENTS", str(DATA))),
-              checkpoint_dir=checkpoint_dir, trigger=trigger, max_records_per_trigger=max_records_per_trigger)
+              checkpoint_dir=checkpoint_dir, trigger=trigger, max_records_per_trigger=max_records_per_trigger,
+              metrics_address=metrics_address)
     app.flat_map_groups_with_state(
         key="user", event_time="ts", watermark_delay=WATERMARK_DELAY, output_mode="append",
-        timeout=GroupStateTimeout.EVENT_TIME, sink=sink or ConsoleSink(),
+        timeout=GroupStateTimeout.EVENT_TIME, sink=sink or ConsoleSink(), state_sink=state_sink,
     )(sessionize)
     return app
 
 
-app = build_app(checkpoint_dir=os.environ.get("CHECKPOINT_DIR"), trigger=os.environ.get("TRIGGER", "available_now"))
+def cassandra_sinks(environ: Mapping[str, str]) -> tuple[Sink, Sink] | None:
+    """``(sessions sink, open-sessions state sink)`` for ``CASSANDRA_HOSTS``, or ``None`` when it is unset."""
+    hosts = [h.strip() for h in environ.get("CASSANDRA_HOSTS", "").split(",") if h.strip()]
+    if not hosts:
+        return None
+    from sinks.cassandra import CassandraSink, CassandraStateSink, state_table_schema  # the cassandra extra
+    from sinks.cassandra_cql import TableSchema
+
+    keyspace = environ.get("CASSANDRA_KEYSPACE") or "demo"
+    sessions = CassandraSink(hosts=hosts, keyspace=keyspace, table="sessions", schema=TableSchema(
+        {"user": "text", "start": "timestamp", "end": "timestamp", "events": "int", "pages": "list<text>",
+         "bought": "boolean", "duration_ms": "bigint"}, partition_key=("user",), clustering=("start",)))
+    open_sessions = CassandraStateSink(
+        hosts=hosts, keyspace=keyspace, table="open_sessions", key_columns="user",
+        columns=["start", "end", "events"],
+        schema=state_table_schema({"user": "text"}, {"start": "timestamp", "end": "timestamp", "events": "int"}))
+    return sessions, open_sessions
+
+
+def app_from_env(environ: Mapping[str, str]) -> App:
+    """The app as the environment configures it (see the module docstring)."""
+    env = ExampleEnv.from_environ(environ)
+    sinks = cassandra_sinks(environ)
+    return build_app(env.kafka_source("sessions"), sinks[0] if sinks else None,
+                     checkpoint_dir=env.checkpoint_dir,
+                     trigger=env.trigger or ("5 seconds" if env.kafka_bootstrap else "available_now"),
+                     state_sink=sinks[1] if sinks else None, metrics_address=env.metrics_address)
+
+
+app = app_from_env(os.environ)
 
 if __name__ == "__main__":
     app.run()

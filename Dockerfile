@@ -1,0 +1,32 @@
+# statefulstream and its examples, for docker-compose.yml.
+#
+# Two stages: wheels are built where compilers are (some dependencies may
+# have no wheel for the platform), and the runtime image gets only the
+# virtualenv and the examples, runs as an unprivileged user, and has no
+# build tools. Build: docker build -t statefulstream .
+
+FROM python:3.11-slim AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY statefulstream ./statefulstream
+COPY sinks ./sinks
+RUN pip install ".[kafka,cassandra,webhook,parquet]"
+
+FROM python:3.11-slim
+# Checkpoint mount points exist and belong to the app user, so fresh named volumes inherit that owner.
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+    && mkdir -p /checkpoints/sessions /checkpoints/alerts \
+    && chown -R app:app /checkpoints
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+COPY examples ./examples
+USER app
+EXPOSE 9108
+CMD ["python", "examples/sessionization.py"]

@@ -1,0 +1,335 @@
+"""The docker-compose stack is valid and consistent, its dashboard queries real metrics, and
+the sessionization example runs from Kafka with the deployment's configuration.
+
+No Docker engine here: docker-compose.yml is checked by Debian's ``docker-compose config``,
+the Prometheus config by ``promtool``, the dashboard's PromQL by ``promtool check rules``
+and against the ``/metrics`` the example apps really serve.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from sinks import MemorySink
+from statefulstream.progress import BatchProgress
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+import alerting  # noqa: E402
+import env_config  # noqa: E402
+import produce_events  # noqa: E402
+import sessionization  # noqa: E402
+import webhook_receiver  # noqa: E402
+from env_config import ExampleEnv  # noqa: E402
+from test_sessionization_example import as_tuples, offline_sessions  # noqa: E402
+
+COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "statefulstream.json"
+APPS = ("sessionization", "alerting")
+ONLY_AFTER_A_FAILURE = {"statefulstream_batch_failures_total"}
+"""Labelled by phase, so without a failed batch the family is declared (HELP/TYPE) but has no sample."""
+
+
+def docker_compose(*args: str, cwd: pathlib.Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/usr/bin/docker-compose", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as docker-compose resolves it (anchors merged, variables substituted)."""
+    done = docker_compose("config")
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Target -> source of a resolved service's volumes (docker-compose 1.x prints ``source:target:mode``)."""
+    return {target: source for source, target, _mode in (v.split(":") for v in service.get("volumes", []))}
+
+
+def dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bstatefulstream_[a-z_]+\b", expr))
+
+
+class TestComposeFile:
+    def test_docker_compose_accepts_the_file(self) -> None:
+        done = docker_compose("config", "-q")
+        assert done.returncode == 0, done.stderr
+
+    def test_docker_compose_check_rejects_a_broken_file(self, tmp_path: pathlib.Path) -> None:
+        broken = COMPOSE.read_text().replace("service_completed_successfully", "service_finished")
+        (tmp_path / "docker-compose.yml").write_text(broken)
+        done = docker_compose("config", "-q", cwd=tmp_path)
+        assert done.returncode != 0 and "service_finished" in done.stderr
+
+    def test_long_running_services_have_healthchecks_and_one_shots_gate_their_dependants(
+            self, compose: dict[str, Any]) -> None:
+        services = compose["services"]
+        one_shots = {"kafka-init", "producer-clicks", "producer-devices"}
+        for name, service in services.items():
+            if name not in one_shots:
+                assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+            for dependency, how in service.get("depends_on", {}).items():
+                if dependency in one_shots:
+                    assert how["condition"] == "service_completed_successfully", f"{name} -> {dependency}"
+                elif dependency in ("kafka", "scylla", "webhook-receiver", "prometheus"):
+                    assert how["condition"] == "service_healthy", f"{name} -> {dependency}"
+        assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert services["sessionization"]["depends_on"]["scylla"]["condition"] == "service_healthy"
+        assert services["alerting"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+
+    def test_kafka_runs_in_kraft_mode_and_scylla_in_developer_mode(self, compose: dict[str, Any]) -> None:
+        kafka = compose["services"]["kafka"]
+        assert kafka["image"].startswith("apache/kafka:")
+        assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        scylla = " ".join(compose["services"]["scylla"]["command"])
+        assert "--smp 1" in scylla and "--memory 750M" in scylla and "--developer-mode 1" in scylla
+
+    def test_apps_keep_checkpoints_in_named_volumes_and_serve_metrics(self, compose: dict[str, Any]) -> None:
+        for name in APPS:
+            service = compose["services"][name]
+            env = service["environment"]
+            assert mounts(service)[env["CHECKPOINT_DIR"]] in compose["volumes"]  # a named volume
+            assert env["METRICS_ADDRESS"] == "0.0.0.0:9108"
+            ExampleEnv.from_environ(env)  # the apps accept their configuration
+
+    def test_bind_mounts_exist_and_published_ports_are_loopback_only(self, compose: dict[str, Any]) -> None:
+        for name, service in compose["services"].items():
+            for source in mounts(service).values():
+                if source.startswith("/"):
+                    assert pathlib.Path(source).exists(), f"{name}: bind mount {source} is missing"
+            for port in service.get("ports", []):
+                assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+    def test_producers_accept_their_command_lines(self, compose: dict[str, Any]) -> None:
+        for name in ("producer-clicks", "producer-devices"):
+            command = compose["services"][name]["command"]
+            assert command[:2] == ["python", "examples/produce_events.py"]
+            produce_events.parse_args(command[2:])
+
+
+class TestDockerfile:
+    def stages(self) -> list[list[str]]:
+        stages: list[list[str]] = []
+        for line in re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text()).splitlines():
+            if line.startswith("FROM "):
+                stages.append([])
+            if stages and line.strip() and not line.startswith("#"):
+                stages[-1].append(line)
+        return stages
+
+    def test_final_stage_is_slim_non_root_and_has_no_build_tools(self) -> None:
+        build, final = self.stages()
+        assert "build-essential" in " ".join(build)
+        assert re.match(r"FROM python:3\.\d+-slim$", final[0])
+        assert not any(tool in " ".join(final) for tool in ("apt-get", "build-essential", "gcc"))
+        assert any(line.startswith("COPY --from=build /opt/venv") for line in final)
+        user = [line.split()[1] for line in final if line.startswith("USER ")]
+        assert user and user[-1] not in ("root", "0")
+
+    def test_image_installs_the_deployment_extras(self) -> None:
+        build, _ = self.stages()
+        assert 'pip install ".[kafka,cassandra,webhook,parquet]"' in " ".join(build)
+        ignored = (ROOT / ".dockerignore").read_text().split()
+        for needed in ("statefulstream", "sinks", "examples", "pyproject.toml", "README.md"):
+            assert needed not in ignored
+
+
+class TestPrometheusConfig:
+    def test_promtool_accepts_the_config(self) -> None:
+        done = subprocess.run(["promtool", "check", "config", str(PROMETHEUS)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def test_it_scrapes_every_app_on_its_metrics_port(self, compose: dict[str, Any]) -> None:
+        config = yaml.safe_load(PROMETHEUS.read_text())
+        targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+        metrics_port = {name: compose["services"][name]["environment"]["METRICS_ADDRESS"].rsplit(":", 1)[1]
+                        for name in APPS}
+        assert targets == {f"{name}:{port}" for name, port in metrics_port.items()}
+
+
+class TestGrafanaProvisioning:
+    def test_datasource_and_dashboard_provider_match_the_compose_mounts(self, compose: dict[str, Any]) -> None:
+        datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+        provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "statefulstream.yml").read_text())
+        (source,) = datasource["datasources"]
+        assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+        dashboards_dir = provider["providers"][0]["options"]["path"]
+        assert pathlib.Path(mounts(compose["services"]["grafana"])[dashboards_dir]) == DASHBOARD.parent
+        panels = json.loads(DASHBOARD.read_text())["panels"]
+        assert {p["datasource"]["uid"] for p in panels if "targets" in p} == {source["uid"]}
+
+    def test_dashboard_has_the_operations_panels(self) -> None:
+        titles = {p["title"] for p in json.loads(DASHBOARD.read_text())["panels"]}
+        for needed in ("Throughput", "Source lag", "Batch duration by phase (p95)", "State size", "State keys",
+                       "Late and dead-lettered records", "Alerts sent"):
+            assert needed in titles
+
+    def test_promtool_parses_every_dashboard_query(self, tmp_path: pathlib.Path) -> None:
+        rules = {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query_{i}", "expr": expr.replace("$app", ".*")}
+            for i, expr in enumerate(dashboard_exprs())]}]}
+        path = tmp_path / "rules.yml"
+        path.write_text(yaml.safe_dump(rules))
+        done = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def scrape_during(app: Any) -> list[str]:
+    """Run ``app`` (served on a free loopback port) and return ``/metrics`` as scraped after its last batch."""
+    scrapes: list[str] = []
+
+    def scrape(_: BatchProgress) -> None:
+        with urllib.request.urlopen(f"{app.metrics_server.url}/metrics", timeout=5) as response:
+            scrapes[:] = [response.read().decode()]
+
+    app.add_listener(scrape)
+    app.run()
+    assert scrapes, "no batch ran"
+    return scrapes
+
+
+@pytest.fixture(scope="module")
+def served_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, set[str]]]:
+    """Sample names (and declared families) the two example apps serve, with their label values.
+
+    The apps run as deployed: with a RocksDB checkpoint (the state size is known only there).
+    """
+    checkpoints = tmp_path_factory.mktemp("checkpoints")
+    receiver = webhook_receiver.WebhookReceiver()
+    receiver.start()
+    try:
+        pagerduty = alerting.alert_sink_from_env({"PAGERDUTY_ROUTING_KEY": "metrics-test",
+                                                  "PAGERDUTY_URL": receiver.url})
+        texts = [*scrape_during(sessionization.build_app(sink=MemorySink(), max_records_per_trigger=1000,
+                                                         checkpoint_dir=str(checkpoints / "sessions"),
+                                                         metrics_address="127.0.0.1:0")),
+                 *scrape_during(alerting.build_app(sink=pagerduty, checkpoint_dir=str(checkpoints / "alerts"),
+                                                   metrics_address="127.0.0.1:0"))]
+    finally:
+        receiver.stop()
+    samples: set[str] = set()
+    declared: set[str] = set()
+    labels: set[str] = set()
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            declared.add(family.name + ("_total" if family.type == "counter" else ""))
+            for sample in family.samples:
+                samples.add(sample.name)
+                labels.update(f'{sample.name}{{{k}="{v}"}}' for k, v in sample.labels.items())
+    yield {"samples": samples, "declared": declared, "labels": labels}
+
+
+class TestDashboardMetrics:
+    def test_every_metric_the_dashboard_queries_is_served_by_the_apps(self, served_metrics: dict[str, set[str]]
+                                                                     ) -> None:
+        queried = set().union(*map(metric_names, dashboard_exprs()))
+        assert len(queried) >= 15
+        missing = {m for m in queried - ONLY_AFTER_A_FAILURE if m not in served_metrics["samples"]}
+        assert missing == set()
+        assert ONLY_AFTER_A_FAILURE <= served_metrics["declared"]
+
+    def test_label_values_the_dashboard_filters_on_exist(self, served_metrics: dict[str, set[str]]) -> None:
+        for expr in dashboard_exprs():
+            for metric, matchers in re.findall(r"\b(statefulstream_[a-z_]+)\{([^}]*)\}", expr):
+                for label, value in re.findall(r'(\w+)="([^"]*)"', matchers):
+                    assert f'{metric}{{{label}="{value}"}}' in served_metrics["labels"], expr
+
+    def test_histogram_series_are_complete(self, served_metrics: dict[str, set[str]]) -> None:
+        base = "statefulstream_batch_duration_seconds"
+        assert {f"{base}_bucket", f"{base}_sum", f"{base}_count"} <= served_metrics["samples"]
+
+
+def cassandra_type(cql: str) -> Any:
+    from cassandra.cqltypes import _cqltypes, cqltype_to_python
+
+    name, *params = cqltype_to_python(cql)
+    cls = _cqltypes[name]
+    return cls.apply_parameters([_cqltypes[p] for p in params[0]]) if params else cls
+
+
+class TestSessionizationDeployment:
+    def test_without_environment_it_runs_on_the_sample(self) -> None:
+        app = sessionization.app_from_env({})
+        assert type(app.source).__name__ == "FileSource" and type(app.sinks[0]).__name__ == "ConsoleSink"
+        assert app.operator is not None and app.operator.state_sinks == []
+
+    def test_cassandra_environment_writes_sessions_and_mirrors_state(self) -> None:
+        app = sessionization.app_from_env({"CASSANDRA_HOSTS": "127.0.0.1, 127.0.0.2", "CASSANDRA_KEYSPACE": "ks"})
+        (sink,) = app.sinks
+        (state_sink,) = app.operator.state_sinks
+        assert (sink.keyspace, sink.table, state_sink.table) == ("ks", "sessions", "open_sessions")
+        assert sink.options.hosts == ("127.0.0.1", "127.0.0.2")
+        assert sink.schema.primary_key == ("user", "start")
+
+    def test_session_rows_and_state_bind_to_the_table_column_types(self) -> None:
+        sink, state_sink = sessionization.cassandra_sinks({"CASSANDRA_HOSTS": "127.0.0.1"})
+        rows, changes = MemorySink(), MemorySink()
+        sessionization.build_app(sink=rows, state_sink=changes).run()
+        assert rows.rows and changes.rows
+        for row in rows.rows[:200]:
+            columns = sink.mapping.columns_for(row)
+            for column, value in zip(columns, sink.mapping.values(row, columns), strict=True):
+                cassandra_type(sink.schema.columns[column]).serialize(value, 4)
+        state_columns = state_sink.mapping.columns_for(None)
+        for change in [c for c in changes.rows if not c.removed][:200]:
+            for column, value in zip(state_columns, state_sink.mapping.values(change.value, state_columns),
+                                     strict=True):
+                cassandra_type(state_sink.schema.columns[column]).serialize(value, 4)
+
+    @pytest.mark.kafka
+    def test_sessions_from_kafka_match_an_offline_computation(self, kafka_broker: Any, tmp_path: pathlib.Path) -> None:
+        topic = kafka_broker.create_topic(partitions=1)
+        argv = ["clicks", "--bootstrap", kafka_broker.bootstrap, "--topic", topic, "--keys", "60", "--rate", "20",
+                "--count", "3000", "--start-ms", "1714557600000", "--no-pace", "--lateness", "5 seconds",
+                "--late-fraction", "0.05", "--seed", "5"]
+        assert produce_events.main(argv) == 3000
+        produced = list(produce_events.events_for(produce_events.parse_args(argv)))
+        recorded = tmp_path / "produced.jsonl"
+        recorded.write_text("".join(json.dumps(e) + "\n" for e in produced))
+        expected = offline_sessions(recorded)
+
+        env = ExampleEnv.from_environ({"KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "EVENTS_TOPIC": topic,
+                                       "KAFKA_WATERMARK_PROBE": "1"})
+        sink, mirror = MemorySink(), MemorySink()
+        app = sessionization.build_app(env.kafka_source("sessions"), sink, max_records_per_trigger=400,
+                                       state_sink=mirror, checkpoint_dir=str(tmp_path / "cp"))
+        app.run()
+        assert len(expected) > 30
+        assert as_tuples(sink.rows) == expected
+        # The mirror ends with the sessions still open: users whose last event is in no closed session.
+        state: dict[str, Any] = {}
+        for change in mirror.rows:
+            if change.removed:
+                state.pop(change.key, None)
+            else:
+                state[change.key] = change.value
+        last_event = {e["user"]: max(x["ts"] for x in produced if x["user"] == e["user"]) for e in produced}
+        closed_until = {user: end for user, _, end, _ in expected}
+        assert set(state) == {u for u, ts in last_event.items() if ts > closed_until.get(u, -1)}
+
+
+def test_examples_docstring_examples_run() -> None:
+    for module in (env_config, produce_events, webhook_receiver, alerting):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
