@@ -171,7 +171,9 @@ class KafkaSource(Source):
             return
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id or f"statefulstream-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed", **self.config,
+                "isolation.level": "read_committed",
+                # The consumer is assigned only while reading: answer empty fetches fast.
+                "fetch.wait.max.ms": 50, **self.config,
                 # End-of-partition events end a watermark probe; reads ignore them.
                 "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
         admin_conf = {k: v for k, v in conf.items() if not k.startswith(_CONSUMER_ONLY)}
@@ -214,8 +216,8 @@ class KafkaSource(Source):
         return full, {p: max(end, full.get(p, 0)) for p, end in latest.items()}
 
     def _partitions(self) -> list[TopicPartition]:
-        consumer, _ = self._clients()
-        meta = self._retry("list topics", lambda: consumer.list_topics(timeout=5))
+        _, admin = self._clients()
+        meta = self._retry("list topics", lambda: admin.list_topics(timeout=5))
         if self.pattern is not None:
             names = sorted(t for t in meta.topics if self.pattern.search(t) and not t.startswith("__"))
         else:
@@ -268,13 +270,14 @@ class KafkaSource(Source):
         ends, done = dict(latest), set[str]()
         deadline = time.monotonic() + self.read_timeout_s
         while len(done) < len(probe) and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=self.poll_records, timeout=0.1):
+            for msg in consumer.consume(num_messages=self.poll_records, timeout=0.02):
                 name, off = _where(msg)
                 err = msg.error()
                 if err is None:
                     ends[name] = max(ends[name], off + 1)
                 elif err.code() == KafkaError._PARTITION_EOF:
                     done.add(name)
+        consumer.unassign()
         return ends
 
     # --- reading
@@ -310,7 +313,9 @@ class KafkaSource(Source):
         deadline = time.monotonic() + self.read_timeout_s
         last_error: KafkaError | None = None
         while pending:
-            for msg in consumer.consume(num_messages=self.poll_records, timeout=0.2):
+            # Never ask for more than the range can hold, so consume() returns as soon as it is read.
+            want = max(1, min(self.poll_records, sum(todo[p][1] - nxt[p] for p in pending)))
+            for msg in consumer.consume(num_messages=want, timeout=0.2):
                 err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
@@ -332,6 +337,7 @@ class KafkaSource(Source):
                         f"last error: {last_error}. Is the broker {self.bootstrap_servers} up and the data "
                         f"still retained? The batch is replayed on restart.")
                 raise SourceError(text)
+        consumer.unassign()
         return out
 
     def _decode(self, messages: list[Message], result: ReadResult) -> None:
