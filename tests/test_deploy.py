@@ -14,8 +14,11 @@ import pathlib
 import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +36,7 @@ import produce_events  # noqa: E402
 import sessionization  # noqa: E402
 import webhook_receiver  # noqa: E402
 from env_config import ExampleEnv  # noqa: E402
+from kafka_broker import free_port  # noqa: E402
 from test_sessionization_example import as_tuples, offline_sessions  # noqa: E402
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -258,6 +262,84 @@ class TestDashboardMetrics:
     def test_histogram_series_are_complete(self, served_metrics: dict[str, set[str]]) -> None:
         base = "statefulstream_batch_duration_seconds"
         assert {f"{base}_bucket", f"{base}_sum", f"{base}_count"} <= served_metrics["samples"]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def live_apps(tmp_path: pathlib.Path) -> Iterator[dict[str, str]]:
+    """Both examples running on interval triggers with metrics served; compose service name -> host:port."""
+    receiver = webhook_receiver.WebhookReceiver()
+    receiver.start()
+    pagerduty = alerting.alert_sink_from_env({"PAGERDUTY_ROUTING_KEY": "prometheus-test",
+                                              "PAGERDUTY_URL": receiver.url})
+    apps = {"sessionization": sessionization.build_app(sink=MemorySink(), trigger="500 ms",
+                                                       max_records_per_trigger=1000,
+                                                       checkpoint_dir=str(tmp_path / "sessions"),
+                                                       metrics_address="127.0.0.1:0"),
+            "alerting": alerting.build_app(sink=pagerduty, trigger="50 ms", checkpoint_dir=str(tmp_path / "alerts"),
+                                           metrics_address="127.0.0.1:0")}
+    committed = {name: threading.Event() for name in apps}
+    threads = []
+    for name, app in apps.items():
+        app.add_listener(lambda _p, done=committed[name]: done.set())
+        threads.append(threading.Thread(target=app.run, daemon=True))
+        threads[-1].start()
+    try:
+        wait_for(lambda: all(e.is_set() for e in committed.values()), 30, "a first batch of each app")
+        yield {name: urllib.parse.urlsplit(app.metrics_server.url).netloc for name, app in apps.items()}
+    finally:
+        for app in apps.values():
+            app.stop()
+        for thread in threads:
+            thread.join(30)
+        receiver.stop()
+
+
+class TestRealPrometheus:
+    def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_apps(
+            self, live_apps: dict[str, str], tmp_path: pathlib.Path) -> None:
+        # The deployment's scrape config, with the compose host names replaced by the loopback apps.
+        config = yaml.safe_load(PROMETHEUS.read_text())
+        config["global"]["scrape_interval"] = "1s"
+        for job in config["scrape_configs"]:
+            for group in job["static_configs"]:
+                group["targets"] = [live_apps[t.rsplit(":", 1)[0]] for t in group["targets"]]
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        with open(tmp_path / "prometheus.log", "wb") as log:
+            proc = subprocess.Popen(["/usr/bin/prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                                     f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                     f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def query(expr: str) -> list[Any]:
+                assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+                url = f"http://127.0.0.1:{port}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.loads(response.read())
+                assert body["status"] == "success", (expr, body)
+                return body["data"]["result"]
+
+            def rates_known() -> bool:
+                try:
+                    return len(query("rate(statefulstream_batches_committed_total[1m])")) == len(live_apps)
+                except OSError:
+                    return False  # not listening yet
+
+            wait_for(rates_known, 30, "two scrapes of each app")
+            (up,) = query('count(up{job="statefulstream"} == 1)')
+            assert up["value"][1] == str(len(live_apps))
+            for expr in dashboard_exprs():
+                result = query(expr.replace("$app", ".*"))
+                assert result or metric_names(expr) <= ONLY_AFTER_A_FAILURE, f"no series for {expr}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def cassandra_type(cql: str) -> Any:
