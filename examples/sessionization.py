@@ -17,7 +17,8 @@ state; default in memory), ``TRIGGER`` (default ``available_now``, or
 
 Deployed (``docker-compose.yml``): ``KAFKA_BOOTSTRAP`` + ``EVENTS_TOPIC``
 read the clicks from Kafka (see ``env_config.py``); ``CASSANDRA_HOSTS``
-(comma-separated; ``CASSANDRA_KEYSPACE``, default ``demo``) writes closed
+(comma-separated; ``CASSANDRA_PORT``, default 9042; ``CASSANDRA_KEYSPACE``,
+default ``demo``) writes closed
 sessions to Scylla/Cassandra table ``sessions`` and mirrors the open ones
 (the operator's state) into ``open_sessions`` for dashboards, creating both
 tables if needed; ``METRICS_ADDRESS`` serves ``/metrics``.
@@ -113,11 +114,12 @@ def cassandra_sinks(environ: Mapping[str, str]) -> tuple[Sink, Sink] | None:
     from sinks.cassandra_cql import TableSchema
 
     keyspace = environ.get("CASSANDRA_KEYSPACE") or "demo"
-    sessions = CassandraSink(hosts=hosts, keyspace=keyspace, table="sessions", schema=TableSchema(
+    port = int(environ.get("CASSANDRA_PORT") or 9042)
+    sessions = CassandraSink(hosts=hosts, port=port, keyspace=keyspace, table="sessions", schema=TableSchema(
         {"user": "text", "start": "timestamp", "end": "timestamp", "events": "int", "pages": "list<text>",
          "bought": "boolean", "duration_ms": "bigint"}, partition_key=("user",), clustering=("start",)))
     open_sessions = CassandraStateSink(
-        hosts=hosts, keyspace=keyspace, table="open_sessions", key_columns="user",
+        hosts=hosts, port=port, keyspace=keyspace, table="open_sessions", key_columns="user",
         columns=["start", "end", "events"],
         schema=state_table_schema({"user": "text"}, {"start": "timestamp", "end": "timestamp", "events": "int"}))
     return sessions, open_sessions

@@ -350,6 +350,22 @@ def cassandra_type(cql: str) -> Any:
     return cls.apply_parameters([_cqltypes[p] for p in params[0]]) if params else cls
 
 
+def still_open(path: pathlib.Path) -> set[str]:
+    """Users whose last session is not closed at the end of ``path``: their last event is in no closed session."""
+    last_event: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("ts"), int) and "user" in event:
+            last_event[event["user"]] = max(event["ts"], last_event.get(event["user"], event["ts"]))
+    closed_until: dict[str, int] = {}
+    for user, _, end, _ in offline_sessions(path):
+        closed_until[user] = max(end, closed_until.get(user, end))
+    return {user for user, ts in last_event.items() if ts > closed_until.get(user, -1)}
+
+
 class TestSessionizationDeployment:
     def test_without_environment_it_runs_on_the_sample(self) -> None:
         app = sessionization.app_from_env({})
@@ -379,6 +395,21 @@ class TestSessionizationDeployment:
                                      strict=True):
                 cassandra_type(state_sink.schema.columns[column]).serialize(value, 4)
 
+    def test_open_sessions_mirror_in_the_cql_table_through_the_driver(self) -> None:
+        from cql_server import CqlServer  # the loopback CQL stand-in (tests/cql_server.py): no Scylla runs here
+
+        server = CqlServer()
+        try:
+            _, state_sink = sessionization.cassandra_sinks({"CASSANDRA_HOSTS": "127.0.0.1",
+                                                           "CASSANDRA_PORT": str(server.port)})
+            sessionization.build_app(sink=MemorySink(), state_sink=state_sink, max_records_per_trigger=1000).run()
+            table = server.tables[("demo", "open_sessions")]
+        finally:
+            server.close()
+        assert set(table.columns) == {"user", "start", "end", "events", "timeout_ms"}
+        assert {key for (key,) in table.rows} == still_open(sessionization.DATA)
+        assert len(server.statements) > 0 and any("DELETE FROM demo.open_sessions" in s for s in server.statements)
+
     @pytest.mark.kafka
     def test_sessions_from_kafka_match_an_offline_computation(self, kafka_broker: Any, tmp_path: pathlib.Path) -> None:
         topic = kafka_broker.create_topic(partitions=1)
@@ -399,16 +430,13 @@ class TestSessionizationDeployment:
         app.run()
         assert len(expected) > 30
         assert as_tuples(sink.rows) == expected
-        # The mirror ends with the sessions still open: users whose last event is in no closed session.
         state: dict[str, Any] = {}
         for change in mirror.rows:
             if change.removed:
                 state.pop(change.key, None)
             else:
                 state[change.key] = change.value
-        last_event = {e["user"]: max(x["ts"] for x in produced if x["user"] == e["user"]) for e in produced}
-        closed_until = {user: end for user, _, end, _ in expected}
-        assert set(state) == {u for u, ts in last_event.items() if ts > closed_until.get(u, -1)}
+        assert set(state) == still_open(recorded)
 
 
 def test_examples_docstring_examples_run() -> None:
