@@ -157,6 +157,7 @@ class KafkaSource(Source):
         self.poll_records = poll_records
         self._consumer: Consumer | None = None
         self._admin: AdminClient | None = None
+        self._probed: dict[str, tuple[int, int]] = {}  # partition -> (reported end, true end)
 
     def __repr__(self) -> str:
         what = f"topics={self.topics!r}" if self.pattern is None else f"pattern={self.pattern.pattern!r}"
@@ -261,13 +262,21 @@ class KafkaSource(Source):
         fetched say where the partition really ends.
         """
         consumer, _ = self._clients()
-        probe = {p: max(start.get(p, 0), end - 1, 0) for p, end in latest.items()}
-        if not probe:
-            return latest
+        # Same reported end, same last batch, same true end (logs are append-only): no fetch needed.
+        ends = {p: self._probed[p][1] for p, end in latest.items() if self._probed.get(p, (-1, 0))[0] == end}
+        probe = {p: max(start.get(p, 0), end - 1, 0) for p, end in latest.items() if p not in ends}
+        if probe:
+            ends.update(self._fetch_ends(consumer, probe, latest))
+            self._probed.update({p: (latest[p], ends[p]) for p in probe})
+        return ends
+
+    def _fetch_ends(self, consumer: Consumer, probe: Mapping[str, int],
+                    latest: Mapping[str, int]) -> dict[str, int]:
+        """Fetch from ``probe`` offsets to each partition's end; return one past the last offset seen."""
         tps = [TopicPartition(*parse_partition_name(p), off) for p, off in probe.items()]
         consumer.assign(tps)
         consumer.resume(tps)
-        ends, done = dict(latest), set[str]()
+        ends, done = {p: latest[p] for p in probe}, set[str]()
         deadline = time.monotonic() + self.read_timeout_s
         while len(done) < len(probe) and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=self.poll_records, timeout=0.02):
