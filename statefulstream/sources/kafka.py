@@ -345,6 +345,7 @@ class KafkaSource(Source):
                 text = (f"KafkaSource could not read the planned range within {self.read_timeout_s:g}s: {where}; "
                         f"last error: {last_error}. Is the broker {self.bootstrap_servers} up and the data "
                         f"still retained? The batch is replayed on restart.")
+                consumer.unassign()
                 raise SourceError(text)
         consumer.unassign()
         return out
