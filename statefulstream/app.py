@@ -95,7 +95,8 @@ class App:
             raise ConfigError(f"App name must be a non-empty string; got {name!r}")
         if max_records_per_trigger is not None and (
                 not isinstance(max_records_per_trigger, int) or max_records_per_trigger <= 0):
-            raise ConfigError(f"max_records_per_trigger must be a positive int or None; got {max_records_per_trigger!r}")
+            msg = f"max_records_per_trigger must be a positive int or None; got {max_records_per_trigger!r}"
+            raise ConfigError(msg)
         if not isinstance(keep_batches, int) or keep_batches < 1:
             raise ConfigError(f"keep_batches must be an int >= 1; got {keep_batches!r}")
         self.name = name
@@ -108,7 +109,8 @@ class App:
         self.sink_retry = sink_retry
         self.state_cache_keys = state_cache_keys
         if dead_letters is not None and not isinstance(dead_letters, (Sink, str, os.PathLike)):
-            raise ConfigError(f"dead_letters must be a Sink, a directory path or None; got {type(dead_letters).__name__}")
+            msg = f"dead_letters must be a Sink, a directory path or None; got {type(dead_letters).__name__}"
+            raise ConfigError(msg)
         self._dead_letters = dead_letters
         self._default_dead_letters: tuple[str | None, Sink] | None = None
         self.steps: list[Step] = []

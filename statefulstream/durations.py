@@ -68,4 +68,5 @@ def parse_duration_ms(value: int | float | str | _dt.timedelta, *, name: str = "
         if not found:
             raise ConfigError(f"{name}: empty duration string")
         return int(total)
-    raise ConfigError(f"{name} must be milliseconds, a timedelta or a string like '10 seconds'; got {type(value).__name__}")
+    msg = f"{name} must be milliseconds, a timedelta or a string like '10 seconds'; got {type(value).__name__}"
+    raise ConfigError(msg)

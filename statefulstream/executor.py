@@ -305,7 +305,7 @@ class Executor:
                 if min(times) <= late_wm:
                     late = sum(1 for et in times if et <= late_wm)
                     if op.timeout is GroupStateTimeout.EVENT_TIME:
-                        records = [r for r, et in zip(records, times) if et > late_wm]
+                        records = [r for r, et in zip(records, times, strict=True) if et > late_wm]
                         progress.records_late = late
                     else:
                         progress.records_late_kept = late
@@ -335,7 +335,7 @@ class Executor:
         call = self._caller(plan, outputs, changes)
         empty: list[Any] = []
         get = groups.get
-        for key, row in zip(keys, store.get_many(keys)):
+        for key, row in zip(keys, store.get_many(keys), strict=True):
             call(key, get(key, empty), row, False)
         progress.groups_called = len(keys)
         if op.call_all_keys:  # complete-mode aggregation: every stored key each batch, O(state)

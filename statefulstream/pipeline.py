@@ -65,7 +65,7 @@ def run_steps(steps: Iterable[Step], records: list[Any], *, batch_id: int, dead:
             _, records, _ = apply_each(func, records, error="step", what=what, batch_id=batch_id, dead=dead)
         elif kind == "filter":
             kept, verdicts, _ = apply_each(func, records, error="step", what=what, batch_id=batch_id, dead=dead)
-            records = [r for r, ok in zip(kept, verdicts) if ok]
+            records = [r for r, ok in zip(kept, verdicts, strict=True) if ok]
         else:
             _, outs, _ = apply_each(lambda r, f=func: list(f(r)), records, error="step", what=what,
                                     batch_id=batch_id, dead=dead)
@@ -92,7 +92,7 @@ def group_by_key(keys: list[Hashable], records: list[Any], *, batch_id: int,
     groups: dict[Hashable, list[Any]] = {}
     get = groups.get
     try:
-        for key, rec in zip(keys, records):
+        for key, rec in zip(keys, records, strict=True):
             group = get(key)
             if group is None:
                 groups[key] = [rec]
@@ -101,7 +101,7 @@ def group_by_key(keys: list[Hashable], records: list[Any], *, batch_id: int,
         return groups
     except TypeError:  # an unhashable key somewhere: redo carefully
         groups.clear()
-    for key, rec in zip(keys, records):
+    for key, rec in zip(keys, records, strict=True):
         try:
             groups.setdefault(key, []).append(rec)
         except TypeError as exc:

@@ -35,7 +35,7 @@ from statefulstream.errors import ConfigError
 from statefulstream.executor import Executor
 from statefulstream.options import GroupStateTimeout
 from statefulstream.progress import BatchProgress
-from statefulstream.sources.memory import CRASH, MemorySource, SimulatedCrash
+from statefulstream.sources.memory import CRASH, MemorySource, SimulatedCrashError
 from statefulstream.state.group_state import GroupState
 from statefulstream.state.memory import MemoryStateStore
 from statefulstream.state.store import NO_TIMEOUT_MS, StateRow
@@ -43,7 +43,7 @@ from statefulstream.state.store import NO_TIMEOUT_MS, StateRow
 ListSink = MemorySink
 """A sink that keeps rows in a list (``.rows``); same as ``sinks.MemorySink``."""
 
-__all__ = ["CRASH", "FakeClock", "ListSink", "MemorySource", "SimulatedCrash", "StreamTester", "make_group_state"]
+__all__ = ["CRASH", "FakeClock", "ListSink", "MemorySource", "SimulatedCrashError", "StreamTester", "make_group_state"]
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import pytest
 from sinks import MemorySink
 from statefulstream import App, GroupState, GroupStateTimeout, UserFunctionError
 from statefulstream.executor import Executor
-from statefulstream.sources import CRASH, MemorySource, SimulatedCrash
+from statefulstream.sources import CRASH, MemorySource, SimulatedCrashError
 from statefulstream.testing import FakeClock, StreamTester
 from statefulstream.triggers import Trigger
 
@@ -441,7 +441,7 @@ class TestReplay:
             state.set_timeout_duration(1)
             yield (key, state.get_current_processing_time_ms())
 
-        with pytest.raises(SimulatedCrash):
+        with pytest.raises(SimulatedCrashError):
             app.run("once")
         clock.set(5000)  # a later clock must not change the replayed batch
         app.run("once")

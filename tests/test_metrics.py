@@ -41,7 +41,7 @@ from statefulstream.progress_log import ProgressLog, read_reports
 from statefulstream.sink import Sink
 from statefulstream.sources import MemorySource
 from statefulstream.sources.kafka import KafkaSource
-from statefulstream.testing import CRASH, SimulatedCrash
+from statefulstream.testing import CRASH, SimulatedCrashError
 
 DELAY_MS = 10_000
 T0 = 1_700_000_000_000
@@ -266,7 +266,7 @@ class TestFailureMetrics:
     def test_a_crashed_read_counts_a_read_failure_and_the_rerun_a_replay(self) -> None:
         app = App("clicks", source=MemorySource([{"user": "a"}, CRASH, {"user": "b"}]))
         app.flat_map_groups_with_state(key="user", sink=MemorySink())(echo_handler)
-        with pytest.raises(SimulatedCrash):
+        with pytest.raises(SimulatedCrashError):
             app.run("once")
         app.run("once")
         m = app.metrics

@@ -8,10 +8,10 @@ from typing import Any
 from statefulstream.sources.base import Offsets, ReadResult, Source
 
 CRASH = object()
-"""Put in a ``MemorySource``'s records to make the read that reaches it raise ``SimulatedCrash`` once."""
+"""Put in a ``MemorySource``'s records to make the read that reaches it raise ``SimulatedCrashError`` once."""
 
 
-class SimulatedCrash(RuntimeError):
+class SimulatedCrashError(RuntimeError):
     """Raised by ``MemorySource`` at a ``CRASH`` sentinel (tests of recovery)."""
 
 
@@ -50,5 +50,5 @@ class MemorySource(Source):
         for i, rec in enumerate(chunk):
             if rec is CRASH and lo + i not in self._crashed:
                 self._crashed.add(lo + i)
-                raise SimulatedCrash(f"simulated crash at position {lo + i}")
+                raise SimulatedCrashError(f"simulated crash at position {lo + i}")
         return ReadResult([r for r in chunk if r is not CRASH])

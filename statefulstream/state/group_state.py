@@ -281,7 +281,8 @@ def _duration_ms(value: int | str | _dt.timedelta, what: str) -> int:
     elif isinstance(value, int) and not isinstance(value, bool):
         ms = value
     else:
-        raise InvalidTimeoutError(f"{what} must be milliseconds (int), a timedelta or a string like '1 hour'; got {value!r}")
+        msg = f"{what} must be milliseconds (int), a timedelta or a string like '1 hour'; got {value!r}"
+        raise InvalidTimeoutError(msg)
     if ms < 0:
         raise InvalidTimeoutError(f"Provided {what} ({ms} ms) is negative")
     return ms
