@@ -129,7 +129,7 @@ def as_sinks(value: Sink | Sequence[Sink] | None, what: str) -> list[Sink]:
     """Return a list of sinks from one sink, several, or ``None``."""
     if value is None:
         return []
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    items: list[Any] = list(value) if isinstance(value, (list, tuple)) else [value]
     for item in items:
         if not isinstance(item, Sink):
             hint = " (wrap a function with sinks.ForeachSink or sinks.foreach_batch)" if callable(item) else ""

@@ -67,10 +67,14 @@ def run_steps(steps: Iterable[Step], records: list[Any], *, batch_id: int, dead:
             kept, verdicts, _ = apply_each(func, records, error="step", what=what, batch_id=batch_id, dead=dead)
             records = [r for r, ok in zip(kept, verdicts, strict=True) if ok]
         else:
-            _, outs, _ = apply_each(lambda r, f=func: list(f(r)), records, error="step", what=what,
-                                    batch_id=batch_id, dead=dead)
+            _, outs, _ = apply_each(_expand(func), records, error="step", what=what, batch_id=batch_id, dead=dead)
             records = [y for out in outs for y in out]
     return records
+
+
+def _expand(func: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]:
+    """Make a flat_map function return a list, so a failing generator fails inside ``apply_each``."""
+    return lambda record: list(func(record))
 
 
 def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, batch_id: int,
@@ -113,6 +117,6 @@ def sorted_keys(keys: Iterable[Hashable]) -> list[Hashable]:
     """Return keys in a deterministic order: natural order, or by (type, repr) for mixed types."""
     keys = list(keys)
     try:
-        return sorted(keys)
+        return sorted(keys)  # type: ignore[type-var]  # TypeError below handles unorderable keys
     except TypeError:
         return sorted(keys, key=lambda k: (type(k).__name__, repr(k)))
