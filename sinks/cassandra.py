@@ -141,8 +141,9 @@ class _CassandraTableSink(Sink):
         """Prepare once per statement text; a statement the server refuses is a config error."""
         prepared = self._prepared.get(cql)
         if prepared is None:
+            session = self._connect()
             try:
-                prepared = self._connect().prepare(cql)
+                prepared = session.prepare(cql)
             except (InvalidRequest, SyntaxException) as exc:
                 msg = (f"{type(self).__name__}: Cassandra refused {cql!r}: {exc}. Check that table "
                        f"{self.keyspace}.{self.table} exists with these columns (or give schema=) "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,7 +69,9 @@ def is_retriable(exc: BaseException) -> bool:
     (True, False)
     """
     if isinstance(exc, NoHostAvailable) and exc.errors:
-        return not all(isinstance(e, AuthenticationFailed) for e in exc.errors.values())
+        # errors is {host: exception}, but some driver paths give a list
+        errors = exc.errors.values() if isinstance(exc.errors, Mapping) else exc.errors
+        return not all(isinstance(e, AuthenticationFailed) for e in errors)
     return isinstance(exc, RETRIABLE_ERRORS)
 
 
@@ -279,6 +282,9 @@ class CassandraOptions:
             "contact_points": list(self.hosts), "port": self.port,
             "execution_profiles": {EXEC_PROFILE_DEFAULT: self.execution_profile()},
             "ssl_context": self.tls_context(),
+            # The driver leaves Nagle's algorithm on: requests pipelined behind an unacknowledged one
+            # then wait for the server's delayed ACK, which serialises the first writes of a batch.
+            "sockopts": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         }
         if self.username is not None:
             kwargs["auth_provider"] = PlainTextAuthProvider(username=self.username, password=self.password)

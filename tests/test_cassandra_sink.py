@@ -10,12 +10,18 @@ driver's own exception classes.
 
 from __future__ import annotations
 
+import copy
+import datetime
+import logging
+import socket
 import ssl
 import struct
 import subprocess
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import orjson
 import pytest
 from cassandra import (
     AuthenticationFailed,
@@ -32,6 +38,7 @@ from cassandra.cqltypes import Int32Type, LongType, UTF8Type
 from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
 from cassandra.protocol import ColumnMetadata, OverloadedErrorMessage
 from cassandra.query import UNSET_VALUE, PreparedStatement
+from cql_server import OVERLOADED, UNAVAILABLE, WRITE_TIMEOUT, CqlServer
 
 from sinks.cassandra import CassandraSink, CassandraStateSink, RowMapping, state_table_schema
 from sinks.cassandra_client import (
@@ -45,7 +52,12 @@ from sinks.cassandra_client import (
     write_concurrently,
 )
 from sinks.cassandra_cql import TableSchema, create_keyspace_cql, create_table_cql, delete_cql, insert_cql
+from sinks.memory import MemorySink
+from statefulstream import App, GroupState
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+from statefulstream.sink import Sink, SinkContext, StateChange
+from statefulstream.sources import MemorySource
+from statefulstream.sources.base import DeadLetter
 
 SESSIONS = TableSchema({"user": "text", "start": "timestamp", "end": "timestamp", "count": "int"},
                        partition_key=("user",), clustering=("start",))
@@ -190,6 +202,7 @@ class TestCassandraOptions:
             assert isinstance(cluster.auth_provider, PlainTextAuthProvider)
             assert cluster.auth_provider.new_authenticator("h").initial_response() == b"\x00app\x00s3cret"
             assert cluster.ssl_context is None
+            assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in cluster.sockopts
         finally:
             cluster.shutdown()
 
@@ -328,3 +341,270 @@ class TestStateSchema:
         assert create_table_cql("demo", "state", schema) == (
             "CREATE TABLE IF NOT EXISTS demo.state (user text, count int, last timestamp, timeout_ms timestamp, "
             "PRIMARY KEY ((user)))")
+
+
+# --- Against the loopback CQL server: the driver really connects, prepares and executes.
+
+
+@pytest.fixture
+def server() -> Iterator[CqlServer]:
+    srv = CqlServer(username="app", password="hunter2")
+    yield srv
+    srv.close()
+
+
+def _sink(server: CqlServer, **kwargs: Any) -> CassandraSink:
+    options: dict[str, Any] = {"hosts": ["127.0.0.1"], "port": server.port, "keyspace": "demo", "table": "sessions",
+                               "schema": SESSIONS, "username": "app", "password": "hunter2", "protocol_version": 4,
+                               "backoff": NO_WAIT}
+    return CassandraSink(**{**options, **kwargs})
+
+
+def _opened(sink: Any) -> tuple[Any, list[DeadLetter], list[int]]:
+    dead: list[DeadLetter] = []
+    retries: list[int] = []
+    sink.open(SinkContext(app_name="t", dead_letter=dead.append, on_retry=lambda: retries.append(1)))
+    return sink, dead, retries
+
+
+def _session_rows(n: int) -> list[dict[str, Any]]:
+    return [{"user": f"u{i % 7}", "start": 1_700_000_000_000 + i * 1000, "end": 1_700_000_000_000 + i * 1000 + 500,
+             "count": i} for i in range(n)]
+
+
+def _by_key(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The table an upsert-by-key store ends with: the last row per key, timestamps as datetimes."""
+    out = {}
+    for row in rows:
+        decoded = {k: datetime.datetime.fromtimestamp(v / 1000, datetime.timezone.utc).replace(tzinfo=None)
+                   if k in ("start", "end") else v for k, v in row.items()}
+        out[tuple(decoded[k] for k in key)] = decoded
+    return out
+
+
+class TestCassandraSinkAgainstCqlServer:
+    def test_creates_keyspace_and_table_then_upserts_rows_at_the_configured_consistency(
+            self, server: CqlServer) -> None:
+        sink, dead, _ = _opened(_sink(server, consistency="EACH_QUORUM"))
+        rows = _session_rows(30)
+        try:
+            sink.write(0, rows)
+        finally:
+            sink.close()
+        assert create_keyspace_cql("demo") in server.statements
+        assert create_table_cql("demo", "sessions", SESSIONS) in server.statements
+        assert server.tables["demo", "sessions"].rows == _by_key(rows, ("user", "start"))
+        assert set(server.consistencies) == {ConsistencyLevel.EACH_QUORUM} and dead == []
+
+    def test_replayed_batch_leaves_the_table_as_if_written_once(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_sink(server))
+        rows = _session_rows(20)
+        try:
+            sink.write(3, rows)
+            once = copy.deepcopy(server.tables["demo", "sessions"].rows)
+            sink.write(3, rows)
+        finally:
+            sink.close()
+        assert len(server.consistencies) == 40
+        assert server.tables["demo", "sessions"].rows == once == _by_key(rows, ("user", "start"))
+
+    def test_in_flight_writes_are_bounded_by_max_in_flight(self) -> None:
+        seen = {}
+        for limit in (3, 40):
+            srv = CqlServer(write_delay_s=0.02)
+            sink, _, _ = _opened(CassandraSink(hosts="127.0.0.1", port=srv.port, keyspace="demo", table="sessions",
+                                               schema=SESSIONS, max_in_flight=limit, protocol_version=4))
+            try:
+                sink.write(0, _session_rows(40))
+            finally:
+                sink.close()
+                srv.close()
+            seen[limit] = srv.max_in_flight
+            assert len(srv.tables["demo", "sessions"].rows) == 40
+        assert seen[3] == 3 and seen[40] > 3
+
+    def test_ttl_and_column_mapping_reach_the_server(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_sink(server, ttl="2 hours", columns={
+            "user": "who", "start": "t0", "end": lambda r: r["t0"] + 10, "count": lambda r: len(r["events"])}))
+        try:
+            sink.write(0, [{"who": "a", "t0": 1000, "events": [1, 2, 3]}])
+        finally:
+            sink.close()
+        assert "INSERT INTO demo.sessions (user, start, end, count) VALUES (?, ?, ?, ?) USING TTL 7200" in \
+            server.statements
+        table = server.tables["demo", "sessions"]
+        (key, row), = table.rows.items()
+        assert row["count"] == 3 and row["end"] - row["start"] == datetime.timedelta(milliseconds=10)
+        assert table.ttls[key] == 7200
+
+    def test_rows_the_server_or_the_driver_refuses_are_dead_lettered_and_the_rest_written(
+            self, server: CqlServer) -> None:
+        sink, dead, _ = _opened(_sink(server))
+        rows = [{"user": "a", "start": 1, "count": 1}, {"user": None, "start": 2, "count": 2},
+                {"user": "c", "start": 3, "count": "three"}, {"user": "d", "start": 4, "count": 4}]
+        try:
+            sink.write(9, rows)
+        finally:
+            sink.close()
+        assert sorted(k[0] for k in server.tables["demo", "sessions"].rows) == ["a", "d"]
+        assert [(d.raw, d.error, d.position["batch_id"]) for d in dead] == [(rows[2], "sink", 9), (rows[1], "sink", 9)]
+        assert 'column "count"' in dead[0].reason and "Invalid null value" in dead[1].reason
+
+    def test_unknown_column_is_a_config_error_naming_it(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_sink(server, columns=["user", "start", "colour"]))
+        try:
+            with pytest.raises(ConfigError, match="Undefined column name colour.*give schema="):
+                sink.write(0, [{"user": "a", "start": 1, "colour": "red"}])
+        finally:
+            sink.close()
+
+    def test_transient_errors_are_retried_until_written(self, server: CqlServer) -> None:
+        sink, dead, retries = _opened(_sink(server))
+        server.fail_writes(UNAVAILABLE, WRITE_TIMEOUT, OVERLOADED, UNAVAILABLE)
+        try:
+            sink.write(0, [{"user": "a", "start": 1, "count": 1}])
+        finally:
+            sink.close()
+        assert len(server.consistencies) == 5 and len(server.tables["demo", "sessions"].rows) == 1
+        assert retries and dead == []
+
+    def test_still_unavailable_after_retries_raises_sink_unavailable(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_sink(server))
+        server.fail_writes(*[UNAVAILABLE] * 20)
+        try:
+            with pytest.raises(SinkUnavailableError, match="demo.sessions batch 5: 1 of 1 writes failed"):
+                sink.write(5, [{"user": "a", "start": 1, "count": 1}])
+        finally:
+            sink.close()
+        assert server.tables["demo", "sessions"].rows == {}
+
+    def test_cluster_down_is_retriable(self) -> None:
+        srv = CqlServer()
+        srv.close()
+        sink, _, _ = _opened(CassandraSink(hosts="127.0.0.1", port=srv.port, keyspace="k", table="t",
+                                           protocol_version=4))
+        with pytest.raises(SinkUnavailableError, match=f"connecting to Cassandra at \\['127.0.0.1'\\] port {srv.port}"):
+            sink.write(0, [{"a": 1}])
+        sink.close()
+
+    def test_wrong_password_is_a_sink_error_and_the_password_is_never_logged(
+            self, server: CqlServer, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.DEBUG)
+        good, _, _ = _opened(_sink(server))
+        good.write(0, [{"user": "a", "start": 1, "count": 1}])
+        good.close()
+        bad, _, _ = _opened(_sink(server, password="wrong-pass"))
+        with pytest.raises(SinkError, match="credentials were refused") as info:
+            bad.write(0, [{"user": "a", "start": 1, "count": 1}])
+        bad.close()
+        assert not isinstance(info.value, SinkUnavailableError)
+        assert "wrong-pass" not in str(info.value) and "hunter2" not in str(info.value)
+        assert "successfully authenticated" in caplog.text
+        assert "hunter2" not in caplog.text and "wrong-pass" not in caplog.text
+
+    def test_default_protocol_negotiation_reaches_v4(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_sink(server, protocol_version=None))
+        try:
+            sink.write(0, [{"user": "a", "start": 1, "count": 1}])
+        finally:
+            sink.close()
+        assert len(server.tables["demo", "sessions"].rows) == 1
+
+
+STATE = state_table_schema({"user": "text"}, {"count": "int", "last": "bigint"})
+
+
+def _state_sink(server: CqlServer, **kwargs: Any) -> CassandraStateSink:
+    options: dict[str, Any] = {"hosts": "127.0.0.1", "port": server.port, "keyspace": "demo", "table": "state",
+                               "key_columns": "user", "columns": ["count", "last"], "schema": STATE,
+                               "username": "app", "password": "hunter2", "protocol_version": 4, "backoff": NO_WAIT}
+    return CassandraStateSink(**{**options, **kwargs})
+
+
+class TestCassandraStateSinkAgainstCqlServer:
+    def test_changed_rows_are_upserted_and_removed_rows_deleted(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_state_sink(server))
+        try:
+            sink.write(0, [StateChange("a", {"count": 1, "last": 10}, False, 5_000),
+                           StateChange("b", {"count": 2, "last": 20}, False)])
+            sink.write(1, [StateChange("a", {"count": 3, "last": 30}, False, 9_000),
+                           StateChange("b", None, True)])
+        finally:
+            sink.close()
+        rows = server.tables["demo", "state"].rows
+        assert rows == {("a",): {"user": "a", "count": 3, "last": 30,
+                                 "timeout_ms": datetime.datetime(1970, 1, 1, 0, 0, 9)}}
+        assert "DELETE FROM demo.state WHERE user = ?" in server.statements
+
+    def test_last_change_per_key_wins_and_a_replay_gives_the_same_table(self, server: CqlServer) -> None:
+        sink, _, _ = _opened(_state_sink(server))
+        batch = [StateChange("a", {"count": 1, "last": 1}, False), StateChange("a", None, True),
+                 StateChange("c", {"count": 1, "last": 1}, False), StateChange("c", {"count": 2, "last": 2}, False)]
+        try:
+            sink.write(0, batch)
+            once = copy.deepcopy(server.tables["demo", "state"].rows)
+            sink.write(0, batch)
+        finally:
+            sink.close()
+        assert server.tables["demo", "state"].rows == once == {
+            ("c",): {"user": "c", "count": 2, "last": 2, "timeout_ms": None}}
+
+    def test_default_columns_store_the_state_as_json_and_tuple_keys_fill_key_columns(
+            self, server: CqlServer) -> None:
+        schema = state_table_schema({"user": "text", "device": "text"}, timeout_column=None)
+        sink, _, _ = _opened(_state_sink(server, key_columns=("user", "device"), columns=None, schema=schema,
+                                        timeout_column=None))
+        try:
+            sink.write(0, [StateChange(("a", "phone"), {"n": 2, "tags": ["x"]}, False)])
+            with pytest.raises(ConfigError, match="does not fill key_columns"):
+                sink.write(1, [StateChange("a", {"n": 3}, False)])
+        finally:
+            sink.close()
+        (row,) = server.tables["demo", "state"].rows.values()
+        assert (row["user"], row["device"], orjson.loads(row["value"])) == ("a", "phone", {"n": 2, "tags": ["x"]})
+
+
+class _CrashOnce(Sink):
+    """Fails the first batch it sees after the Cassandra sinks wrote it, like a kill before commit."""
+
+    def __init__(self) -> None:
+        self.crashed = False
+
+    def write(self, batch_id: int, rows: Sequence[Any]) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise RuntimeError("killed before commit")
+
+
+class TestAppWithCassandra:
+    def test_app_output_and_state_mirror_match_and_survive_a_replay(self, server: CqlServer, tmp_path: Any) -> None:
+        events = [{"user": f"u{i % 5}", "ts": 1_700_000_000_000 + i * 1000} for i in range(40)]
+        crash, outputs, changes = _CrashOnce(), MemorySink(), MemorySink()
+
+        def build() -> App:
+            app = App("sessions", source=MemorySource(events), checkpoint_dir=tmp_path / "ckpt",
+                      trigger="available_now", max_records_per_trigger=15)
+
+            @app.flat_map_groups_with_state(
+                key="user", output_mode="update",
+                sink=[_sink(server), outputs, crash],
+                state_sink=[_state_sink(server), changes])
+            def count(user: str, values: list, state: GroupState) -> Any:
+                s = state.get_option() or {"count": 0, "last": 0}
+                s = {"count": s["count"] + len(values), "last": max(v["ts"] for v in values)}
+                state.update(s)
+                yield {"user": user, "start": 1_700_000_000_000, "end": s["last"], "count": s["count"]}
+
+            return app
+
+        with pytest.raises(Exception, match="killed before commit"):
+            build().run()
+        build().run()
+        executes = len(server.consistencies)
+        assert executes > len(outputs.rows) + len(changes.rows)  # the crashed batch was written twice
+        assert server.tables["demo", "sessions"].rows == _by_key(outputs.rows, ("user", "start"))
+        final = {c.key: c.value for c in changes.rows}
+        mirror = server.tables["demo", "state"].rows
+        assert {k[0]: {"count": r["count"], "last": r["last"]} for k, r in mirror.items()} == final
+        assert final == {f"u{u}": {"count": 8, "last": max(e["ts"] for e in events if e["user"] == f"u{u}")}
+                         for u in range(5)}
