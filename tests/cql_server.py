@@ -4,7 +4,7 @@ No Cassandra or Scylla can be installed on these machines, so the tests run
 the real cassandra-driver against this stand-in. It speaks enough of protocol
 v4 for the driver to connect (OPTIONS, STARTUP, PasswordAuthenticator SASL,
 REGISTER, the system.local/peers queries), and then keeps tables in memory:
-``CREATE KEYSPACE``/``CREATE TABLE`` (simple column types), ``PREPARE`` and
+``CREATE KEYSPACE``/``CREATE TABLE`` (simple types, list, set, map, frozen), ``PREPARE`` and
 ``EXECUTE`` of single-row ``INSERT`` (an upsert by primary key) and
 ``DELETE ... WHERE key = ?``. It answers errors as Cassandra does (unknown
 table or column, null key, bad credentials) and can be told to fail the next
@@ -24,7 +24,7 @@ import threading
 import uuid
 from typing import Any
 
-from cassandra.cqltypes import _cqltypes
+from cassandra.cqltypes import _cqltypes, cqltype_to_python
 
 _OP_ERROR, _OP_STARTUP, _OP_READY, _OP_AUTHENTICATE, _OP_OPTIONS, _OP_SUPPORTED = 0, 1, 2, 3, 5, 6
 _OP_QUERY, _OP_RESULT, _OP_PREPARE, _OP_EXECUTE, _OP_REGISTER = 7, 8, 9, 10, 11
@@ -48,10 +48,48 @@ def _bytes(data: bytes | None) -> bytes:
     return struct.pack(">i", -1) if data is None else struct.pack(">i", len(data)) + data
 
 
-def _option(cql_type: str) -> bytes:
-    if cql_type.startswith("set<"):
-        return struct.pack(">H", 0x22) + _option(cql_type[4:-1])
-    return struct.pack(">H", _TYPE_IDS[cql_type])
+_COLLECTION_IDS = {"list": 0x20, "map": 0x21, "set": 0x22}
+
+
+def _tree(cql_type: str) -> tuple[str, list[Any]]:
+    """``"map<text, list<int>>"`` as ``("map", [("text", []), ("list", [("int", [])])])``."""
+    def nodes(flat: list[Any]) -> list[tuple[str, list[Any]]]:
+        out: list[tuple[str, list[Any]]] = []
+        for item in flat:
+            if isinstance(item, list):
+                out[-1] = (out[-1][0], nodes(item))
+            else:
+                out.append((item, []))
+        return out
+    return nodes(cqltype_to_python(cql_type.strip()))[0]
+
+
+def _option(node: tuple[str, list[Any]]) -> bytes:
+    """The protocol's [option] for a parsed type."""
+    name, params = node
+    if name == "frozen":
+        return _option(params[0])
+    head = struct.pack(">H", _COLLECTION_IDS.get(name) or _TYPE_IDS[name])
+    return head + b"".join(_option(p) for p in params)
+
+
+def _driver_type(node: tuple[str, list[Any]]) -> Any:
+    """The driver's type class for a parsed type, to decode values with."""
+    name, params = node
+    if name == "frozen":
+        return _driver_type(params[0])
+    return _cqltypes[name].apply_parameters([_driver_type(p) for p in params]) if params else _cqltypes[name]
+
+
+def _top_level_split(text: str) -> list[str]:
+    """Split on commas outside ``<...>``: ``"a int, b map<text, int>"`` is two columns."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"<": 1, ">": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 class _Reader:
@@ -212,14 +250,14 @@ class CqlServer:
             return self._local_row()
         if cql.startswith("SELECT"):  # peers, schema tables: an empty cluster around one node
             return struct.pack(">iii", 2, 1, 1) + _string("system") + _string("peers") + \
-                _string("peer") + _option("inet") + struct.pack(">i", 0)
+                _string("peer") + _option(_tree("inet")) + struct.pack(">i", 0)
         if match := re.match(r"CREATE KEYSPACE IF NOT EXISTS (\w+) WITH replication = \{.*'class'", cql):
             self.keyspaces.add(match.group(1))
         elif match := _CREATE_TABLE.match(cql):
             ks, name, cols, pk, clustering = match.groups()
             if ks not in self.keyspaces:
                 raise CqlError(_INVALID, f"Keyspace {ks} does not exist")
-            columns = dict(c.strip().split(" ", 1) for c in cols.split(","))
+            columns = dict(c.strip().split(" ", 1) for c in _top_level_split(cols))
             partition = tuple(c.strip() for c in pk.split(","))
             rest = tuple(c.strip() for c in clustering.split(",") if c.strip())
             self.tables.setdefault((ks, name), Table(columns, partition + rest, partition))
@@ -235,7 +273,7 @@ class CqlServer:
                 ("rpc_address", "inet", socket.inet_aton("127.0.0.1")),
                 ("tokens", "set<text>", struct.pack(">i", 1) + _bytes(b"0"))]
         meta = struct.pack(">ii", 1, len(cols)) + _string("system") + _string("local")
-        meta += b"".join(_string(name) + _option(t) for name, t, _ in cols)
+        meta += b"".join(_string(name) + _option(_tree(t)) for name, t, _ in cols)
         return struct.pack(">i", 2) + meta + struct.pack(">i", 1) + b"".join(_bytes(v) for *_, v in cols)
 
     def _prepare(self, cql: str) -> bytes:
@@ -259,7 +297,7 @@ class CqlServer:
         pk_indexes = [columns.index(c) for c in table.partition_key if c in columns]
         meta = struct.pack(">iii", 1, len(columns), len(pk_indexes)) + b"".join(
             struct.pack(">H", i) for i in pk_indexes) + _string(ks) + _string(name)
-        meta += b"".join(_string(c) + _option(table.columns[c]) for c in columns)
+        meta += b"".join(_string(c) + _option(_tree(table.columns[c])) for c in columns)
         return struct.pack(">iH", 4, len(query_id)) + query_id + meta + struct.pack(">ii", 4, 0)
 
     def _execute(self, send: Any, stream: int, body: bytes) -> None:
@@ -294,7 +332,7 @@ class CqlServer:
             raise CqlError(0x2500, "Prepared query not found", _string(query_id.decode("latin-1")))
         kind, ks, name, columns, ttl = self._prepared[query_id]
         table = self.tables[(ks, name)]
-        decoded = {c: None if v is None else _cqltypes[table.columns[c]].deserialize(v, 4)
+        decoded = {c: None if v is None else _driver_type(_tree(table.columns[c])).deserialize(v, 4)
                    for c, v in zip(columns, values, strict=True) if v is not UNSET}
         for column in table.primary_key:
             if decoded.get(column) is None:
