@@ -316,7 +316,7 @@ def translate(exc: BaseException, doing: str) -> SinkError:
     """
     if is_retriable(exc):
         return SinkUnavailableError(f"{doing}: {type(exc).__name__}: {exc}; the batch will be retried")
-    if isinstance(exc, NoHostAvailable) or isinstance(exc, AuthenticationFailed):
+    if isinstance(exc, (NoHostAvailable, AuthenticationFailed)):
         return SinkError(f"{doing}: the credentials were refused; check {USERNAME_ENV} and "
                          f"{PASSWORD_ENV} (or username=/password=)")
     return SinkError(f"{doing}: {type(exc).__name__}: {exc}")
