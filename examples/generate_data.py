@@ -16,11 +16,12 @@ reproduces the committed file byte for byte (a test checks it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import random
 from typing import Any
+
+from sample_files import generator_main
 
 SEED = 20240501
 USERS = 300
@@ -78,14 +79,7 @@ def generate(seed: int = SEED) -> list[str]:
 
 def main() -> None:
     """Write the sample file (``--out`` to write it elsewhere)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=OUT, help=f"output file (default {OUT})")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: the committed file's)")
-    args = parser.parse_args()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    lines = generate(args.seed)
-    args.out.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
-    print(f"wrote {len(lines)} lines to {args.out}")
+    generator_main(__doc__.split("\n\n")[0], generate, default_out=OUT, default_seed=SEED)
 
 
 if __name__ == "__main__":

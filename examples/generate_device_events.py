@@ -22,12 +22,12 @@ byte (a test checks it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import random
 
 from alerting import DATA, SAMPLE_RECORDS_PER_SECOND, SAMPLE_START_MS
+from sample_files import generator_main
 
 SEED = 20240502
 SECONDS = 240
@@ -86,15 +86,8 @@ def generate(seed: int = SEED) -> list[str]:
 
 
 def main() -> None:
-    """Write the recording (``--out`` to write it elsewhere)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=DATA, help=f"output file (default {DATA})")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: the committed file's)")
-    args = parser.parse_args()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    lines = generate(args.seed)
-    args.out.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
-    print(f"wrote {len(lines)} lines to {args.out}")
+    """Write the sample file (``--out`` to write it elsewhere)."""
+    generator_main(__doc__.split("\n\n")[0], generate, default_out=DATA, default_seed=SEED)
 
 
 if __name__ == "__main__":
