@@ -23,7 +23,6 @@ byte (a test checks it).
 from __future__ import annotations
 
 import json
-import pathlib
 import random
 
 from alerting import DATA, SAMPLE_RECORDS_PER_SECOND, SAMPLE_START_MS
