@@ -134,8 +134,10 @@ class Executor:
             self._last_batch_watermark_ms, self._last_batch_ts = last.watermark_ms, last.batch_ts_ms
         self.source.open()
         for sink in self._sinks:
-            sink.open(SinkContext(app_name=self.app_name, dead_letter=self._batch_dead.append,
-                                  on_retry=partial(self._count_retry, self._sink_names[id(sink)])))
+            name = self._sink_names[id(sink)]
+            context = SinkContext(app_name=self.app_name, dead_letter=self._batch_dead.append,
+                                  on_retry=partial(self._count_retry, name))
+            self._hold(name, "opening", partial(sink.open, context))
         self.started = True
         if recovery.replay is not None:
             logger.info("app %r: replaying batch %d planned before a stop", self.app_name, recovery.replay.batch_id)
@@ -424,9 +426,20 @@ class Executor:
             self._write(self.dead_letter_sink, batch_id, rows)
 
     def _write(self, sink: Sink, batch_id: int, rows: list[Any]) -> None:
-        """Write with backpressure: retry ``SinkUnavailableError`` per ``sink_retry``, never drop."""
-        policy = self.sink_retry
+        """Write one batch to a sink with backpressure; never drop rows."""
         name = self._sink_names[id(sink)]
+        self._writing = name
+        self._hold(name, f"writing batch {batch_id}", partial(sink.write, batch_id, rows))
+        self._writing = None
+        self._sink_rows[name] += len(rows)
+
+    def _hold(self, name: str, what: str, call: Callable[[], None]) -> None:
+        """Run ``call``, retrying ``SinkUnavailableError`` per ``sink_retry`` (the stream waits meanwhile).
+
+        Raises:
+            SinkError: the sink stayed unavailable for ``sink_retry.max_seconds``.
+        """
+        policy = self.sink_retry
         backoff = tenacity.wait_exponential_jitter(
             multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s)
 
@@ -438,22 +451,18 @@ class Executor:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             self._sink_retries[name] += 1
             exc = state.outcome.exception() if state.outcome else None
-            logger.warning("app %r batch %d: sink %r unavailable (%s); holding the batch and retrying",
-                           self.app_name, batch_id, name, exc)
+            logger.warning("app %r: sink %r unavailable while %s (%s); holding the stream and retrying",
+                           self.app_name, name, what, exc)
 
         retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(SinkUnavailableError), wait=wait,
                                      stop=tenacity.stop_after_delay(policy.max_seconds), sleep=self._sleep,
                                      before_sleep=before_sleep, reraise=True)
-        self._writing = name
         try:
-            retrying(sink.write, batch_id, rows)
+            retrying(call)
         except SinkUnavailableError as exc:
-            msg = (f"sink {name!r} stayed unavailable for {policy.max_seconds:g} s while writing batch {batch_id}: "
-                   f"{exc}. The batch is not committed and nothing was dropped; fix the sink and restart, and "
-                   f"the batch is written again")
+            msg = (f"sink {name!r} stayed unavailable for {policy.max_seconds:g} s while {what}: {exc}. Nothing "
+                   f"was committed and nothing was dropped; fix the sink and restart, and the batch is written again")
             raise SinkError(msg) from exc
-        self._writing = None
-        self._sink_rows[name] += len(rows)
 
     def _advance(self, plan: BatchPlan, max_et: int | None) -> int:
         """Step 8: next watermark = max(current, max event time - delay); never backwards."""

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sinks import MemorySink
-from statefulstream import App, GroupState, GroupStateTimeout, UserFunctionError
+from statefulstream import App, GroupState, GroupStateTimeout, SinkError, SinkUnavailableError, UserFunctionError
 from statefulstream.executor import Executor
 from statefulstream.sources import CRASH, MemorySource, SimulatedCrashError
 from statefulstream.testing import FakeClock, StreamTester
@@ -447,3 +447,52 @@ class TestReplay:
         app.run("once")
         assert sink.batches == {0: [("a", 1000), ("b", 1000)]}
         assert isinstance(app.executor, Executor) and app.executor.next_batch_id == 1
+
+
+class TestBackpressure:
+    class Flaky(MemorySink):
+        """Unavailable for the first ``failures`` calls of open and of write."""
+
+        def __init__(self, failures: int) -> None:
+            super().__init__()
+            self.open_failures = self.write_failures = failures
+
+        def open(self, context: Any) -> None:
+            if self.open_failures:
+                self.open_failures -= 1
+                raise SinkUnavailableError("not up yet", retry_after=0.0)
+
+        def write(self, batch_id: int, rows: Any) -> None:
+            if self.write_failures:
+                self.write_failures -= 1
+                raise SinkUnavailableError("throttled")
+            super().write(batch_id, rows)
+
+    def make(self, sink: MemorySink, max_seconds: float) -> App:
+        from statefulstream import SinkRetry
+
+        app = App("bp", source=MemorySource([{"k": "a"}]),
+                  sink_retry=SinkRetry(max_seconds=max_seconds, initial_backoff_s=0.001, max_backoff_s=0.01))
+
+        @app.flat_map_groups_with_state(key="k", sink=sink)
+        def f(key: Any, values: list, state: GroupState[int]) -> Any:
+            state.update(1)
+            yield key
+
+        return app
+
+    def test_unavailable_sink_holds_open_and_write_until_it_recovers(self) -> None:
+        sink = self.Flaky(3)
+        app = self.make(sink, max_seconds=5)
+        app.run("once")
+        assert sink.rows == ["a"] and sink.open_failures == 0
+
+    def test_sink_down_past_the_limit_stops_without_commit(self) -> None:
+        sink = self.Flaky(10**6)
+        sink.open_failures = 0
+        app = self.make(sink, max_seconds=0.05)
+        with pytest.raises(SinkError, match="stayed unavailable for 0.05 s while writing batch 0.*nothing was "
+                                            "dropped"):
+            app.run("once")
+        assert app.executor is not None and app.executor.next_batch_id == 0
+        assert dict(app.executor.store.items()) == {}
