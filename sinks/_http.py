@@ -21,7 +21,7 @@ import httpx
 import tenacity
 
 from sinks._json import dumps
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import positive_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources.base import DeadLetter
@@ -34,14 +34,6 @@ DEFAULT_TIMEOUT = "10 seconds"
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
 _MISCONFIGURED_STATUS = frozenset({401, 403, 404, 405, 407})
 MASK = "***"
-
-
-def positive_ms(value: int | str, name: str) -> int:
-    ms = parse_duration_ms(value, name=name)
-    if ms <= 0:
-        msg = f"{name} must be positive; got {value!r}"
-        raise ConfigError(msg)
-    return ms
 
 
 class RetryPolicy:
@@ -69,9 +61,9 @@ class RetryPolicy:
             msg = f"RetryPolicy max_attempts must be an int >= 1 (1 means no retry); got {max_attempts!r}"
             raise ConfigError(msg)
         self.max_attempts = max_attempts
-        self.initial_backoff_ms = positive_ms(initial_backoff, "RetryPolicy initial_backoff")
-        self.max_backoff_ms = positive_ms(max_backoff, "RetryPolicy max_backoff")
-        self.max_retry_after_ms = positive_ms(max_retry_after, "RetryPolicy max_retry_after")
+        self.initial_backoff_ms = positive_duration_ms(initial_backoff, name="RetryPolicy initial_backoff")
+        self.max_backoff_ms = positive_duration_ms(max_backoff, name="RetryPolicy max_backoff")
+        self.max_retry_after_ms = positive_duration_ms(max_retry_after, name="RetryPolicy max_retry_after")
         if self.max_backoff_ms < self.initial_backoff_ms:
             msg = (f"RetryPolicy max_backoff ({self.max_backoff_ms} ms) must not be below "
                    f"initial_backoff ({self.initial_backoff_ms} ms)")
@@ -222,7 +214,7 @@ class HttpEventSink(Sink):
         self._url = url
         self._display_url = display_url
         self._headers = dict(headers or {})
-        self._timeout_ms = positive_ms(timeout, f"{type(self).__name__} timeout")
+        self._timeout_ms = positive_duration_ms(timeout, name=f"{type(self).__name__} timeout")
         self.retry = retry
         self._limiter = _RateLimiter(rate_limit_per_s) if rate_limit_per_s else None
         password = httpx.URL(url).password  # https://user:password@host/ is masked anywhere it appears

@@ -70,3 +70,19 @@ def parse_duration_ms(value: int | float | str | _dt.timedelta, *, name: str = "
         return int(total)
     msg = f"{name} must be milliseconds, a timedelta or a string like '10 seconds'; got {type(value).__name__}"
     raise ConfigError(msg)
+
+
+def positive_duration_ms(value: int | float | str | _dt.timedelta, *, name: str) -> int:
+    """Return ``parse_duration_ms(value)``, which must be above zero.
+
+    Raises:
+        ConfigError: the value is not a duration, or is zero or negative.
+
+    >>> positive_duration_ms("5 minutes", name="size")
+    300000
+    """
+    ms = parse_duration_ms(value, name=name)
+    if ms <= 0:
+        msg = f"{name} must be positive (a positive duration like '10 seconds'); got {value!r}"
+        raise ConfigError(msg)
+    return ms

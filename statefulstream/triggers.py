@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import positive_duration_ms
 from statefulstream.errors import ConfigError
 
 
@@ -44,10 +44,7 @@ class Trigger:
     @classmethod
     def processing_time(cls, interval: int | str) -> Trigger:
         """One batch per ``interval`` (ms or a string like ``"10 seconds"``)."""
-        ms = parse_duration_ms(interval, name="trigger interval")
-        if ms <= 0:
-            raise ConfigError(f"trigger interval must be positive; got {interval!r}")
-        return cls(TriggerKind.PROCESSING_TIME, ms)
+        return cls(TriggerKind.PROCESSING_TIME, positive_duration_ms(interval, name="trigger interval"))
 
     @classmethod
     def once(cls) -> Trigger:

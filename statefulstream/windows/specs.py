@@ -24,19 +24,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import parse_duration_ms, positive_duration_ms
 from statefulstream.errors import ConfigError
 
 Window = tuple[int, int]
 """``(start_ms, end_ms)`` of one window, end exclusive."""
-
-
-def _positive_ms(value: int | str, what: str) -> int:
-    ms = parse_duration_ms(value, name=what)
-    if ms <= 0:
-        msg = f"{what} must be a positive duration like '5 minutes'; got {value!r}"
-        raise ConfigError(msg)
-    return ms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +122,7 @@ def tumbling(size: int | str, *, offset: int | str = 0) -> WindowSpec:
         ConfigError: ``size`` is not a positive duration, or ``offset`` is
             negative or not smaller than ``size``.
     """
-    size_ms = _positive_ms(size, "tumbling: size")
+    size_ms = positive_duration_ms(size, name="tumbling: size")
     return WindowSpec(size_ms, size_ms, _offset(offset, size_ms, "tumbling"))
 
 
@@ -142,8 +134,8 @@ def sliding(size: int | str, every: int | str, *, offset: int | str = 0) -> Wind
             ``size`` (as Spark: records would fall between windows), or
             ``offset`` is negative or not smaller than ``every``.
     """
-    size_ms = _positive_ms(size, "sliding: size")
-    slide_ms = _positive_ms(every, "sliding: every")
+    size_ms = positive_duration_ms(size, name="sliding: size")
+    slide_ms = positive_duration_ms(every, name="sliding: every")
     if slide_ms > size_ms:
         msg = (f"sliding: every ({every!r}) must not be longer than size ({size!r}); "
                f"records between windows would be lost. Use tumbling() for every == size")
@@ -157,7 +149,7 @@ def session(gap: int | str) -> SessionSpec:
     Raises:
         ConfigError: ``gap`` is not a positive duration.
     """
-    return SessionSpec(_positive_ms(gap, "session: gap"))
+    return SessionSpec(positive_duration_ms(gap, name="session: gap"))
 
 
 def _offset(value: int | str, slide_ms: int, what: str) -> int:
