@@ -13,7 +13,7 @@ incident per device while it holds:
   the gap between the two thresholds keeps a flapping device from paging
   again and again.
 
-Rows are PagerDuty alerts (``sinks.webhook.Alert`` fields). The incident's
+Rows are PagerDuty alerts (``statefulstream.sinks.webhook.Alert`` fields). The incident's
 ``dedup_key`` comes from the device and the rule (``alert_id``), so a
 replayed batch, a retried request, or a repeated trigger never opens a second
 incident while one is open.
@@ -45,8 +45,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from env_config import ExampleEnv
+from statefulstream.sinks import ConsoleSink
 
-from sinks import ConsoleSink
 from statefulstream import App, GroupState, GroupStateTimeout
 from statefulstream.durations import parse_duration_ms
 from statefulstream.sink import Sink
@@ -137,7 +137,10 @@ def alert_sink_from_env(environ: Mapping[str, str]) -> Sink:
     """``PagerDutySink`` when ``PAGERDUTY_ROUTING_KEY`` is set (to ``PAGERDUTY_URL`` if given), else the console."""
     if not environ.get("PAGERDUTY_ROUTING_KEY"):
         return ConsoleSink()
-    from sinks.webhook import PAGERDUTY_EVENTS_URL, PagerDutySink  # the webhook extra is needed only here
+    from statefulstream.sinks.webhook import (  # the webhook extra is needed only here
+        PAGERDUTY_EVENTS_URL,
+        PagerDutySink,
+    )
 
     return PagerDutySink(environ["PAGERDUTY_ROUTING_KEY"], url=environ.get("PAGERDUTY_URL") or PAGERDUTY_EVENTS_URL)
 

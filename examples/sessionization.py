@@ -33,8 +33,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from env_config import ExampleEnv
+from statefulstream.sinks import ConsoleSink
 
-from sinks import ConsoleSink
 from statefulstream import App, GroupState, GroupStateTimeout
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
@@ -110,8 +110,12 @@ def cassandra_sinks(environ: Mapping[str, str]) -> tuple[Sink, Sink] | None:
     hosts = [h.strip() for h in environ.get("CASSANDRA_HOSTS", "").split(",") if h.strip()]
     if not hosts:
         return None
-    from sinks.cassandra import CassandraSink, CassandraStateSink, state_table_schema  # the cassandra extra
-    from sinks.cassandra_cql import TableSchema
+    from statefulstream.sinks.cassandra import (  # the cassandra extra
+        CassandraSink,
+        CassandraStateSink,
+        state_table_schema,
+    )
+    from statefulstream.sinks.cassandra_cql import TableSchema
 
     keyspace = environ.get("CASSANDRA_KEYSPACE") or "demo"
     port = int(environ.get("CASSANDRA_PORT") or 9042)

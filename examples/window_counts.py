@@ -29,7 +29,8 @@ import os
 import pathlib
 import random
 
-from sinks import ConsoleSink
+from statefulstream.sinks import ConsoleSink
+
 from statefulstream import App
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source

@@ -2,16 +2,18 @@
 
 Every sink implements :class:`statefulstream.sink.Sink` (re-exported here):
 ``write(batch_id, rows)`` is idempotent per batch id. Heavy connectors live in
-submodules that need their extra (``sinks.kafka``: ``statefulstream[kafka]``,
-``sinks.cassandra``: ``[cassandra]``, ``sinks.webhook``: ``[webhook]``,
-``sinks.parquet``: ``[parquet]``).
+submodules that need their extra (``statefulstream.sinks.kafka``: ``statefulstream[kafka]``,
+``statefulstream.sinks.cassandra``: ``[cassandra]``, ``statefulstream.sinks.webhook``: ``[webhook]``,
+``statefulstream.sinks.parquet``: ``[parquet]``).
 """
 
-from sinks.console import ConsoleSink
-from sinks.file import JsonlFileSink
-from sinks.foreach import ForeachBatchSink, ForeachSink, foreach_batch
-from sinks.memory import MemorySink
-from statefulstream.sink import Sink, SinkContext, StateChange
+from statefulstream.sinks.console import ConsoleSink
+from statefulstream.sinks.foreach import ForeachBatchSink, ForeachSink, foreach_batch
+
+from statefulstream.jsonl_sink import JsonlFileSink
+from statefulstream.memory_sink import MemorySink
+from statefulstream.records import StateChange
+from statefulstream.sink import Sink, SinkContext
 
 __all__ = ["ConsoleSink", "ForeachBatchSink", "ForeachSink", "JsonlFileSink", "MemorySink", "Sink", "SinkContext",
            "StateChange", "foreach_batch"]

@@ -1,6 +1,6 @@
 """HTTP delivery shared by the webhook sinks: one request per row, retried, rate-limited, redacted.
 
-Private to the ``sinks`` package; users import from :mod:`sinks.webhook`, whose
+Private to the ``sinks`` package; users import from :mod:`statefulstream.sinks.webhook`, whose
 docstring lists how each response and failure is handled.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import tenacity
 
-from sinks._json import dumps
 from statefulstream.durations import positive_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+from statefulstream.json_rows import dumps
+from statefulstream.records import DeadLetter
 from statefulstream.sink import Sink, SinkContext
-from statefulstream.sources.base import DeadLetter
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Scylla/Cassandra sinks: ``CassandraSink`` for output rows, ``CassandraStateSink`` to mirror state.
 
 Both write with prepared statements, bound per row and executed with a
-bounded number in flight (``sinks.cassandra_client``). Every write is an
+bounded number in flight (``statefulstream.sinks.cassandra_client``). Every write is an
 upsert (``INSERT``) or a ``DELETE`` by primary key, so a replayed batch
 rewrites the same rows: the sinks are idempotent per batch id without
 remembering batch ids. Connection, auth, TLS, retries and consistency are
@@ -19,13 +19,19 @@ from cassandra import InvalidRequest
 from cassandra.cluster import Cluster, Session
 from cassandra.protocol import SyntaxException
 from cassandra.query import UNSET_VALUE, PreparedStatement, Statement
+from statefulstream.sinks.cassandra_client import CassandraOptions, translate, write_concurrently
+from statefulstream.sinks.cassandra_cql import (
+    TableSchema,
+    create_keyspace_cql,
+    create_table_cql,
+    delete_cql,
+    insert_cql,
+)
 
-from sinks.cassandra_client import CassandraOptions, translate, write_concurrently
-from sinks.cassandra_cql import TableSchema, create_keyspace_cql, create_table_cql, delete_cql, insert_cql
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError
-from statefulstream.sink import Sink, SinkContext, StateChange
-from statefulstream.sources.base import DeadLetter
+from statefulstream.records import DeadLetter, StateChange
+from statefulstream.sink import Sink, SinkContext
 
 Field = str | Callable[[Any], Any]
 """Where a column's value comes from: a field name of the row, or a function of the row."""

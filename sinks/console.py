@@ -7,8 +7,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TextIO
 
-from sinks._json import dumps, encode_rows
 from statefulstream.errors import ConfigError
+from statefulstream.json_rows import dumps, encode_rows
 from statefulstream.sink import Sink, SinkContext
 
 ConsoleFormat = Literal["json", "table"]

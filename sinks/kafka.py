@@ -33,11 +33,11 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from sinks._json import dumps
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+from statefulstream.json_rows import dumps
+from statefulstream.records import DeadLetter
 from statefulstream.sink import Sink, SinkContext
-from statefulstream.sources.base import DeadLetter
 from statefulstream.sources.kafka import KafkaSource, mask_config
 
 logger = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ class ParquetFileSink(Sink):
             (``country=FR/day=2024-05-01/``); each partition of a batch is its
             own file. The partition fields stay in the rows too, so a reader
             of one file needs no path parsing.
-        publish_to: a sink (normally a :class:`sinks.kafka.KafkaSink` on the
+        publish_to: a sink (normally a :class:`statefulstream.sinks.kafka.KafkaSink` on the
             path topic) that receives, after the files of a batch are in
             place, one row per file: ``{"path", "batch_id", "rows",
             "partition"}`` with ``path`` absolute. With a ``KafkaSink`` the

@@ -35,9 +35,18 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sinks._http import DEFAULT_RETRY, DEFAULT_TIMEOUT, MASK, Event, HttpEventSink, RetryPolicy, stable_hash
-from sinks._json import dumps
+from statefulstream.sinks._http import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    MASK,
+    Event,
+    HttpEventSink,
+    RetryPolicy,
+    stable_hash,
+)
+
 from statefulstream.errors import ConfigError
+from statefulstream.json_rows import dumps
 from statefulstream.timeutil import ms_to_datetime, to_epoch_ms
 
 __all__ = ["DEFAULT_RETRY", "DEFAULT_TIMEOUT", "PAGERDUTY_EVENTS_URL", "Alert", "PagerDutySink", "RetryPolicy",

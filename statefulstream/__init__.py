@@ -5,6 +5,16 @@ event-time timeouts, watermarks, output modes) as a native Python runtime
 with durable RocksDB state and exactly-once checkpoints.
 """
 
+import os as _os
+
+# The connectors (``statefulstream.sinks``) install from the repository's top-level ``sinks/`` folder
+# (pyproject's package-dir). Imported from a source checkout, that folder is not inside this package:
+# let the subpackage be found there too.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "sinks")) and _os.path.isfile(
+        _os.path.join(_checkout, "sinks", "__init__.py")):
+    __path__.append(_checkout)
+
 from statefulstream.app import App
 from statefulstream.errors import (
     CheckpointCorruptedError,
@@ -27,11 +37,12 @@ from statefulstream.errors import (
     WatermarkNotDefinedError,
 )
 from statefulstream.executor import SinkRetry
+from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout, OutputMode
-from statefulstream.progress import BatchProgress
+from statefulstream.records import DeadLetter, StateChange
 from statefulstream.schema import Schema
-from statefulstream.sink import Sink, StateChange
-from statefulstream.sources.base import DeadLetter, Source
+from statefulstream.sink import Sink
+from statefulstream.sources.base import Source
 from statefulstream.state.codec import register_type
 from statefulstream.state.group_state import GroupState
 from statefulstream.triggers import Trigger

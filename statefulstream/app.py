@@ -2,7 +2,7 @@
 
 >>> from statefulstream import App, GroupStateTimeout
 >>> from statefulstream.sources import MemorySource
->>> from sinks import MemorySink
+>>> from statefulstream.memory_sink import MemorySink
 >>> out = MemorySink()
 >>> app = App("counts", source=MemorySource([{"user": "a"}, {"user": "b"}, {"user": "a"}]), trigger="once")
 >>> @app.flat_map_groups_with_state(key="user", output_mode="update", sink=out)
@@ -24,18 +24,18 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from statefulstream.checkpoint import MemoryPlanLog, PlanLog
+from statefulstream.checkpoint.plan_log import MemoryPlanLog, PlanLog
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.executor import DEFAULT_SINK_RETRY, Executor, SinkRetry
-from statefulstream.health import Health
-from statefulstream.metrics import Metrics
-from statefulstream.metrics_server import MetricsServer, parse_address
+from statefulstream.observe.health import Health
+from statefulstream.observe.metrics import Metrics
+from statefulstream.observe.progress import ProgressListener
+from statefulstream.observe.progress_bar import ProgressBar
+from statefulstream.observe.progress_log import ProgressLog
+from statefulstream.observe.server import MetricsServer, parse_address
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step
-from statefulstream.progress import ProgressListener
-from statefulstream.progress_bar import ProgressBar
-from statefulstream.progress_log import ProgressLog
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
@@ -295,7 +295,7 @@ class App:
             if self._memory is None:
                 self._memory = (MemoryStateStore(), MemoryPlanLog())
             return self._memory
-        from statefulstream.checkpoint_files import FilePlanLog
+        from statefulstream.checkpoint.files import FilePlanLog
         from statefulstream.state.rocksdb import RocksDBStateStore
 
         store = RocksDBStateStore(os.path.join(self.checkpoint_dir, "state"), cache_keys=self.state_cache_keys)
@@ -308,16 +308,16 @@ class App:
         if isinstance(value, Sink):
             return value
         if value is not None:
-            from sinks.file import JsonlFileSink
+            from statefulstream.jsonl_sink import JsonlFileSink
 
             return JsonlFileSink(os.fspath(value))
         if self._default_dead_letters is None or self._default_dead_letters[0] != self.checkpoint_dir:
             if self.checkpoint_dir is None:
-                from sinks.memory import MemorySink
+                from statefulstream.memory_sink import MemorySink
 
                 default: Sink = MemorySink()
             else:
-                from sinks.file import JsonlFileSink
+                from statefulstream.jsonl_sink import JsonlFileSink
 
                 default = JsonlFileSink(os.path.join(self.checkpoint_dir, "dead_letters"))
             self._default_dead_letters = (self.checkpoint_dir, default)
@@ -343,7 +343,7 @@ class App:
         """Write a consistent copy of the checkpoint to ``path`` (restore by using it as ``checkpoint_dir``)."""
         if self.checkpoint_dir is None:
             raise ConfigError(f"app {self.name!r} has no checkpoint_dir; there is nothing durable to snapshot")
-        from statefulstream.snapshot import snapshot_checkpoint
+        from statefulstream.checkpoint.snapshot import snapshot_checkpoint
         from statefulstream.state.rocksdb import RocksDBStateStore
 
         # A running app holds the store's lock: snapshot through its open store.

@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from statefulstream.app import App
-from statefulstream.checkpoint_cli import checkpoint, state
+from statefulstream.checkpoint.cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
-from statefulstream.progress_cli import progress
+from statefulstream.observe.progress_cli import progress
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,15 @@ from typing import Any
 
 import tenacity
 
-from statefulstream.checkpoint import BatchPlan, PlanLog, recover
+from statefulstream.checkpoint.plan_log import BatchPlan, PlanLog, recover
 from statefulstream.errors import SinkError, SinkUnavailableError, StateError, UserFunctionError
+from statefulstream.observe.progress import PHASES, BatchFailure, BatchProgress, FailureListener, ProgressListener
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import Step, apply_each, event_times_ms, group_by_key, run_steps, sorted_keys
-from statefulstream.progress import PHASES, BatchFailure, BatchProgress, FailureListener, ProgressListener
-from statefulstream.sink import Sink, SinkContext, StateChange
-from statefulstream.sources.base import DeadLetter, Source, cap_offsets
+from statefulstream.records import DeadLetter, StateChange
+from statefulstream.sink import Sink, SinkContext
+from statefulstream.sources.base import Source, cap_offsets
 from statefulstream.state.group_state import GroupState
 from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, StateRow, StateStore
 from statefulstream.timeutil import Clock

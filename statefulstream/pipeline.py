@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from statefulstream.sources.base import DeadLetter
+from statefulstream.records import DeadLetter
 from statefulstream.timeutil import all_epoch_ms, to_epoch_ms
 
 

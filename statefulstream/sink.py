@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from statefulstream.sources.base import DeadLetter
+from statefulstream.records import DeadLetter
 
 
 @dataclasses.dataclass
@@ -28,23 +28,6 @@ class SinkContext:
     app_name: str = "app"
     dead_letter: Callable[[DeadLetter], None] = lambda dl: None
     on_retry: Callable[[], None] = lambda: None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StateChange:
-    """One changed state row, as a ``state_sink`` receives it after each batch.
-
-    Attributes:
-        key: the group key.
-        value: the new state value (``None`` when ``removed``).
-        removed: the group no longer has state (delete it downstream).
-        timeout_ms: the group's timeout deadline, or -1.
-    """
-
-    key: Any
-    value: Any
-    removed: bool
-    timeout_ms: int = -1
 
 
 class Sink(ABC):

@@ -28,20 +28,20 @@ import dataclasses
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from sinks.memory import MemorySink
 from statefulstream.app import App
-from statefulstream.checkpoint import MemoryPlanLog
+from statefulstream.checkpoint.plan_log import MemoryPlanLog
 from statefulstream.errors import ConfigError
 from statefulstream.executor import Executor
+from statefulstream.memory_sink import MemorySink
+from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout
-from statefulstream.progress import BatchProgress
 from statefulstream.sources.memory import CRASH, MemorySource, SimulatedCrashError
 from statefulstream.state.group_state import GroupState
 from statefulstream.state.memory import MemoryStateStore
 from statefulstream.state.store import NO_TIMEOUT_MS, StateRow
 
 ListSink = MemorySink
-"""A sink that keeps rows in a list (``.rows``); same as ``sinks.MemorySink``."""
+"""A sink that keeps rows in a list (``.rows``); the same class as ``statefulstream.sinks.MemorySink``."""
 
 __all__ = ["CRASH", "FakeClock", "ListSink", "MemorySource", "SimulatedCrashError", "StreamTester", "make_group_state"]
 

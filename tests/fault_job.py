@@ -23,10 +23,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sinks.file import JsonlFileSink
 from statefulstream import App, GroupState, GroupStateTimeout
-from statefulstream.checkpoint_files import FilePlanLog
-from statefulstream.sources.base import Offsets, ReadResult
+from statefulstream.checkpoint.files import FilePlanLog
+from statefulstream.jsonl_sink import JsonlFileSink
+from statefulstream.records import Offsets
+from statefulstream.sources.base import ReadResult
 from statefulstream.sources.file import FileSource
 from statefulstream.state.rocksdb import RocksDBStateStore
 

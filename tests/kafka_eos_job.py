@@ -20,13 +20,13 @@ import pathlib
 import sys
 from typing import Any
 
+import statefulstream.sinks.kafka
 from confluent_kafka import Producer
 from fault_job import around, reached
+from statefulstream.sinks.kafka import KafkaSink
 
-import sinks.kafka
-from sinks.kafka import KafkaSink
 from statefulstream import App, GroupStateTimeout
-from statefulstream.checkpoint_files import FilePlanLog
+from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.sources.kafka import KafkaSource
 from statefulstream.state.rocksdb import RocksDBStateStore
 
@@ -55,7 +55,7 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
     around(KafkaSource, "read", "read", None)
     around(KafkaSink, "write", "sink_before", "sink_after")
     around(RocksDBStateStore, "commit", "commit_before", "commit_after")
-    sinks.kafka.Producer = _KillableProducer  # type: ignore[misc]
+    statefulstream.sinks.kafka.Producer = _KillableProducer  # type: ignore[misc]
     source = KafkaSource(input_topic, bootstrap_servers=bootstrap, watermark_probe=True, read_timeout="20 seconds")
     app = App("eos-job", source=source, checkpoint_dir=checkpoint_dir, trigger="available_now",
               max_records_per_trigger=MAX_RECORDS_PER_BATCH)

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
+from statefulstream.sinks import MemorySink
 
-from sinks import MemorySink
 from statefulstream.sink import Sink
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ class TestAlertingRecording:
         assert len(app.dead_letter_sink.rows) == len(generate_device_events.MALFORMED)
 
     def test_every_row_is_a_valid_pagerduty_alert(self) -> None:
-        from sinks.webhook import Alert as PagerDutyAlert
+        from statefulstream.sinks.webhook import Alert as PagerDutyAlert
 
         sink = MemorySink()
         alerting.build_app(sink=sink).run()

@@ -87,7 +87,7 @@ class TestDecoratorValidation:
             decorate(key="k", timeout="wallclock")
 
     def test_sink_must_be_a_sink_with_hint_for_functions(self) -> None:
-        with pytest.raises(ConfigError, match="wrap a function with sinks.ForeachSink"):
+        with pytest.raises(ConfigError, match="wrap a function with statefulstream.sinks.ForeachSink"):
             decorate(key="k", sink=print)
 
     def test_duplicate_initial_state_keys(self) -> None:

@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 import pytest
+from statefulstream.sinks import MemorySink
 
-from sinks import MemorySink
 from statefulstream import App, GroupState, UserFunctionError
 from statefulstream.sources import FileSource
 

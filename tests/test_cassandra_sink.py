@@ -39,9 +39,8 @@ from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwareP
 from cassandra.protocol import ColumnMetadata, OverloadedErrorMessage
 from cassandra.query import UNSET_VALUE, PreparedStatement
 from cql_server import OVERLOADED, UNAVAILABLE, WRITE_TIMEOUT, CqlServer
-
-from sinks.cassandra import CassandraSink, CassandraStateSink, RowMapping, state_table_schema
-from sinks.cassandra_client import (
+from statefulstream.sinks.cassandra import CassandraSink, CassandraStateSink, RowMapping, state_table_schema
+from statefulstream.sinks.cassandra_client import (
     PASSWORD_ENV,
     RETRIABLE_ERRORS,
     USERNAME_ENV,
@@ -51,13 +50,20 @@ from sinks.cassandra_client import (
     is_retriable,
     write_concurrently,
 )
-from sinks.cassandra_cql import TableSchema, create_keyspace_cql, create_table_cql, delete_cql, insert_cql
-from sinks.memory import MemorySink
+from statefulstream.sinks.cassandra_cql import (
+    TableSchema,
+    create_keyspace_cql,
+    create_table_cql,
+    delete_cql,
+    insert_cql,
+)
+
 from statefulstream import App, GroupState
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
-from statefulstream.sink import Sink, SinkContext, StateChange
+from statefulstream.memory_sink import MemorySink
+from statefulstream.records import DeadLetter, StateChange
+from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources import MemorySource
-from statefulstream.sources.base import DeadLetter
 
 SESSIONS = TableSchema({"user": "text", "start": "timestamp", "end": "timestamp", "count": "int"},
                        partition_key=("user",), clustering=("start",))

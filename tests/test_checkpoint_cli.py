@@ -11,9 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from statefulstream.checkpoint import BatchPlan
-from statefulstream.checkpoint_cli import checkpoint, state
-from statefulstream.checkpoint_files import FilePlanLog
+from statefulstream.checkpoint.cli import checkpoint, state
+from statefulstream.checkpoint.files import FilePlanLog
+from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.state.rocksdb import RocksDBStateStore
 from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, StateRow
 

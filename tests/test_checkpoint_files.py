@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from statefulstream.checkpoint import BatchPlan
-from statefulstream.checkpoint_files import FilePlanLog
+from statefulstream.checkpoint.files import FilePlanLog
+from statefulstream.checkpoint.plan_log import BatchPlan
+from statefulstream.checkpoint.snapshot import snapshot_checkpoint
 from statefulstream.errors import CheckpointCorruptedError, CheckpointError, StateError
-from statefulstream.snapshot import snapshot_checkpoint
 from statefulstream.state.rocksdb import RocksDBStateStore
 from statefulstream.state.store import CommitRecord, StateRow
 

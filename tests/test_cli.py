@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from statefulstream.cli import main
 
 APP_FILE = textwrap.dedent('''
-    from sinks import JsonlFileSink
+    from statefulstream.sinks import JsonlFileSink
     from statefulstream import App
     from statefulstream.sources import FileSource
 
@@ -40,7 +40,7 @@ class TestRun:
         ckpt = tmp_path / "ckpt"
         result = runner.invoke(main, ["run", str(app_file), "--checkpoint-dir", str(ckpt), "--max-records", "4"])
         assert result.exit_code == 0, result.output
-        from sinks import JsonlFileSink
+        from statefulstream.sinks import JsonlFileSink
 
         rows = JsonlFileSink.read_all(str(tmp_path / "out"))
         assert rows == [{"user": "a", "count": 2}, {"user": "b", "count": 1}, {"user": "c", "count": 1},

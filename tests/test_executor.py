@@ -6,8 +6,8 @@ import threading
 from typing import Any
 
 import pytest
+from statefulstream.sinks import MemorySink
 
-from sinks import MemorySink
 from statefulstream import App, GroupState, GroupStateTimeout, SinkError, SinkUnavailableError, UserFunctionError
 from statefulstream.executor import Executor
 from statefulstream.sources import CRASH, MemorySource, SimulatedCrashError

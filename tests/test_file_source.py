@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sinks.memory import MemorySink
 from statefulstream import App
 from statefulstream.errors import ConfigError, SourceError
+from statefulstream.memory_sink import MemorySink
 from statefulstream.schema import Schema
 from statefulstream.sources import file as file_module
 from statefulstream.sources.base import ReadResult

@@ -20,9 +20,16 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Message
+from statefulstream.sinks.kafka import (
+    HEADER_ATTEMPT,
+    HEADER_BATCH,
+    HEADER_SINK,
+    KafkaDeadLetterSink,
+    KafkaSink,
+    committed_attempts,
+)
 from test_sessionization_example import EXPECTED, as_tuples, sessionization
 
-from sinks.kafka import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK, KafkaDeadLetterSink, KafkaSink, committed_attempts
 from statefulstream import App, GroupStateTimeout
 from statefulstream.sources.kafka import KafkaSource
 

@@ -8,11 +8,18 @@ import msgpack
 import orjson
 import pytest
 from confluent_kafka import Message
+from statefulstream.sinks.kafka import (
+    HEADER_ATTEMPT,
+    HEADER_BATCH,
+    HEADER_SINK,
+    KafkaDeadLetterSink,
+    KafkaSink,
+    committed_attempts,
+)
 
-from sinks.kafka import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK, KafkaDeadLetterSink, KafkaSink, committed_attempts
 from statefulstream.errors import SinkError
+from statefulstream.records import DeadLetter
 from statefulstream.sink import SinkContext
-from statefulstream.sources.base import DeadLetter
 
 pytestmark = pytest.mark.kafka
 

@@ -29,15 +29,15 @@ from click.testing import CliRunner
 from kafka_broker import TansuBroker
 from prometheus_client.parser import text_string_to_metric_families
 
-from sinks.memory import MemorySink
 from statefulstream import App, GroupState, GroupStateTimeout, SinkRetry, SinkUnavailableError, UserFunctionError
 from statefulstream.errors import ConfigError, SinkError
-from statefulstream.metrics import Metrics
-from statefulstream.metrics_server import parse_address
-from statefulstream.progress import BatchProgress
-from statefulstream.progress_bar import ProgressBar
-from statefulstream.progress_cli import progress as progress_command
-from statefulstream.progress_log import ProgressLog, read_reports
+from statefulstream.memory_sink import MemorySink
+from statefulstream.observe.metrics import Metrics
+from statefulstream.observe.progress import BatchProgress
+from statefulstream.observe.progress_bar import ProgressBar
+from statefulstream.observe.progress_cli import progress as progress_command
+from statefulstream.observe.progress_log import ProgressLog, read_reports
+from statefulstream.observe.server import parse_address
 from statefulstream.sink import Sink
 from statefulstream.sources import MemorySource
 from statefulstream.sources.kafka import KafkaSource
@@ -428,9 +428,9 @@ class TestProgressReports:
                   max_records_per_trigger=3, keep_batches=2)
         app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
                                        timeout=GroupStateTimeout.EVENT_TIME, sink=MemorySink())(count_handler)
-        with caplog.at_level(logging.INFO, logger="statefulstream.progress"):
+        with caplog.at_level(logging.INFO, logger="statefulstream.observe.progress"):
             app.run("available_now")
-        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "statefulstream.progress"]
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "statefulstream.observe.progress"]
         assert [r["num_input_rows"] for r in lines if r["num_input_rows"]] == [3, 3, 3, 1]
         assert sum(r["records"]["processed"] for r in lines) == len(records)
         first = lines[0]

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from sinks.file import JsonlFileSink
 from statefulstream import App, CheckpointCorruptedError, GroupStateTimeout, IncompatibleStateError
 from statefulstream.errors import StateCorruptedError
+from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.sources.file import FileSource
 from statefulstream.state.rocksdb import inspect_store
 

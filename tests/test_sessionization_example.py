@@ -9,8 +9,7 @@ import sys
 from typing import Any
 
 import pytest
-
-from sinks import MemorySink
+from statefulstream.sinks import MemorySink
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from statefulstream.sinks import ConsoleSink, ForeachSink, JsonlFileSink, foreach_batch
 
-from sinks import ConsoleSink, ForeachSink, JsonlFileSink, foreach_batch
 from statefulstream.errors import ConfigError, SinkError, SinkRejectedError, SinkUnavailableError
-from statefulstream.sink import SinkContext, StateChange
-from statefulstream.sources.base import DeadLetter
+from statefulstream.records import DeadLetter, StateChange
+from statefulstream.sink import SinkContext
 
 
 @dataclasses.dataclass

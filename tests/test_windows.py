@@ -28,10 +28,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sinks.file import JsonlFileSink
-from sinks.memory import MemorySink
 from statefulstream import App
 from statefulstream.errors import ConfigError, IncompatibleStateError
+from statefulstream.jsonl_sink import JsonlFileSink
+from statefulstream.memory_sink import MemorySink
 from statefulstream.sources.memory import MemorySource
 from statefulstream.testing import StreamTester
 from statefulstream.windows import (
@@ -510,7 +510,7 @@ class TestRestart:
             sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
             from statefulstream.sources.file import FileSource
             from statefulstream.state.rocksdb import RocksDBStateStore
-            from sinks.file import JsonlFileSink
+            from statefulstream.jsonl_sink import JsonlFileSink
             from test_windows import window_app
 
             kill_at = int(os.environ.get("KILL_AT", sys.maxsize))

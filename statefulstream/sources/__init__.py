@@ -1,6 +1,7 @@
 """Sources: where records come from. ``FileSource`` is the embedded default."""
 
-from statefulstream.sources.base import DeadLetter, Offsets, ReadResult, Source
+from statefulstream.records import DeadLetter, Offsets
+from statefulstream.sources.base import ReadResult, Source
 from statefulstream.sources.file import FileSource
 from statefulstream.sources.memory import CRASH, MemorySource, SimulatedCrashError
 

@@ -11,41 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Any
 
-Offsets = Mapping[str, int]
-"""Partition name -> next position to read (exclusive end of what was read)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DeadLetter:
-    """A record that could not be used, with why and where it came from.
-
-    Attributes:
-        reason: what was wrong, for a person (``"line is not valid JSON: ..."``).
-        source: the source that produced it (``"file"``, ``"kafka"``, or ``"pipeline"``).
-        position: where it was (``{"file": ..., "line": 17}``,
-            ``{"topic": ..., "partition": 0, "offset": 42}``).
-        raw: the record as read (bytes or text), or the decoded record when the
-            failure came later (key or event time missing).
-        error: a short machine-readable kind (``"decode"``, ``"schema"``,
-            ``"event_time"``, ``"key"``, ``"sink"``); a metrics label.
-    """
-
-    reason: str
-    source: str
-    position: Mapping[str, Any]
-    raw: Any = None
-    error: str = "decode"
-
-    def to_row(self, batch_id: int) -> dict[str, Any]:
-        """Return a JSON-friendly row for dead-letter sinks."""
-        raw = self.raw
-        if isinstance(raw, (bytes, bytearray)):
-            raw = raw.decode("utf-8", errors="backslashreplace")
-        return {"batch_id": batch_id, "error": self.error, "reason": self.reason,
-                "source": self.source, "position": dict(self.position), "raw": raw}
+from statefulstream.records import DeadLetter, Offsets
 
 
 @dataclasses.dataclass

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from statefulstream.errors import ConfigError, SourceError
+from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
-from statefulstream.sources.base import DeadLetter, Offsets, ReadResult, Source
+from statefulstream.sources.base import ReadResult, Source
 from statefulstream.sources.file import FileSource
 from statefulstream.sources.kafka import KafkaSource
 

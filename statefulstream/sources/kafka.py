@@ -27,8 +27,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError, SourceError
+from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
-from statefulstream.sources.base import DeadLetter, Offsets, ReadResult, Source
+from statefulstream.sources.base import ReadResult, Source
 
 logger = logging.getLogger(__name__)
 

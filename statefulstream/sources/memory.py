@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from statefulstream.sources.base import Offsets, ReadResult, Source
+from statefulstream.records import Offsets
+from statefulstream.sources.base import ReadResult, Source
 
 CRASH = object()
 """Put in a ``MemorySource``'s records to make the read that reaches it raise ``SimulatedCrashError`` once."""

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed
 
-from statefulstream.progress import BatchProgress
+from statefulstream.observe.progress import BatchProgress
 
 
 class ProgressBar:

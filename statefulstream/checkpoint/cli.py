@@ -21,9 +21,9 @@ from typing import Any
 
 import click
 
-from statefulstream.checkpoint_files import FilePlanLog
+from statefulstream.checkpoint.files import FilePlanLog
+from statefulstream.checkpoint.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_checkpoint
 from statefulstream.errors import StatefulStreamError
-from statefulstream.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_checkpoint
 from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store, store_in_use
 from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, NO_TIMEOUT_MS, StateRow
 from statefulstream.timeutil import ms_to_datetime

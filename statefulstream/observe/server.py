@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from statefulstream.errors import ConfigError
-from statefulstream.health import Health, Status
-from statefulstream.metrics import Metrics
+from statefulstream.observe.health import Health, Status
+from statefulstream.observe.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from statefulstream.progress_log import read_reports
+from statefulstream.observe.progress_log import read_reports
 
 COLUMNS = ("batch", "timestamp", "input", "in/s", "proc/s", "ms", "late", "dead", "keys", "lag", "watermark")
 

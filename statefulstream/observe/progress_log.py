@@ -6,7 +6,7 @@ watermark, state operator figures, source offsets and lag, sink figures.
 With a checkpoint, report N is kept as ``<checkpoint_dir>/progress/N.json``
 (the last ``keep`` of them); ``statefulstream progress DIR`` shows them.
 
->>> from statefulstream.progress import BatchProgress
+>>> from statefulstream.observe.progress import BatchProgress
 >>> report = progress_report(BatchProgress(app="a", batch_id=3, batch_ts_ms=0, records_read=10,
 ...                                        durations_s={"read": 0.5, "handler": 1.5}), None)
 >>> report["batch_id"], report["num_input_rows"], report["processed_rows_per_second"], report["duration_ms"]["total"]
@@ -24,11 +24,11 @@ from typing import Any
 
 import orjson
 
-from statefulstream.progress import BatchProgress
+from statefulstream.observe.progress import BatchProgress
 
 logger = logging.getLogger(__name__)
 
-report_logger = logging.getLogger("statefulstream.progress")
+report_logger = logging.getLogger("statefulstream.observe.progress")
 """Where the one-line JSON reports go, at INFO."""
 
 

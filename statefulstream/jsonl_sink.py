@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from sinks._json import encode_rows
 from statefulstream.errors import SinkError
+from statefulstream.json_rows import encode_rows
 from statefulstream.sink import Sink, SinkContext
 
 _PART = re.compile(r"^part-(\d{8,})\.jsonl$")

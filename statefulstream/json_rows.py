@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from statefulstream.errors import SinkRejectedError
+from statefulstream.records import DeadLetter
 from statefulstream.sink import SinkContext
-from statefulstream.sources.base import DeadLetter
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 

@@ -4,13 +4,13 @@ One ``Metrics`` per app owns its own ``CollectorRegistry`` (no module
 globals, so two apps in one process, or two tests, never share a counter).
 The executor calls :meth:`Metrics.on_batch` after each committed batch and
 :meth:`Metrics.on_failure` when a batch raises; ``/metrics`` (see
-``statefulstream.metrics_server``) serves :meth:`Metrics.exposition`.
+``statefulstream.observe.server``) serves :meth:`Metrics.exposition`.
 
 Every metric has the label ``app``; the other labels take bounded values
 only (phase names, dead-letter kinds, sink names, source partitions), never a
 group key. Times are in seconds, as Prometheus expects.
 
->>> from statefulstream.progress import BatchProgress
+>>> from statefulstream.observe.progress import BatchProgress
 >>> m = Metrics("demo")
 >>> m.on_batch(BatchProgress(app="demo", batch_id=0, batch_ts_ms=0, records_read=3, records_processed=2,
 ...                          records_dead_lettered={"key": 1}))
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from statefulstream.errors import UserFunctionError
-from statefulstream.progress import PHASES, BatchFailure, BatchProgress
+from statefulstream.observe.progress import PHASES, BatchFailure, BatchProgress
 from statefulstream.timeutil import Clock, system_clock
 
 logger = logging.getLogger(__name__)

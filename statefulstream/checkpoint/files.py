@@ -15,7 +15,7 @@ import json
 import logging
 import os
 
-from statefulstream.checkpoint import BatchPlan, PlanLog
+from statefulstream.checkpoint.plan_log import BatchPlan, PlanLog
 from statefulstream.errors import CheckpointCorruptedError, CheckpointError
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 
-from statefulstream.checkpoint_files import FilePlanLog
+from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.errors import CheckpointError, StateError
 from statefulstream.state.rocksdb import (
     RocksDBStateStore,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from statefulstream.executor import Executor
-from statefulstream.progress import BatchFailure
+from statefulstream.observe.progress import BatchFailure
 from statefulstream.triggers import Trigger, TriggerKind
 
 DEFAULT_HEALTH_TIMEOUT_S = 60.0
