@@ -97,9 +97,9 @@ def lean_sessionize(user: str, events: list, state: Any) -> Any:
 def run_statefulstream(data: str, workdir: str, mode: str, batch: int) -> int:
     sys.path.insert(0, str(ROOT / "examples"))
     import sessionization
-    from statefulstream.sinks import foreach_batch
 
     from statefulstream import GroupStateTimeout
+    from statefulstream.sinks import foreach_batch
     from statefulstream.sources import FileSource
 
     counted = {"read": 0}

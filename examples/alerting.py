@@ -45,11 +45,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from env_config import ExampleEnv
-from statefulstream.sinks import ConsoleSink
 
 from statefulstream import App, GroupState, GroupStateTimeout
 from statefulstream.durations import parse_duration_ms
 from statefulstream.sink import Sink
+from statefulstream.sinks import ConsoleSink
 from statefulstream.sources.base import Source
 from statefulstream.sources.file import FileSource
 from statefulstream.timeutil import Clock

@@ -33,10 +33,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from env_config import ExampleEnv
-from statefulstream.sinks import ConsoleSink
 
 from statefulstream import App, GroupState, GroupStateTimeout
 from statefulstream.sink import Sink
+from statefulstream.sinks import ConsoleSink
 from statefulstream.sources.base import Source
 from statefulstream.sources.file import FileSource
 

@@ -29,10 +29,9 @@ import os
 import pathlib
 import random
 
-from statefulstream.sinks import ConsoleSink
-
 from statefulstream import App
 from statefulstream.sink import Sink
+from statefulstream.sinks import ConsoleSink
 from statefulstream.sources.base import Source
 from statefulstream.sources.file import FileSource
 from statefulstream.windows import approx_count_distinct, avg, count, max, tumbling

@@ -7,13 +7,12 @@ submodules that need their extra (``statefulstream.sinks.kafka``: ``statefulstre
 ``statefulstream.sinks.parquet``: ``[parquet]``).
 """
 
-from statefulstream.sinks.console import ConsoleSink
-from statefulstream.sinks.foreach import ForeachBatchSink, ForeachSink, foreach_batch
-
 from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.memory_sink import MemorySink
 from statefulstream.records import StateChange
 from statefulstream.sink import Sink, SinkContext
+from statefulstream.sinks.console import ConsoleSink
+from statefulstream.sinks.foreach import ForeachBatchSink, ForeachSink, foreach_batch
 
 __all__ = ["ConsoleSink", "ForeachBatchSink", "ForeachSink", "JsonlFileSink", "MemorySink", "Sink", "SinkContext",
            "StateChange", "foreach_batch"]

@@ -19,6 +19,11 @@ from cassandra import InvalidRequest
 from cassandra.cluster import Cluster, Session
 from cassandra.protocol import SyntaxException
 from cassandra.query import UNSET_VALUE, PreparedStatement, Statement
+
+from statefulstream.durations import parse_duration_ms
+from statefulstream.errors import ConfigError
+from statefulstream.records import DeadLetter, StateChange
+from statefulstream.sink import Sink, SinkContext
 from statefulstream.sinks.cassandra_client import CassandraOptions, translate, write_concurrently
 from statefulstream.sinks.cassandra_cql import (
     TableSchema,
@@ -27,11 +32,6 @@ from statefulstream.sinks.cassandra_cql import (
     delete_cql,
     insert_cql,
 )
-
-from statefulstream.durations import parse_duration_ms
-from statefulstream.errors import ConfigError
-from statefulstream.records import DeadLetter, StateChange
-from statefulstream.sink import Sink, SinkContext
 
 Field = str | Callable[[Any], Any]
 """Where a column's value comes from: a field name of the row, or a function of the row."""

@@ -35,6 +35,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from statefulstream.errors import ConfigError
+from statefulstream.json_rows import dumps
 from statefulstream.sinks._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
@@ -44,9 +46,6 @@ from statefulstream.sinks._http import (
     RetryPolicy,
     stable_hash,
 )
-
-from statefulstream.errors import ConfigError
-from statefulstream.json_rows import dumps
 from statefulstream.timeutil import ms_to_datetime, to_epoch_ms
 
 __all__ = ["DEFAULT_RETRY", "DEFAULT_TIMEOUT", "PAGERDUTY_EVENTS_URL", "Alert", "PagerDutySink", "RetryPolicy",

@@ -5,16 +5,6 @@ event-time timeouts, watermarks, output modes) as a native Python runtime
 with durable RocksDB state and exactly-once checkpoints.
 """
 
-import os as _os
-
-# The connectors (``statefulstream.sinks``) install from the repository's top-level ``sinks/`` folder
-# (pyproject's package-dir). Imported from a source checkout, that folder is not inside this package:
-# let the subpackage be found there too.
-_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if not _os.path.isdir(_os.path.join(__path__[0], "sinks")) and _os.path.isfile(
-        _os.path.join(_checkout, "sinks", "__init__.py")):
-    __path__.append(_checkout)
-
 from statefulstream.app import App
 from statefulstream.errors import (
     CheckpointCorruptedError,
@@ -82,3 +72,13 @@ __all__ = [
     "WatermarkNotDefinedError",
     "register_type",
 ]
+
+import os as _os  # noqa: E402 - below the public imports on purpose
+
+# The connectors (``statefulstream.sinks``) install from the repository's top-level ``sinks/`` folder
+# (pyproject's package-dir). Imported from a source checkout, that folder is not inside this package:
+# let the subpackage be found there too.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "sinks")) and _os.path.isfile(
+        _os.path.join(_checkout, "sinks", "__init__.py")):
+    __path__.append(_checkout)

@@ -132,7 +132,8 @@ def as_sinks(value: Sink | Sequence[Sink] | None, what: str) -> list[Sink]:
     items: list[Any] = list(value) if isinstance(value, (list, tuple)) else [value]
     for item in items:
         if not isinstance(item, Sink):
-            hint = " (wrap a function with statefulstream.sinks.ForeachSink or statefulstream.sinks.foreach_batch)" if callable(item) else ""
+            hint = (" (wrap a function with statefulstream.sinks.ForeachSink or "
+                    "statefulstream.sinks.foreach_batch)") if callable(item) else ""
             raise ConfigError(f"{what} must be a Sink or a list of Sinks; got {type(item).__name__}{hint}")
     return items
 

@@ -20,13 +20,13 @@ import pathlib
 import sys
 from typing import Any
 
-import statefulstream.sinks.kafka
 from confluent_kafka import Producer
 from fault_job import around, reached
-from statefulstream.sinks.kafka import KafkaSink
 
+import statefulstream.sinks.kafka
 from statefulstream import App, GroupStateTimeout
 from statefulstream.checkpoint.files import FilePlanLog
+from statefulstream.sinks.kafka import KafkaSink
 from statefulstream.sources.kafka import KafkaSource
 from statefulstream.state.rocksdb import RocksDBStateStore
 

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
-from statefulstream.sinks import MemorySink
 
 from statefulstream.sink import Sink
+from statefulstream.sinks import MemorySink
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))

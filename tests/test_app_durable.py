@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 import pytest
-from statefulstream.sinks import MemorySink
 
 from statefulstream import App, GroupState, UserFunctionError
+from statefulstream.sinks import MemorySink
 from statefulstream.sources import FileSource
 
 

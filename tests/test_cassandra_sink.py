@@ -39,6 +39,12 @@ from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwareP
 from cassandra.protocol import ColumnMetadata, OverloadedErrorMessage
 from cassandra.query import UNSET_VALUE, PreparedStatement
 from cql_server import OVERLOADED, UNAVAILABLE, WRITE_TIMEOUT, CqlServer
+
+from statefulstream import App, GroupState
+from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+from statefulstream.memory_sink import MemorySink
+from statefulstream.records import DeadLetter, StateChange
+from statefulstream.sink import Sink, SinkContext
 from statefulstream.sinks.cassandra import CassandraSink, CassandraStateSink, RowMapping, state_table_schema
 from statefulstream.sinks.cassandra_client import (
     PASSWORD_ENV,
@@ -57,12 +63,6 @@ from statefulstream.sinks.cassandra_cql import (
     delete_cql,
     insert_cql,
 )
-
-from statefulstream import App, GroupState
-from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
-from statefulstream.memory_sink import MemorySink
-from statefulstream.records import DeadLetter, StateChange
-from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources import MemorySource
 
 SESSIONS = TableSchema({"user": "text", "start": "timestamp", "end": "timestamp", "count": "int"},

@@ -8,14 +8,14 @@ import os
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from statefulstream.sinks import MemorySink
-from statefulstream.sinks.kafka import KafkaSink
-from statefulstream.sinks.parquet import ParquetFileSink
 from test_sessionization_example import EXPECTED, as_tuples, sessionization
 
 from statefulstream import App, GroupStateTimeout
 from statefulstream.errors import SinkError
 from statefulstream.sink import SinkContext
+from statefulstream.sinks import MemorySink
+from statefulstream.sinks.kafka import KafkaSink
+from statefulstream.sinks.parquet import ParquetFileSink
 from statefulstream.sources.file_path_topic import FilePathTopicSource
 
 pytestmark = pytest.mark.kafka

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from statefulstream.sinks import MemorySink
 
 from statefulstream.observe.progress import BatchProgress
+from statefulstream.sinks import MemorySink
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))

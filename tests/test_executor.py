@@ -6,10 +6,10 @@ import threading
 from typing import Any
 
 import pytest
-from statefulstream.sinks import MemorySink
 
 from statefulstream import App, GroupState, GroupStateTimeout, SinkError, SinkUnavailableError, UserFunctionError
 from statefulstream.executor import Executor
+from statefulstream.sinks import MemorySink
 from statefulstream.sources import CRASH, MemorySource, SimulatedCrashError
 from statefulstream.testing import FakeClock, StreamTester
 from statefulstream.triggers import Trigger

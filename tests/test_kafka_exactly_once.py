@@ -20,6 +20,9 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Message
+from test_sessionization_example import EXPECTED, as_tuples, sessionization
+
+from statefulstream import App, GroupStateTimeout
 from statefulstream.sinks.kafka import (
     HEADER_ATTEMPT,
     HEADER_BATCH,
@@ -28,9 +31,6 @@ from statefulstream.sinks.kafka import (
     KafkaSink,
     committed_attempts,
 )
-from test_sessionization_example import EXPECTED, as_tuples, sessionization
-
-from statefulstream import App, GroupStateTimeout
 from statefulstream.sources.kafka import KafkaSource
 
 pytestmark = pytest.mark.kafka

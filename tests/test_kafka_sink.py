@@ -8,6 +8,10 @@ import msgpack
 import orjson
 import pytest
 from confluent_kafka import Message
+
+from statefulstream.errors import SinkError
+from statefulstream.records import DeadLetter
+from statefulstream.sink import SinkContext
 from statefulstream.sinks.kafka import (
     HEADER_ATTEMPT,
     HEADER_BATCH,
@@ -16,10 +20,6 @@ from statefulstream.sinks.kafka import (
     KafkaSink,
     committed_attempts,
 )
-
-from statefulstream.errors import SinkError
-from statefulstream.records import DeadLetter
-from statefulstream.sink import SinkContext
 
 pytestmark = pytest.mark.kafka
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+
 from statefulstream.sinks import MemorySink
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

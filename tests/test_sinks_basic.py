@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from statefulstream.sinks import ConsoleSink, ForeachSink, JsonlFileSink, foreach_batch
 
 from statefulstream.errors import ConfigError, SinkError, SinkRejectedError, SinkUnavailableError
 from statefulstream.records import DeadLetter, StateChange
 from statefulstream.sink import SinkContext
+from statefulstream.sinks import ConsoleSink, ForeachSink, JsonlFileSink, foreach_batch
 
 
 @dataclasses.dataclass

@@ -15,13 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
-from statefulstream.sinks import MemorySink, foreach_batch
-from statefulstream.sinks.webhook import Alert, PagerDutySink, RetryPolicy, WebhookSink
 
 from statefulstream import App, BatchProgress, GroupState, SinkRetry
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.records import DeadLetter
 from statefulstream.sink import SinkContext
+from statefulstream.sinks import MemorySink, foreach_batch
+from statefulstream.sinks.webhook import Alert, PagerDutySink, RetryPolicy, WebhookSink
 from statefulstream.sources.memory import MemorySource
 
 ROUTING_KEY = "R0UT1NG0KEY0SECRET0000000000abcd"
