@@ -245,7 +245,7 @@ class App:
         if bar is not None:
             executor.listeners.append(bar.on_batch)
         self._stop.clear()
-        self.health.starting(executor, trig)
+        self.health.starting(executor.heartbeat, trig)
         # Served during recovery too, so /ready can say "not yet".
         self.metrics_server = (MetricsServer(self.metrics_address, self.metrics, self.health)
                                if self.metrics_address is not None else None)

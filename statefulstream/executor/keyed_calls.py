@@ -1,0 +1,119 @@
+"""Step 5 of a batch: call the handler once per key with data, then once per expired timeout.
+
+This is the operator's per-key step (SEMANTICS.md A.3, B.2): build a
+``GroupState`` from the stored row, call the user's function, collect its
+outputs, and write the state back to the store (staged until the commit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from statefulstream.checkpoint.plan_log import BatchPlan
+from statefulstream.errors import StateError, UserFunctionError
+from statefulstream.observe.progress import BatchProgress
+from statefulstream.operator import StatefulOperator
+from statefulstream.options import GroupStateTimeout
+from statefulstream.pipeline import sorted_keys
+from statefulstream.records import StateChange
+from statefulstream.state.group_state import GroupState
+from statefulstream.state.store import NO_TIMEOUT_MS, StateRow, StateStore
+
+KeyCall = Callable[[Hashable, list[Any], "StateRow | None", bool], None]
+"""``call(key, values, stored_row, timed_out)``: one handler call and its write-back."""
+
+
+def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: dict[Hashable, list[Any]],
+              progress: BatchProgress) -> tuple[list[Any], list[StateChange]]:
+    """Call the handler per key with data (and initial-state keys in batch 0), then per timeout.
+
+    Returns:
+        ``(outputs, state_changes)`` of the batch, in call order.
+    """
+    outputs: list[Any] = []
+    changes: list[StateChange] = []
+    initial = op.initial_state if plan.batch_id == 0 and op.initial_state else None
+    if initial:
+        for key, value in initial.items():
+            store.put(key, StateRow(value, NO_TIMEOUT_MS))
+            changes.append(StateChange(key, value, False, NO_TIMEOUT_MS))
+        keys = sorted_keys(set(groups) | set(initial))
+    else:
+        keys = sorted_keys(groups)
+    # Validate the batch-wide GroupState arguments once (the same checks as GroupState()).
+    GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=plan.batch_ts_ms,
+               watermark_ms=plan.watermark_ms, watermark_present=op.has_watermark)
+    call = key_caller(op, store, plan, outputs, changes)
+    empty: list[Any] = []
+    get = groups.get
+    for key, row in zip(keys, store.get_many(keys), strict=True):
+        call(key, get(key, empty), row, False)
+    progress.groups_called = len(keys)
+    if op.call_all_keys:  # complete-mode aggregation: every stored key each batch, O(state)
+        called = set(keys)
+        for key, row in list(store.items()):
+            if key not in called:
+                call(key, empty, row, False)
+    if op.timeout is not GroupStateTimeout.NO_TIMEOUT:
+        threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
+        fired = 0
+        for key, row in list(store.expired(threshold)):
+            if key in groups or (initial and key in initial):
+                continue
+            call(key, empty, row, True)
+            fired += 1
+        progress.timeouts_fired = fired
+    progress.state_rows_updated = sum(1 for c in changes if not c.removed)
+    progress.state_rows_removed = len(changes) - progress.state_rows_updated
+    return outputs, changes
+
+
+def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs: list[Any],
+               changes: list[StateChange]) -> KeyCall:
+    """Return the per-key call: build a GroupState, call the handler, write back (A.3).
+
+    Everything constant for the batch is bound once, since this runs once per key.
+    """
+    func, flat, kind = op.func, op.flat, op.timeout
+    batch_ts, batch_id, present = plan.batch_ts_ms, plan.batch_id, op.has_watermark
+    watermark = plan.watermark_ms if present else -1
+    new_state = GroupState._for_call  # noqa: SLF001 - validated once per batch by call_keys
+    put, delete, extend, append = store.put, store.delete, outputs.extend, outputs.append
+    track = changes.append
+
+    def call(key: Hashable, values: list[Any], row: StateRow | None, timed_out: bool) -> None:
+        stored_ts = row.timeout_ms if row is not None else NO_TIMEOUT_MS
+        state: GroupState[Any] = new_state(row.value if row is not None else None, kind, batch_ts, watermark,
+                                           present, timed_out)
+        try:
+            result = func(key, values, state)
+            if flat:
+                if result is not None:
+                    if isinstance(result, (dict, str, bytes)):
+                        raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
+                                        f"(or yield them), not a {type(result).__name__}")
+                    extend(result)  # consuming a generator may still change state (A.3)
+            elif result is None:
+                raise TypeError("map_groups_with_state handler must return exactly one row; got None "
+                                "(use flat_map_groups_with_state to emit zero rows)")
+            else:
+                append(result)
+        except Exception as exc:
+            msg = (f"handler {op.name!r} raised {type(exc).__name__}: {exc} (key {key!r}, batch "
+                   f"{batch_id}{', timeout call' if timed_out else ''}); the batch is not committed and "
+                   f"is replayed on the next start")
+            raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
+        action, new_value, new_ts = state.outcome(stored_ts)
+        try:
+            if action == "put":
+                put(key, StateRow(new_value, new_ts))
+                track(StateChange(key, new_value, new_value is None, new_ts))
+            elif action == "delete":
+                delete(key)
+                track(StateChange(key, None, True, NO_TIMEOUT_MS))
+        except StateError as exc:  # e.g. a value the codec cannot store
+            msg = f"cannot store the state of key {key!r} in batch {batch_id}: {exc}"
+            raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
+
+    return call
