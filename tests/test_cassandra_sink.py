@@ -246,21 +246,39 @@ class TestCassandraOptions:
 
 
 class _Future:
-    """What ``Session.execute_async`` returns, as far as ``execute_concurrent`` uses it."""
+    """What ``Session.execute_async`` returns, as far as ``execute_concurrent`` uses it.
+
+    Like the driver's ``ResponseFuture``, a result that arrives before the callbacks are added is
+    delivered when they are (on a busy machine the answer can beat ``add_callbacks``).
+    """
 
     _col_names = _col_types = None
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._callbacks: tuple[Any, ...] = ()
+        self._outcome: tuple[BaseException | None] | None = None
 
     def add_callbacks(self, callback: Any, errback: Any, callback_args: tuple = (),
                       errback_args: tuple = ()) -> None:
-        self._callbacks = (callback, callback_args, errback, errback_args)
+        with self._lock:
+            self._callbacks = (callback, callback_args, errback, errback_args)
+            outcome = self._outcome
+        if outcome is not None:
+            self._deliver(outcome[0])
 
     def clear_callbacks(self) -> None:
-        self._callbacks = ()
+        with self._lock:
+            self._callbacks = ()
 
     def finish(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._outcome = (error,)
+            ready = bool(self._callbacks)
+        if ready:
+            self._deliver(error)
+
+    def _deliver(self, error: BaseException | None) -> None:
         callback, callback_args, errback, errback_args = self._callbacks
         if error is None:
             callback([], *callback_args)
