@@ -14,9 +14,8 @@ import os
 import pathlib
 import shutil
 import sys
-import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,9 +30,9 @@ from statefulstream.observe.status import watermark_lag_s
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 import sessionization  # noqa: E402
+from running_app import WAIT_S, running  # noqa: E402
 
 ARTIFACTS = pathlib.Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
-WAIT_S = 40  # generous for a busy 2-core CI; every wait ends as soon as its condition holds
 CHART_IDS = ("rates", "durations", "state_rows", "state_bytes", "timers", "watermark", "late", "source_lag")
 
 # Everything the page shows of a batch, read in one call so a poll cannot re-render halfway.
@@ -84,31 +83,8 @@ def running_app(tmp_path: pathlib.Path) -> Iterator[Any]:
     """The sessionization example on the sample clicks: ~6 batches of 1000 records, then idle until stopped."""
     app = sessionization.build_app(sink=MemorySink(), checkpoint_dir=str(tmp_path / "ckpt"), trigger=None,
                                    max_records_per_trigger=1000, metrics_address="127.0.0.1:0")
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            app.run()
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the test below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    _until(lambda: app.metrics_server is not None and app.metrics_server.port != 0 and app.health.readiness()[0],
-           "the app to be ready")
-    yield app
-    app.stop()
-    thread.join(WAIT_S)
-    assert not errors, errors
-
-
-def _until(condition: Callable[[], Any], what: str) -> None:
-    event = threading.Event()
-    for _ in range(WAIT_S * 20):
-        if condition():
-            return
-        event.wait(0.05)
-    pytest.fail(f"timed out waiting for {what}")
+    with running(app):
+        yield app
 
 
 def _number(text: str) -> float | None:

@@ -10,7 +10,8 @@ Key URL forms (one path segment, percent-encoded):
 * any other key is ``~`` followed by its JSON: ``/state/~42``, ``/state/~null``,
   ``/state/~true``, ``/state/~1.5``; a composite (tuple) key is a JSON array,
   ``/state/~%5B%22eu%22%2C42%5D`` (``~["eu",42]``) for ``("eu", 42)``; a string
-  that starts with ``~`` is written as JSON too: ``/state/~%22~x%22``.
+  that starts with ``~`` (or the empty string) is written as JSON too:
+  ``/state/~%22~x%22``, ``/state/~%22%22``.
 
 >>> parse_key("alice"), parse_key("~42"), parse_key("~%5B%22eu%22%2C42%5D"), parse_key("~%22~x%22")
 ('alice', 42, ('eu', 42), '~x')
@@ -87,7 +88,7 @@ def _json_form(key: Hashable) -> Any:
 
 def key_url(key: Hashable) -> str | None:
     """Return the URL form of ``key`` (the segment after ``/state/``), or ``None`` if it has none."""
-    if isinstance(key, str) and not key.startswith(TYPED_MARK):
+    if isinstance(key, str) and key and not key.startswith(TYPED_MARK):
         return urllib.parse.quote(key, safe="")
     try:
         text = json.dumps(_json_form(key), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
