@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from running_app import WAIT_S, running, wait_for
+
 from statefulstream import App, GroupState, GroupStateTimeout
 from statefulstream.memory_sink import MemorySink
 from statefulstream.observe.config_view import app_config

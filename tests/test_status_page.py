@@ -25,6 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from statefulstream.memory_sink import MemorySink
 from statefulstream.observe.progress_log import read_reports
+from statefulstream.observe.server import STATIC_FILES, static_file
 from statefulstream.observe.status import watermark_lag_s
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -181,3 +182,11 @@ def test_status_page_works_offline_from_package_files(running_app: Any) -> None:
         assert "//" not in asset, f"{asset} is not served by the app"
         with urllib.request.urlopen(f"{base}/{asset}", timeout=WAIT_S) as response:
             assert response.status == 200 and response.read()
+
+
+def test_the_static_folder_is_what_the_server_hands_out() -> None:
+    folder = ROOT / "statefulstream" / "observe" / "static"
+    assert set(STATIC_FILES) == {p.name for p in folder.iterdir()}
+    for name in STATIC_FILES:
+        assert static_file(name) == (folder / name).read_bytes()
+    assert b"MIT License" in static_file("uPlot.LICENSE")

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 MASK = "***"
 """What a masked value is shown as."""
 
-_SECRET_NAME = r"[\w.\-]*(?:password|passwd|secret|token|credential|api[_.\-]?key|private[_.\-]?key|ssl\.key|authorization)[\w.\-]*"
+_SECRET_NAME = (r"[\w.\-]*(?:password|passwd|secret|token|credential|api[_.\-]?key|private[_.\-]?key|ssl\.key"
+                r"|authorization)[\w.\-]*")
 # 'name': 'value' / "name": "value" / name='value' / name=value, for a secret-looking name.
 _PAIR = re.compile(
     rf"""(?P<name>['"]?{_SECRET_NAME}['"]?\s*[:=]\s*)(?P<q>['"])?(?P<value>(?(q)[^'"]*|[^\s,)}}\]]*))(?(q)(?P=q))""",

@@ -70,7 +70,7 @@ def series(reports: Sequence[Report]) -> dict[str, Any]:
         "batch_id": column(lambda r: r["batch_id"]),
         "input_rows_per_second": column(lambda r: r["input_rows_per_second"]),
         "processed_rows_per_second": column(lambda r: r["processed_rows_per_second"]),
-        "duration_ms": {phase: column(lambda r, p=phase: r["duration_ms"].get(p, 0.0)) for phase in PHASES},
+        "duration_ms": {phase: [r["duration_ms"].get(phase, 0.0) for r in reports] for phase in PHASES},
         "state_keys": column(lambda r: figure(r["state_operator"]["keys"])),
         "state_bytes": column(lambda r: figure(r["state_operator"]["bytes"])),
         "timers_pending": column(lambda r: figure(r["state_operator"].get("timers_pending", -1))),
@@ -78,8 +78,8 @@ def series(reports: Sequence[Report]) -> dict[str, Any]:
         "watermark_lag_s": column(watermark_lag_s),
         "late": column(lambda r: r["records"]["late_dropped"]),
         "dead_lettered": column(lambda r: sum(r["records"]["dead_lettered"].values())),
-        "source_lag": {p: column(lambda r, p=p: r["source"]["lag"].get(p)) for p in partitions},
-        "sink_retries": {s: column(lambda r, s=s: r["sink"]["retries"].get(s, 0)) for s in sinks},
+        "source_lag": {p: [r["source"]["lag"].get(p) for r in reports] for p in partitions},
+        "sink_retries": {s: [r["sink"]["retries"].get(s, 0) for r in reports] for s in sinks},
     }
 
 
