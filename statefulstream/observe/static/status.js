@@ -58,13 +58,12 @@
     return String(value);
   }
 
-  // Axis ticks: 12.5k rather than 12,500 so wide numbers fit the axis.
-  function compact(v) {
-    const a = Math.abs(v);
-    for (const [unit, size] of [["G", 1e9], ["M", 1e6], ["k", 1e3]]) {
-      if (a >= size) return +(v / size).toFixed(1) + unit;
-    }
-    return String(+v.toFixed(2));
+  // Axis ticks: 12.5k rather than 12,500 so wide numbers fit, with as many decimals as the tick step needs.
+  function ticks(u, splits, axis, space, incr) {
+    const top = Math.max(...splits.map(Math.abs));
+    const [unit, size] = top >= 1e9 ? ["G", 1e9] : top >= 1e6 ? ["M", 1e6] : top >= 1e4 ? ["k", 1e3] : ["", 1];
+    const decimals = Math.max(0, Math.min(6, Math.ceil(-Math.log10(incr / size) - 1e-9)));
+    return splits.map((v) => (v === 0 ? "0" : (v / size).toFixed(decimals) + unit));
   }
 
   function chartWidth(box) {
@@ -114,13 +113,14 @@
         width: chartWidth(box), height: 180, series: series,
         scales: { x: { time: false } },
         axes: [{ label: "batch", values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? String(v) : "")) },
-          { values: (u, splits) => splits.map(compact), size: 52 }],
+          { values: ticks, size: 74 }],
         legend: { live: true },
       }, [x].concat(columns), box);
       entry = charts[spec.id] = { plot: plot, labels: labels };
     } else {
       entry.plot.setData([x].concat(columns));
     }
+    if (x.length) entry.plot.setLegend({ idx: x.length - 1 });  // the legend shows the last batch until hovered
     box.dataset.points = String(x.length);
     box.dataset.series = String(pairs.length);
     box.dataset.lastBatch = x.length ? String(x[x.length - 1]) : "";
