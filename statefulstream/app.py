@@ -28,18 +28,21 @@ from statefulstream.checkpoint.plan_log import MemoryPlanLog, PlanLog
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.executor import DEFAULT_SINK_RETRY, Executor, SinkRetry
+from statefulstream.observe.config_view import app_config, trigger_text
 from statefulstream.observe.health import Health
 from statefulstream.observe.metrics import Metrics
 from statefulstream.observe.progress import ProgressListener
 from statefulstream.observe.progress_bar import ProgressBar
 from statefulstream.observe.progress_log import ProgressLog
 from statefulstream.observe.server import MetricsServer, parse_address
+from statefulstream.observe.state_query import StateQueries
+from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.store import StateStore
+from statefulstream.state.store import CommittedView, StateStore
 from statefulstream.timeutil import Clock, system_clock
 from statefulstream.triggers import Trigger, TriggerKind
 
@@ -75,10 +78,14 @@ class App:
         health_timeout: how long the loop may go without planning or
             committing a batch before ``/health`` fails (e.g. ``"2 minutes"``);
             default ``max(60 s, 3 x trigger interval)``.
+        state_queries: serve the committed state read-only at ``/state``
+            (docs/metrics.md); ``False`` for apps whose state must not be
+            exposed. The status page at ``/`` is served either way.
 
     Attributes:
         metrics: the app's Prometheus metrics (its own registry).
         health: liveness and readiness of the loop.
+        status: the status page's figures (the last batches' progress reports).
         metrics_server: the running server, or ``None``.
 
     Raises:
@@ -90,7 +97,7 @@ class App:
                  dead_letters: Sink | str | os.PathLike[str] | None = None, clock: Clock | None = None,
                  keep_batches: int = 100, sink_retry: SinkRetry = DEFAULT_SINK_RETRY,
                  state_cache_keys: int = 100_000, metrics_address: str | int | None = None,
-                 health_timeout: str | int | None = None) -> None:
+                 health_timeout: str | int | None = None, state_queries: bool = True) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"App name must be a non-empty string; got {name!r}")
         if max_records_per_trigger is not None and (
@@ -124,6 +131,8 @@ class App:
         if timeout_ms is not None and timeout_ms <= 0:
             raise ConfigError(f"health_timeout must be a positive duration like '2 minutes'; got {health_timeout!r}")
         self.health = Health(timeout_s=timeout_ms / 1000 if timeout_ms is not None else None)
+        self.state_queries = bool(state_queries)
+        self.status = StatusBoard(name, lambda: app_config(self), self.health, self._next_batch)
         self.metrics_server: MetricsServer | None = None
         self.executor: Executor | None = None
         self._stop = threading.Event()
@@ -247,8 +256,10 @@ class App:
         self._stop.clear()
         self.health.starting(executor.heartbeat, trig)
         # Served during recovery too, so /ready can say "not yet".
-        self.metrics_server = (MetricsServer(self.metrics_address, self.metrics, self.health)
-                               if self.metrics_address is not None else None)
+        self.status.trigger = trigger_text(trig)
+        queries = StateQueries(self._committed_view) if self.state_queries else None
+        self.metrics_server = (MetricsServer(self.metrics_address, self.metrics, self.health, status=self.status,
+                                             state=queries) if self.metrics_address is not None else None)
         restore = self._install_signal_handlers()
         try:
             if self.metrics_server is not None:
@@ -269,6 +280,14 @@ class App:
         """Ask a running app to stop after the current batch. Thread-safe."""
         self._stop.set()
 
+    def _next_batch(self) -> int | None:
+        executor = self.executor
+        return executor.next_batch_id if executor is not None and executor.started else None
+
+    def _committed_view(self) -> CommittedView | None:
+        executor = self.executor
+        return executor.store.committed_view() if executor is not None else None
+
     def build_executor(self, *, clock: Clock | None = None) -> Executor:
         """Build the executor for this app (used by ``run`` and the testing kit)."""
         if self.source is None:
@@ -288,7 +307,7 @@ class App:
 
     def _progress_log(self) -> ProgressLog:
         directory = os.path.join(self.checkpoint_dir, "progress") if self.checkpoint_dir is not None else None
-        return ProgressLog(directory, keep=self.keep_batches)
+        return ProgressLog(directory, keep=self.keep_batches, recent=self.status.reports)
 
     def _state(self) -> tuple[StateStore, PlanLog]:
         if self.checkpoint_dir is None:

@@ -15,6 +15,7 @@ from statefulstream.app import App
 from statefulstream.checkpoint.cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
 from statefulstream.observe.progress_cli import progress
+from statefulstream.observe.status_cli import status
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def _find_example(name: str) -> pathlib.Path:
 main.add_command(checkpoint)
 main.add_command(state)
 main.add_command(progress)
+main.add_command(status)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -36,6 +36,7 @@ class BatchProgress:
         state_rows_removed: rows deleted.
         state_keys: approximate number of keys after the batch (-1 unknown).
         state_bytes: approximate bytes after the batch (-1 unknown).
+        timers_pending: approximate timers set after the batch (-1 unknown).
         rows_output: rows written to the operator's sinks.
         watermark_ms: eviction watermark the batch ran with.
         next_watermark_ms: watermark of the next batch.
@@ -68,6 +69,7 @@ class BatchProgress:
     state_rows_removed: int = 0
     state_keys: int = -1
     state_bytes: int = -1
+    timers_pending: int = -1
     rows_output: int = 0
     watermark_ms: int = 0
     next_watermark_ms: int = 0

@@ -31,7 +31,8 @@ def _row(report: dict[str, Any]) -> tuple[str, ...]:
             report["event_time"]["next_watermark"] or "-")
 
 
-def _table(reports: list[dict[str, Any]]) -> str:
+def report_table(reports: list[dict[str, Any]]) -> str:
+    """Return the reports as an aligned text table, one line per batch."""
     rows = [COLUMNS, *map(_row, reports)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
@@ -62,4 +63,4 @@ def progress(directory: str, last: int, as_json: bool, batch_id: int | None) -> 
         for report in reports:
             click.echo(json.dumps(report))
     else:
-        click.echo(_table(reports))
+        click.echo(report_table(reports))

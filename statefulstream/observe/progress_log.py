@@ -15,6 +15,7 @@ With a checkpoint, report N is kept as ``<checkpoint_dir>/progress/N.json``
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import os
@@ -65,7 +66,8 @@ def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict
                        "max": _iso(p.max_event_time_ms)},
         "state_operator": {"groups_called": p.groups_called, "timeouts_fired": p.timeouts_fired,
                            "rows_updated": p.state_rows_updated, "rows_removed": p.state_rows_removed,
-                           "keys": p.state_keys, "bytes": p.state_bytes},
+                           "keys": p.state_keys, "bytes": p.state_bytes,
+                           "timers_pending": p.timers_pending},
         "source": {"start_offsets": dict(p.start_offsets), "end_offsets": dict(end),
                    "latest_offsets": dict(p.latest_offsets),
                    "lag": {part: max(0, pos - end.get(part, 0)) for part, pos in p.latest_offsets.items()},
@@ -82,12 +84,16 @@ class ProgressLog:
             ``None`` to only log them.
         keep: how many reports to keep (>= 1).
         monotonic: clock of the input rate.
+        recent: also append each report here (the status page's history;
+            give it a ``maxlen`` to bound it).
     """
 
     def __init__(self, directory: str | None, *, keep: int = 100,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 recent: collections.deque[dict[str, Any]] | None = None) -> None:
         self.directory = directory
         self.keep = keep
+        self.recent = recent
         self._monotonic = monotonic
         self._last_s: float | None = None
         self._pruned = False
@@ -101,9 +107,10 @@ class ProgressLog:
         now = self._monotonic()
         since = now - self._last_s if self._last_s is not None else None
         self._last_s = now
-        if self.directory is None and not report_logger.isEnabledFor(logging.INFO):
+        if self.directory is None and self.recent is None and not report_logger.isEnabledFor(logging.INFO):
             return
-        line = orjson.dumps(progress_report(progress, since))
+        report = progress_report(progress, since)
+        line = orjson.dumps(report)
         report_logger.info("%s", line.decode())
         if self.directory is not None:
             try:
@@ -111,6 +118,8 @@ class ProgressLog:
             except OSError as exc:
                 logger.warning("app %r: cannot keep the progress report of batch %d in %s: %s",
                                progress.app, progress.batch_id, self.directory, exc)
+        if self.recent is not None:
+            self.recent.append(report)  # after the file: the page never shows a batch the checkpoint lacks
 
     def _keep(self, batch_id: int, line: bytes) -> None:
         directory = str(self.directory)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
-from statefulstream.errors import IncompatibleStateError
-from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, StateRow, StateStore
+from statefulstream.errors import IncompatibleStateError, StateError
+from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, CommittedView, StateRow, StateStore
 
 _DELETED = object()
+_VIEW_ATTEMPTS = 1000  # a commit applies in microseconds to milliseconds; a reader retries, never blocks it
 
 
 class MemoryStateStore(StateStore):
@@ -31,6 +33,9 @@ class MemoryStateStore(StateStore):
         self._seq = itertools.count()
         self._last: CommitRecord | None = None
         self._signature: dict[str, Any] | None = None
+        self._timer_count = 0
+        # Odd while a commit applies: readers on other threads copy the rows only between commits.
+        self._generation = 0
 
     def open(self, signature: Mapping[str, Any]) -> CommitRecord | None:
         """Check the signature against an earlier ``open`` of this instance."""
@@ -79,16 +84,22 @@ class MemoryStateStore(StateStore):
     def commit(self, record: CommitRecord) -> None:
         """Apply staged rows and push their new timers."""
         rows, heap = self._rows, self._timers
-        for key, row in self._staged.items():
-            old = rows.get(key)
-            if row is _DELETED:
-                rows.pop(key, None)
-                continue
-            rows[key] = row
-            if row.timeout_ms != NO_TIMEOUT_MS and (old is None or old.timeout_ms != row.timeout_ms):
-                heapq.heappush(heap, (row.timeout_ms, next(self._seq), key))
-        self._staged.clear()
-        self._last = record
+        self._generation += 1
+        try:
+            for key, row in self._staged.items():
+                old = rows.get(key)
+                self._timer_count -= old is not None and old.timeout_ms != NO_TIMEOUT_MS
+                if row is _DELETED:
+                    rows.pop(key, None)
+                    continue
+                rows[key] = row
+                self._timer_count += row.timeout_ms != NO_TIMEOUT_MS
+                if row.timeout_ms != NO_TIMEOUT_MS and (old is None or old.timeout_ms != row.timeout_ms):
+                    heapq.heappush(heap, (row.timeout_ms, next(self._seq), key))
+            self._staged.clear()
+            self._last = record
+        finally:
+            self._generation += 1
 
     def abort(self) -> None:
         """Forget staged rows."""
@@ -101,3 +112,37 @@ class MemoryStateStore(StateStore):
     def approx_size(self) -> tuple[int, int]:
         """Return the exact key count; bytes unknown."""
         return len(self._rows), -1
+
+    def approx_timers(self) -> int:
+        """Return the exact number of rows with a timeout."""
+        return self._timer_count
+
+    def committed_view(self) -> CommittedView:
+        """Return a copy of the committed rows, taken between two commits (a seqlock: the loop never waits).
+
+        Raises:
+            StateError: commits kept overlapping the copy (a reader on a
+                starved thread); asking again normally succeeds.
+        """
+        for _ in range(_VIEW_ATTEMPTS):
+            generation = self._generation
+            if generation % 2 == 0:
+                rows, last = self._rows.copy(), self._last
+                if self._generation == generation:
+                    return _MemoryView(rows, None if last is None else last.batch_id)
+            time.sleep(0.001)
+        raise StateError("the in-memory state kept changing while it was copied for a state query; ask again")
+
+
+class _MemoryView(CommittedView):
+    def __init__(self, rows: dict[Hashable, StateRow], batch_id: int | None) -> None:
+        self._rows = rows
+        self.batch_id = batch_id
+
+    def get(self, key: Hashable) -> StateRow | None:
+        return self._rows.get(key)
+
+    def scan(self, prefix: str | None, limit: int) -> list[tuple[Hashable, StateRow]]:
+        matches = (item for item in self._rows.items()
+                   if prefix is None or (isinstance(item[0], str) and item[0].startswith(prefix)))
+        return list(itertools.islice(matches, limit))

@@ -53,7 +53,15 @@ from statefulstream.state.codec import (
     split_timer_key,
     timer_key,
 )
-from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, NO_TIMEOUT_MS, CommitRecord, StateRow, StateStore
+from statefulstream.state.rocksdb_view import take_view
+from statefulstream.state.store import (
+    CHECKPOINT_FORMAT_VERSION,
+    NO_TIMEOUT_MS,
+    CommitRecord,
+    CommittedView,
+    StateRow,
+    StateStore,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -369,6 +377,17 @@ class RocksDBStateStore(StateStore):
         size = sum((cf.property_int_value("rocksdb.total-sst-files-size") or 0)
                    + (cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0) for cf in (state, timers))
         return keys, size
+
+    def approx_timers(self) -> int:
+        """Return RocksDB's estimate of the entries in the timer index."""
+        if self._db is None:
+            return 0
+        return self._cf["timers"].property_int_value("rocksdb.estimate-num-keys") or 0
+
+    def committed_view(self) -> CommittedView | None:
+        """Return a snapshot of the committed rows for another thread (``rocksdb_view``); no lock, no cache."""
+        # _attach/_detach replace self._cf, never mutate it: this reference stays whole.
+        return take_view(self._cf, _META_COMMIT, self._decode, self._codec.decode_key)
 
     # --- writes
 

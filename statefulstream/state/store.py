@@ -65,6 +65,30 @@ class CommitRecord:
                    int(data["watermark_ms"]), int(data["next_watermark_ms"]))
 
 
+class CommittedView(ABC):
+    """A read-only view of the committed state as of one batch, usable from any thread.
+
+    For readers beside the batch loop (HTTP state queries): building and
+    reading a view takes no lock of the loop and never sees a batch's staged
+    changes. Keys given to :meth:`get` are the URL forms' types: ``str``,
+    ``int``, ``float``, ``bool``, ``None`` and tuples of them.
+
+    Attributes:
+        batch_id: the batch whose commit the view shows, or ``None`` when
+            nothing is committed yet.
+    """
+
+    batch_id: int | None = None
+
+    @abstractmethod
+    def get(self, key: Hashable) -> StateRow | None:
+        """Return the committed row of ``key``, or ``None``."""
+
+    @abstractmethod
+    def scan(self, prefix: str | None, limit: int) -> list[tuple[Hashable, StateRow]]:
+        """Return at most ``limit`` rows in store order: of ``str`` keys starting with ``prefix``, or all."""
+
+
 class StateStore(ABC):
     """Per-key state with an ordered timer index and atomic per-batch commits.
 
@@ -122,6 +146,14 @@ class StateStore(ABC):
     def approx_size(self) -> tuple[int, int]:
         """Return an estimate of ``(keys, bytes)`` for metrics; ``(-1, -1)`` if unknown."""
         return -1, -1
+
+    def approx_timers(self) -> int:
+        """Return an estimate of the timers set (rows with a timeout); -1 if unknown."""
+        return -1
+
+    def committed_view(self) -> CommittedView | None:
+        """Return a view of the committed state for another thread, or ``None`` (not open, or unsupported)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Idempotent."""
