@@ -9,19 +9,55 @@ to the offsets log and the commit record as they are.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from statefulstream.records import DeadLetter, Offsets
 
+PositionOf = Callable[[int], Mapping[str, Any]]
+"""Index within one :meth:`ReadResult.add` call -> where that record was read."""
+
 
 @dataclasses.dataclass
 class ReadResult:
-    """What ``Source.read`` returns: decoded records in order, and the dead letters."""
+    """What ``Source.read`` returns: decoded records in order, and the dead letters.
+
+    A source adds records with :meth:`add`, saying how to find each one's
+    position; the executor asks (:meth:`position`) only for a record that
+    fails after decoding (no key, a bad event time, a step raising), so the
+    positions of the other records are never computed.
+
+    >>> result = ReadResult([])
+    >>> result.add([{"k": 1}, {"k": 2}], lambda i: {"partition": "p", "offset": 40 + i})
+    >>> result.position(1), result.position(2)
+    ({'partition': 'p', 'offset': 41}, None)
+    """
 
     records: list[Any]
     dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+    _starts: list[int] = dataclasses.field(default_factory=list, repr=False, compare=False)
+    _ends: list[int] = dataclasses.field(default_factory=list, repr=False, compare=False)
+    _positions: list[PositionOf] = dataclasses.field(default_factory=list, repr=False, compare=False)
+
+    def add(self, records: list[Any], position_of: PositionOf) -> None:
+        """Append ``records``; ``position_of(i)`` tells where ``records[i]`` was read (called only on failure)."""
+        if not records:
+            return
+        start = len(self.records)
+        self.records += records
+        self._starts.append(start)
+        self._ends.append(start + len(records))
+        self._positions.append(position_of)
+
+    def position(self, index: int) -> Mapping[str, Any] | None:
+        """Return where ``records[index]`` was read, or ``None`` if the source did not say."""
+        k = bisect.bisect_right(self._starts, index) - 1
+        if k < 0 or index >= self._ends[k]:
+            return None
+        return self._positions[k](index - self._starts[k])
 
 
 class Source(ABC):
@@ -42,7 +78,8 @@ class Source(ABC):
       every time it is called, including after a restart: that is what makes a
       replayed batch produce identical output. It decodes records; a record
       that cannot be decoded or breaks the schema becomes a ``DeadLetter`` and
-      the rest go on.
+      the rest go on. Records are added with ``ReadResult.add`` and a position
+      function, so a record that fails later is dead-lettered with its position.
     * ``committed`` is informational (e.g. committing Kafka consumer-group
       offsets for lag tools); the checkpoint, not the source, is the source of
       truth. It may be lost in a crash.

@@ -254,7 +254,10 @@ class FileSource(Source):
                 letters += [DeadLetter(reason, self.name, {"file": path, "line": first + where[j] + 1},
                                        lines[where[j]], "schema") for j, reason in bad]
                 letters.sort(key=lambda dl: dl.position["line"])
-        out.records += records
+                dropped = {j for j, _ in bad}
+                where = [w for j, w in enumerate(where) if j not in dropped]
+        line0 = first + 1
+        out.add(records, lambda i: {"file": path, "line": line0 + where[i]})
         out.dead_letters += letters
 
     def _read_parquet(self, path: str, idx: _FileIndex, lo: int, hi: int, out: ReadResult) -> None:
@@ -264,11 +267,14 @@ class FileSource(Source):
         pq = _pyarrow_parquet()
         table = pq.ParquetFile(path).read_row_groups(list(range(g0, g1)))
         rows = table.slice(lo - starts[g0], hi - lo).to_pylist()
+        row0 = lo + 1
         if self.schema is None:
-            out.records += rows
+            out.add(rows, lambda i: {"file": path, "row": row0 + i})
             return
         good, bad = self.schema.conform(rows)
-        out.records += good
+        dropped = {i for i, _ in bad}
+        where = [i for i in range(len(rows)) if i not in dropped] if bad else range(len(rows))
+        out.add(good, lambda i: {"file": path, "row": row0 + where[i]})
         out.dead_letters += [DeadLetter(reason, self.name, {"file": path, "row": lo + i + 1}, rows[i], "schema")
                              for i, reason in bad]
 
