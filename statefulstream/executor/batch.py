@@ -94,6 +94,7 @@ class Executor:
         self.last_batch_ts = 0
         self.last_progress: BatchProgress | None = None
         self._latest: dict[str, int] = {}
+        self._data_loss_seen = 0
 
     # --- lifecycle
 
@@ -133,7 +134,8 @@ class Executor:
         ts = self.clock() if batch_ts_ms is None else batch_ts_ms
         ts = max(ts, self.last_batch_ts)  # processing time never goes backwards
         wm = self.watermark_ms if watermark_ms is None else watermark_ms
-        return BatchPlan(self.next_batch_id, start, end, ts, wm, self.late_watermark_ms)
+        return BatchPlan(self.next_batch_id, start, end, ts, wm, self.late_watermark_ms,
+                         self.source.position_index(start, end))
 
     def run_batch(self, plan: BatchPlan, *, replayed: bool = False) -> BatchProgress:
         """Run one planned batch, steps 1-8 of DESIGN.md.
@@ -275,6 +277,8 @@ class Executor:
         writer = self.sink_writer
         progress.next_watermark_ms, progress.max_event_time_ms = next_wm, max_et
         progress.records_dead_lettered = dict(Counter(dl.error for dl in writer.dead))
+        progress.data_loss_events = self.source.data_loss_events - self._data_loss_seen
+        self._data_loss_seen = self.source.data_loss_events
         progress.sink_retries = sum(writer.retries.values())
         progress.sink_retries_by_sink = dict(writer.retries)
         progress.sink_rows = dict(writer.rows)

@@ -65,7 +65,7 @@ def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict
         "source": {"start_offsets": dict(p.start_offsets), "end_offsets": dict(end),
                    "latest_offsets": dict(p.latest_offsets),
                    "lag": {part: max(0, pos - end.get(part, 0)) for part, pos in p.latest_offsets.items()},
-                   "pending_records": p.pending_records},
+                   "pending_records": p.pending_records, "data_loss_events": p.data_loss_events},
         "sink": {"rows_output": p.rows_output, "rows": dict(p.sink_rows), "retries": dict(p.sink_retries_by_sink)},
     }
 

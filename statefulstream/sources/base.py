@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from statefulstream.records import DeadLetter, Offsets
+
+logger = logging.getLogger(__name__)
 
 PositionOf = Callable[[int], Mapping[str, Any]]
 """Index within one :meth:`ReadResult.add` call -> where that record was read."""
@@ -85,9 +88,19 @@ class Source(ABC):
       truth. It may be lost in a crash.
     * Implementations must not read the clock to decide what to return.
     * ``close`` is idempotent and may not be called after a crash.
+    * Data that was read or planned and is gone (a file truncated or deleted,
+      records the broker no longer has) raises ``DataLossError`` unless the
+      source's ``fail_on_data_loss`` is False; then the source goes on past
+      it and calls :func:`data_lost` (a WARNING, counted in
+      ``data_loss_events``, the ``statefulstream_source_data_loss`` metric).
+    * ``position_index``/``restore_position_index`` are optional: what a
+      source needs to find its positions again after a restart without
+      re-reading what it read before (``FileSource``: byte offsets of lines).
     """
 
     name: str = "source"
+    data_loss_events: int = 0
+    """Data losses this source went on past (``fail_on_data_loss=False``) since it was created."""
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or prepare; called once before the first ``available``."""
@@ -105,6 +118,19 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Idempotent."""
+
+    def position_index(self, start: Offsets, end: Offsets) -> dict[str, Any]:
+        """Return what finds ``start`` and ``end`` again after a restart (JSON-able; logged with the plan)."""
+        return {}
+
+    def restore_position_index(self, index: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Take the ``position_index`` of the plan a restarted app resumes from, before ``available``."""
+
+
+def data_lost(source: Source, message: str) -> None:
+    """Log a data loss ``source`` goes on past (``fail_on_data_loss=False``) and count it."""
+    source.data_loss_events += 1
+    logger.warning("%s source: %s", source.name, message)
 
 
 def cap_offsets(start: Offsets, latest: Offsets, max_records: int | None) -> dict[str, int]:
