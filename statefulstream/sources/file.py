@@ -11,20 +11,18 @@ it is being read, but never shrink or change what was already read.
 from __future__ import annotations
 
 import bisect
-import csv
 import glob
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source, data_lost
 from statefulstream.sources.file_index import FileIndex, hint, read_lines, scan_lines
+from statefulstream.sources.line_decode import csv_header, decode_csv, decode_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +286,7 @@ class FileSource(Source):
         else:
             scan_lines(path, idx, accept_tail=fmt == "jsonl")
             if fmt == "csv" and idx.header is None and idx.lines:
-                idx.header = _csv_header(path)
+                idx.header = csv_header(path)
         return idx, shrunk_from
 
     # --- decoding
@@ -298,10 +296,10 @@ class FileSource(Source):
         first = lo + skip  # physical (0-based) line of record ``lo``
         lines = read_lines(path, idx, first, hi + skip)
         if fmt == "jsonl":
-            records, where, dead = _decode_jsonl(lines)
+            records, where, dead = decode_jsonl(lines)
         else:
             assert idx.header is not None  # a CSV with records has a header line
-            records, where, dead = _decode_csv(lines, idx.header)
+            records, where, dead = decode_csv(lines, idx.header)
         letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1}, lines[i], "decode")
                    for i, reason in dead]
         if self.schema is not None:
@@ -333,82 +331,6 @@ class FileSource(Source):
         out.add(good, lambda i: {"file": path, "row": row0 + where[i]})
         out.dead_letters += [DeadLetter(reason, self.name, {"file": path, "row": lo + i + 1}, rows[i], "schema")
                              for i, reason in bad]
-
-
-def _decode_jsonl(lines: list[bytes]) -> tuple[list[Any], Sequence[int], list[tuple[int, str]]]:
-    """Decode JSON lines into ``(records, line index of each record, (line index, reason) of bad lines)``."""
-    loads = orjson.loads
-    try:
-        records = [loads(line) for line in lines]
-    except orjson.JSONDecodeError:
-        records = None
-    if records is not None and all(type(r) is dict for r in records):
-        return records, range(len(lines)), []
-    # Slow path, only for a batch holding a bad or blank line: find which.
-    records, where, dead = [], [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = loads(line)
-        except orjson.JSONDecodeError as exc:
-            dead.append((i, f"line is truncated or not valid JSON: {exc}"))
-            continue
-        if type(rec) is not dict:
-            dead.append((i, f"line is a JSON {type(rec).__name__}, not an object"))
-            continue
-        records.append(rec)
-        where.append(i)
-    return records, where, dead
-
-
-def _decode_csv(lines: list[bytes], header: list[str]) -> tuple[list[Any], Sequence[int], list[tuple[int, str]]]:
-    """Decode CSV lines, one record per line, into the same triple as :func:`_decode_jsonl`."""
-    width = len(header)
-    try:
-        texts = b"\n".join(lines).decode("utf-8").split("\n")
-        reader = csv.reader(texts, strict=True)
-        rows: list[list[str]] | None = list(reader)
-    except (UnicodeDecodeError, csv.Error):
-        rows = None
-    # Each row must come from exactly one line, or positions would depend on where a batch was cut.
-    if rows is not None and len(rows) == len(lines) and all(len(r) == width for r in rows):
-        return [dict(zip(header, r, strict=True)) for r in rows], range(len(lines)), []
-    records, where, dead = [], [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = next(csv.reader([line.decode("utf-8")], strict=True))
-        except UnicodeDecodeError as exc:
-            dead.append((i, f"line is not valid UTF-8: {exc}"))
-            continue
-        except csv.Error as exc:
-            dead.append((i, f"line is not one CSV record (an unclosed quote?): {exc}"))
-            continue
-        if len(row) != width:
-            dead.append((i, f"line has {len(row)} fields but the header has {width}"))
-            continue
-        records.append(dict(zip(header, row, strict=True)))
-        where.append(i)
-    return records, where, dead
-
-
-def _csv_header(path: str) -> list[str]:
-    """Return the column names from the first line of a CSV file."""
-    with open(path, "rb") as f:
-        first = f.readline()
-    try:
-        header = next(csv.reader([first.decode("utf-8-sig")], strict=True))
-    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
-        msg = f"CSV file {path!r} has no usable header line ({exc}); its first line must name the columns"
-        raise SourceError(msg) from exc
-    header = [h.strip() for h in header]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if not header or "" in header or dupes:
-        msg = f"CSV file {path!r}: header {header!r} has empty or repeated column names {dupes}; name each column once"
-        raise SourceError(msg)
-    return header
 
 
 def _index_parquet(path: str, idx: FileIndex, size: int) -> None:
