@@ -145,15 +145,17 @@ class FileSource(Source):
             present.add(path)
             count = self._records(path, idx)
             pos = start_out.setdefault(path, 0)
-            if shrunk_from is not None or count < pos:
-                now = f"has {count} records ({idx.size} bytes)"
-                was = f" {shrunk_from} bytes of it were seen before" if shrunk_from is not None else ""
-                self._lose(path, pos, f"{now};{was}" if was else now, "read again from its first record")
+            # (A loss already gone past stays gone past while planning asks again from the same position.)
+            if shrunk_from is not None or count < pos or (pos and self._lost.get(path) == pos):
+                was = f", down from {shrunk_from} seen before" if shrunk_from is not None else ""
+                self._lose(path, pos, f"has {count} records ({idx.size} bytes{was})",
+                           f"{pos} records of it were already read", "read again from its first record")
                 start_out[path] = 0
             latest[path] = count
         for path in sorted(start_out.keys() - present):
             if start_out[path]:
-                self._lose(path, start_out[path], "is gone (deleted or renamed)", "forgotten")
+                self._lose(path, start_out[path], "is gone (deleted or renamed)",
+                           f"{start_out[path]} records of it were already read", "forgotten")
             del start_out[path], latest[path]
             self._index.pop(path, None)
         return start_out, latest
@@ -176,15 +178,14 @@ class FileSource(Source):
             if hi <= lo:
                 continue
             found = self._refresh(path)
-            have = self._records(path, found[0]) if found is not None else None
-            if have is None or have < hi:
-                now = "is gone" if have is None else f"has {have} records"
-                self._lose(path, hi, f"{now}, but the batch was planned up to record {hi}",
-                           "read as far as it goes")
+            if found is None or self._records(path, found[0]) < hi:
+                have = None if found is None else self._records(path, found[0])
+                self._lose(path, hi, "is gone" if have is None else f"has {have} records",
+                           f"the batch was planned up to record {hi}", "read as far as it goes")
                 if have is None or have <= lo:
                     continue
                 hi = have
-            idx = found[0] if found is not None else FileIndex()
+            idx = found[0]
             fmt = self._format_of(path)
             if fmt == "parquet":
                 self._read_parquet(path, idx, lo, hi, result)
@@ -192,21 +193,21 @@ class FileSource(Source):
                 self._read_text(path, fmt, idx, lo, hi, result)
         return result
 
-    def _lose(self, path: str, expected: int, now: str, then: str) -> None:
-        """Data read or planned from ``path`` is gone: raise ``DataLossError``, or warn and count it.
+    def _lose(self, path: str, position: int, now: str, expected: str, then: str) -> None:
+        """Data read or planned from ``path`` up to ``position`` is gone: raise ``DataLossError``, or warn and count.
 
         A loss is counted once: planning may ask ``available`` again from the
         same stale position before the batch that goes past it commits.
         """
-        if self._lost.get(path) == expected:
+        if self._lost.get(path) == position:
             return
-        what = (f"file {path!r} {now}, but {expected} records of it were already read or planned: it was "
-                f"truncated, replaced or deleted. FileSource needs append-only files that stay in place")
+        what = (f"file {path!r} {now}, but {expected}: it was truncated, replaced or deleted. "
+                f"FileSource needs append-only files that stay in place")
         if self.fail_on_data_loss:
             msg = (f"{what}. Restore the file to go on (a planned batch is then replayed exactly), or set "
                    f"FileSource(..., fail_on_data_loss=False) to go on without what was lost")
             raise DataLossError(msg)
-        self._lost[path] = expected
+        self._lost[path] = position
         data_lost(self, f"{what}; fail_on_data_loss=False, so it is {then}")
 
     def position_index(self, start: Offsets, end: Offsets) -> dict[str, Any]:
