@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Hashable, Iterable
 from itertools import compress
-from typing import Any
+from typing import Any, NamedTuple
 
 from statefulstream.lineage import Lineage
 from statefulstream.records import DeadLetter
@@ -82,9 +82,18 @@ def _expand(func: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]:
     return lambda record: list(func(record))
 
 
+class EventTimes(NamedTuple):
+    """The records of a batch that have a usable event time, their times in epoch ms, and the range of those."""
+
+    records: list[Any]
+    times: list[int]
+    earliest: int | None  # None when there are no records
+    latest: int | None
+
+
 def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, lineage: Lineage, dead: list[DeadLetter],
-                   batch_ts_ms: int, max_ahead_ms: int | None = None) -> tuple[list[Any], list[int]]:
-    """Return the records with a usable event time and their times in epoch ms.
+                   batch_ts_ms: int, max_ahead_ms: int | None = None) -> EventTimes:
+    """Return the records with a usable event time, their times in epoch ms and the earliest and latest.
 
     A record whose event time is missing, not a time, or outside the
     representable range (``timeutil.MIN_TIME_MS``..``MAX_TIME_MS``) is
@@ -96,8 +105,11 @@ def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, lineage:
     try:
         raw = list(map(getter, records))
         times = raw if all_epoch_ms(raw) else list(map(to_epoch_ms, raw))
-        if not times or (min(times) >= MIN_TIME_MS and max(times) <= latest):
-            return records, times
+        if not times:
+            return EventTimes(records, times, None, None)
+        lo, hi = min(times), max(times)
+        if lo >= MIN_TIME_MS and hi <= latest:
+            return EventTimes(records, times, lo, hi)
     except Exception:  # noqa: BLE001 - fall back to find the bad records
         pass
     records, times = apply_each(lambda r: to_epoch_ms(getter(r)), records, error="event_time",
@@ -111,7 +123,7 @@ def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, lineage:
                 dead.append(DeadLetter(reason, "pipeline", lineage.position(i), raw=rec, error="event_time_ahead"))
         lineage.mask(verdicts)
         records, times = list(compress(records, verdicts)), list(compress(times, verdicts))
-    return records, times
+    return EventTimes(records, times, min(times, default=None), max(times, default=None))
 
 
 def group_by_key(keys: list[Hashable], records: list[Any], *, lineage: Lineage,

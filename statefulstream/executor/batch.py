@@ -204,12 +204,13 @@ class Executor:
         op = self.op
         if op.event_time is None:
             return records, None
-        records, times = event_times_ms(op.event_time, records, lineage=lineage, dead=self.sink_writer.dead,
-                                        batch_ts_ms=plan.batch_ts_ms, max_ahead_ms=op.max_event_time_ahead_ms)
-        if not times:
+        records, times, earliest, latest = event_times_ms(
+            op.event_time, records, lineage=lineage, dead=self.sink_writer.dead, batch_ts_ms=plan.batch_ts_ms,
+            max_ahead_ms=op.max_event_time_ahead_ms)
+        if earliest is None:
             return records, None
         late_wm = plan.late_watermark_ms
-        if min(times) <= late_wm:
+        if earliest <= late_wm:
             late = sum(1 for et in times if et <= late_wm)
             if op.timeout is GroupStateTimeout.EVENT_TIME:
                 on_time = [et > late_wm for et in times]
@@ -218,7 +219,7 @@ class Executor:
                 progress.records_late = late
             else:
                 progress.records_late_kept = late
-        return records, max(times)
+        return records, latest
 
     def _group(self, records: list[Any], lineage: Lineage, progress: BatchProgress) -> dict[Hashable, list[Any]]:
         """Step 4: group by key, arrival order kept (a record without a key is dead-lettered)."""

@@ -178,14 +178,17 @@ class FileSource(Source):
             if hi <= lo:
                 continue
             found = self._refresh(path)
-            if found is None or self._records(path, found[0]) < hi:
-                have = None if found is None else self._records(path, found[0])
-                self._lose(path, hi, "is gone" if have is None else f"has {have} records",
-                           f"the batch was planned up to record {hi}", "read as far as it goes")
-                if have is None or have <= lo:
+            if found is None:
+                self._lose(path, hi, "is gone", f"the batch was planned up to record {hi}", "skipped")
+                continue
+            idx = found[0]
+            have = self._records(path, idx)
+            if have < hi:
+                self._lose(path, hi, f"has {have} records", f"the batch was planned up to record {hi}",
+                           "read as far as it goes")
+                if have <= lo:
                     continue
                 hi = have
-            idx = found[0]
             fmt = self._format_of(path)
             if fmt == "parquet":
                 self._read_parquet(path, idx, lo, hi, result)
