@@ -205,3 +205,38 @@ def test_kafka_positions_are_topic_partition_and_offset(kafka_broker: Any) -> No
     want = sorted([("decode", p, 6) for p in range(2)] + [("key", p, i) for p in range(2) for i in (1, 9)])
     assert got == want
     assert {d["position"]["topic"] for d in dead.rows} == {topic}
+
+
+@pytest.mark.kafka
+def test_kafka_positions_across_transaction_markers(kafka_broker: Any) -> None:
+    """Committed transactions leave control records between data offsets: positions must skip them."""
+    from confluent_kafka import Producer
+
+    from statefulstream.sources.kafka import KafkaSource
+
+    topic = kafka_broker.create_topic()
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": f"tx-{topic}",
+                         "enable.idempotence": True})
+    producer.init_transactions(30)
+    keyless: list[int] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, err
+        if "k" not in orjson.loads(msg.value()):
+            keyless.append(msg.offset())
+
+    for txn in ([{"k": 1}, {"x": 1}, {"k": 2}], [{"x": 2}, {"k": 3}], [{"k": 4}, {"x": 3}]):
+        producer.begin_transaction()
+        for rec in txn:
+            producer.produce(topic, orjson.dumps(rec), partition=0, on_delivery=delivered)
+        producer.commit_transaction(30)
+    dead = MemorySink()
+    app = App("kafka-txn-positions", source=KafkaSource(topic, bootstrap_servers=kafka_broker.bootstrap,
+                                                          read_timeout="10 seconds"),
+              dead_letters=dead, trigger="available_now")
+    app.flat_map_groups_with_state(key="k")(no_op)
+    app.run()
+    assert len(keyless) == 3 and keyless != list(range(keyless[0], keyless[0] + 3))  # markers make gaps
+    assert sorted(d["position"]["offset"] for d in dead.rows) == sorted(keyless)
+    assert all(d["raw"] == orjson.loads(b'{"x": %d}' % (i + 1)) for i, d in
+               enumerate(sorted(dead.rows, key=lambda d: d["position"]["offset"])))
