@@ -20,7 +20,8 @@ from statefulstream import App, GroupState, GroupStateTimeout, UserFunctionError
 from statefulstream.cli import main
 from statefulstream.errors import InvalidTimeoutError
 from statefulstream.observe.progress import BatchProgress
-from statefulstream.observe.progress_log import progress_report
+from statefulstream.observe.progress_log import ProgressLog, progress_report
+from statefulstream.observe.state_query import StateQueries
 from statefulstream.sinks import MemorySink
 from statefulstream.sources import FileSource
 from statefulstream.state.rocksdb import RocksDBStateStore
@@ -128,7 +129,7 @@ def test_out_of_range_event_times_are_dead_lettered_and_every_printer_copes(tmp_
 
     runner = CliRunner()
     for args in (["progress", str(ckpt)], ["progress", str(ckpt), "--json"], ["checkpoint", "show", str(ckpt)],
-                 ["checkpoint", "show", str(ckpt), "--json"], ["state", "show", str(ckpt)]):
+                 ["checkpoint", "show", str(ckpt), "--json"], ["state", "show", str(ckpt)], ["status", str(ckpt)]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, (args, result.output, result.exception)
 
@@ -136,19 +137,26 @@ def test_out_of_range_event_times_are_dead_lettered_and_every_printer_copes(tmp_
 def test_printers_cope_with_values_an_older_version_stored(tmp_path: pathlib.Path) -> None:
     # Before the range existed, a 1e12-second event time made these watermarks and timeouts.
     huge = 10**15
-    report = progress_report(BatchProgress(app="a", batch_id=0, batch_ts_ms=T0, watermark_ms=huge,
-                                           next_watermark_ms=2**63 - 1, max_event_time_ms=-(2**63)), None)
+    progress = BatchProgress(app="a", batch_id=0, batch_ts_ms=T0, watermark_ms=huge, next_watermark_ms=2**63 - 1,
+                             max_event_time_ms=-(2**63))
+    report = progress_report(progress, None)
     assert report["event_time"]["watermark"] == f"out of range ({huge} ms)"
+    ProgressLog(str(tmp_path / "ckpt" / "progress")).on_batch(progress)
     store = RocksDBStateStore(str(tmp_path / "ckpt" / "state"))
     store.open({"key": "user"})
     store.put("u", StateRow({"n": 1}, huge))
     store.commit(CommitRecord(0, {"f": 1}, T0, huge, huge))
+    code, body = StateQueries(store.committed_view).answer("/state/u", "")  # the HTTP state query
+    assert code == 200 and json.loads(body)["timeout"] == f"out of range ({huge} ms)"
     store.close()
     runner = CliRunner()
     for args in (["checkpoint", "show", str(tmp_path / "ckpt")], ["state", "show", str(tmp_path / "ckpt")]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, (args, result.output, result.exception)
         assert f"{huge} (out of range ({huge} ms))" in result.output
+    for args in (["progress", str(tmp_path / "ckpt")], ["status", str(tmp_path / "ckpt")]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
 
 
 class TestMaxEventTimeAhead:
