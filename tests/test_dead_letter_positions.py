@@ -240,3 +240,28 @@ def test_kafka_positions_across_transaction_markers(kafka_broker: Any) -> None:
     assert sorted(d["position"]["offset"] for d in dead.rows) == sorted(keyless)
     assert all(d["raw"] == orjson.loads(b'{"x": %d}' % (i + 1)) for i, d in
                enumerate(sorted(dead.rows, key=lambda d: d["position"]["offset"])))
+
+
+@pytest.mark.kafka
+def test_file_path_topic_positions_name_the_message_and_the_line(kafka_broker: Any, tmp_path: pathlib.Path) -> None:
+    from statefulstream.sources.file_path_topic import FilePathTopicSource
+
+    files = []
+    for f in range(2):
+        path = tmp_path / f"part-{f}.jsonl"
+        path.write_text("".join(json.dumps({"n": i} if (i + f) % 3 == 0 else {"k": f, "n": i}) + "\n"
+                                for i in range(6)))
+        files.append(path)
+    topic = kafka_broker.create_topic()
+    kafka_broker.produce(topic, [json.dumps({"path": str(p)}).encode() for p in files], partition=0, batched=False)
+    dead = MemorySink()
+    app = App("lake-positions", source=FilePathTopicSource(topic, bootstrap_servers=kafka_broker.bootstrap,
+                                                             read_timeout="10 seconds"),
+              dead_letters=dead, trigger="available_now")
+    app.flat_map_groups_with_state(key="k")(no_op)
+    app.run()
+    got = sorted((d["position"]["offset"], d["position"]["file"], d["position"]["line"]) for d in dead.rows)
+    want = sorted((f, str(files[f]), i + 1) for f in range(2) for i in range(6) if (i + f) % 3 == 0)
+    assert got == want
+    assert {(d["position"]["topic"], d["position"]["partition"], d["error"]) for d in dead.rows} == {
+        (topic, 0, "key")}
