@@ -171,7 +171,9 @@ class App:
         Options (keyword only): ``key`` (required: field name, list of names,
         or callable), ``event_time`` (field or callable; int = epoch ms,
         float = epoch seconds, ``datetime``, ISO string), ``watermark_delay``
-        (e.g. ``"10 seconds"``), ``output_mode`` (``"append"`` default or
+        (e.g. ``"10 seconds"``), ``max_event_time_ahead`` (e.g. ``"1 day"``:
+        dead-letter records whose event time is further ahead of the batch's
+        processing time; off by default), ``output_mode`` (``"append"`` default or
         ``"update"``), ``timeout`` (``GroupStateTimeout``; default none),
         ``sink`` (a Sink or a list), ``state_sink`` (receives ``StateChange``
         rows after each batch), ``initial_state`` (mapping key -> state,
@@ -206,7 +208,7 @@ class App:
 
     def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: int | str | None = None,
                   output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
-                  name: str | None = None) -> StatefulOperator:
+                  name: str | None = None, max_event_time_ahead: int | str | None = None) -> StatefulOperator:
         """Make this app's stateful operator an event-time windowed aggregation (Spark's
         ``groupBy(key, window(ts, ...)).agg(...)`` with ``withWatermark``).
 
@@ -230,7 +232,7 @@ class App:
                               f"an App runs one stateful operator (chain apps through Kafka for more)")
         self.operator = build_aggregation(key=key, event_time=event_time, window=window, aggs=aggs,
                                           watermark_delay=watermark_delay, output_mode=output_mode, sink=sink,
-                                          name=name)
+                                          name=name, max_event_time_ahead=max_event_time_ahead)
         return self.operator
 
     def add_listener(self, listener: ProgressListener) -> None:

@@ -17,6 +17,7 @@ The tree, grouped by what the caller can do::
     ├─ CheckpointError                       the checkpoint cannot be used
     │   └─ CheckpointCorruptedError
     ├─ SourceError                           a source cannot be read
+    │   └─ DataLossError                     data already read or planned is gone (fail_on_data_loss)
     └─ SinkError                             a sink cannot be written
         ├─ SinkUnavailableError              retriable; carries retry_after
         └─ SinkRejectedError                 permanent; the rows are dead-lettered
@@ -140,6 +141,15 @@ class CheckpointCorruptedError(CheckpointError):
 
 class SourceError(StatefulStreamError):
     """A source cannot be read (missing topic, unreadable directory, ...)."""
+
+
+class DataLossError(SourceError):
+    """Source data that was read or planned is gone: a file shrank or vanished, a topic lost records.
+
+    Raised with ``fail_on_data_loss=True`` (the default, as Spark's
+    ``failOnDataLoss``); the message names the partition, the position
+    expected, what is there now and what to do.
+    """
 
 
 class SinkError(StatefulStreamError):

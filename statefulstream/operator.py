@@ -14,7 +14,7 @@ import operator as _op
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import parse_duration_ms, positive_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.options import GroupStateTimeout, OutputMode
 from statefulstream.sink import Sink
@@ -22,8 +22,8 @@ from statefulstream.sink import Sink
 Handler = Callable[..., Any]
 """``handler(key, values, state)``: returns an iterable of rows (flat) or one row (map)."""
 
-OPERATOR_OPTIONS = ("key", "event_time", "watermark_delay", "output_mode", "timeout", "sink",
-                    "state_sink", "initial_state", "name")
+OPERATOR_OPTIONS = ("key", "event_time", "watermark_delay", "max_event_time_ahead", "output_mode", "timeout",
+                    "sink", "state_sink", "initial_state", "name")
 
 
 @dataclasses.dataclass
@@ -47,6 +47,9 @@ class StatefulOperator:
         call_all_keys: call the handler every batch for every stored key, not
             only keys with data or an expired timeout (complete-mode
             aggregations; O(state) per batch).
+        max_event_time_ahead_ms: dead-letter records whose event time is more
+            than this ahead of the batch's processing time, or ``None`` (the
+            default, as Spark: any representable event time is accepted).
     """
 
     func: Handler
@@ -62,6 +65,7 @@ class StatefulOperator:
     state_sinks: list[Sink]
     initial_state: dict[Any, Any] | None
     call_all_keys: bool = False
+    max_event_time_ahead_ms: int | None = None
 
     @property
     def has_watermark(self) -> bool:
@@ -98,12 +102,13 @@ def build_operator(func: Handler, *, flat: bool, options: Mapping[str, Any]) -> 
         raise ConfigError(f"{decorator}: timeout=EVENT_TIME needs a watermark: give event_time= and "
                           f"watermark_delay= (Spark: 'Watermark must be specified ... for using event-time timeout')")
     mode = _output_mode(options.get("output_mode"), flat, decorator)
+    ahead_ms = event_time_ahead_ms(options.get("max_event_time_ahead"), et_fn is not None, decorator)
     return StatefulOperator(
         func=func, name=str(options.get("name") or getattr(func, "__name__", "operator")), flat=flat,
         key=key_fn, key_spec=key_spec, event_time=et_fn, watermark_delay_ms=delay_ms, output_mode=mode,
         timeout=timeout, sinks=as_sinks(options.get("sink"), f"{decorator}: sink"),
         state_sinks=as_sinks(options.get("state_sink"), f"{decorator}: state_sink"),
-        initial_state=_initial_state(options.get("initial_state"), decorator))
+        initial_state=_initial_state(options.get("initial_state"), decorator), max_event_time_ahead_ms=ahead_ms)
 
 
 def field_getter(spec: Any, what: str) -> tuple[Callable[[Any], Any], str]:
@@ -163,6 +168,15 @@ def _watermark_delay(value: Any, has_event_time: bool, decorator: str) -> int | 
     if delay < 0:
         raise ConfigError(f"{decorator}: watermark_delay should not be negative; got {value!r}")
     return delay
+
+
+def event_time_ahead_ms(value: Any, has_event_time: bool, what: str) -> int | None:
+    """Validate ``max_event_time_ahead`` (a positive duration, needs ``event_time``); return ms or ``None``."""
+    if value is None:
+        return None
+    if not has_event_time:
+        raise ConfigError(f"{what}: max_event_time_ahead= needs event_time= (it bounds each record's event time)")
+    return positive_duration_ms(value, name=f"{what}: max_event_time_ahead")
 
 
 def _output_mode(value: Any, flat: bool, decorator: str) -> OutputMode:

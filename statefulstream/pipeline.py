@@ -3,17 +3,21 @@
 Each function handles a whole batch in one pass (``map``/list comprehension)
 and only falls back to a per-record loop when that pass raises, so bad
 records cost time only when they occur. A record that a step cannot handle
-becomes a ``DeadLetter``; it is never dropped silently.
+becomes a ``DeadLetter`` positioned where the source read it (see
+``statefulstream.lineage``); it is never dropped silently. Every function
+that drops or multiplies records notes it in the batch's ``Lineage``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from itertools import compress
+from typing import Any, NamedTuple
 
+from statefulstream.lineage import Lineage
 from statefulstream.records import DeadLetter
-from statefulstream.timeutil import all_epoch_ms, to_epoch_ms
+from statefulstream.timeutil import MAX_TIME_MS, MIN_TIME_MS, all_epoch_ms, format_ms, to_epoch_ms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,18 +33,15 @@ class Step:
         return f"{self.kind}:{getattr(self.func, '__name__', 'step')}"
 
 
-def _dead(reason: str, record: Any, error: str, batch_id: int) -> DeadLetter:
-    return DeadLetter(reason, "pipeline", {"batch_id": batch_id}, raw=record, error=error)
+def apply_each(func: Callable[[Any], Any], records: list[Any], *, error: str, what: str, lineage: Lineage,
+               dead: list[DeadLetter]) -> tuple[list[Any], list[Any]]:
+    """Return ``(kept_records, func(record) for each kept)``.
 
-
-def apply_each(func: Callable[[Any], Any], records: list[Any], *, error: str, what: str, batch_id: int,
-               dead: list[DeadLetter]) -> tuple[list[Any], list[Any], list[int] | None]:
-    """Return ``(kept_records, func(record) for each kept, kept_indexes or None if all kept)``.
-
-    Records for which ``func`` raises go to ``dead`` with ``what`` and the error.
+    Records for which ``func`` raises go to ``dead`` with ``what``, the error
+    and their source position.
     """
     try:
-        return records, list(map(func, records)), None
+        return records, list(map(func, records))
     except Exception:  # noqa: BLE001 - fall back to find the bad records
         pass
     kept, values, idx = [], [], []
@@ -48,26 +49,30 @@ def apply_each(func: Callable[[Any], Any], records: list[Any], *, error: str, wh
         try:
             value = func(rec)
         except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, not fatal
-            dead.append(_dead(f"{what}: {type(exc).__name__}: {exc}", rec, error, batch_id))
+            dead.append(DeadLetter(f"{what}: {type(exc).__name__}: {exc}", "pipeline", lineage.position(i),
+                                   raw=rec, error=error))
             continue
         kept.append(rec)
         values.append(value)
         idx.append(i)
-    return kept, values, idx
+    lineage.keep(idx)
+    return kept, values
 
 
-def run_steps(steps: Iterable[Step], records: list[Any], *, batch_id: int, dead: list[DeadLetter]) -> list[Any]:
+def run_steps(steps: Iterable[Step], records: list[Any], *, lineage: Lineage, dead: list[DeadLetter]) -> list[Any]:
     """Apply the stateless steps in order; a record a step raises on is dead-lettered."""
     for step in steps:
         kind, func = step.kind, step.func
         what = f"step {step.name} raised"
         if kind == "map":
-            _, records, _ = apply_each(func, records, error="step", what=what, batch_id=batch_id, dead=dead)
+            _, records = apply_each(func, records, error="step", what=what, lineage=lineage, dead=dead)
         elif kind == "filter":
-            kept, verdicts, _ = apply_each(func, records, error="step", what=what, batch_id=batch_id, dead=dead)
-            records = [r for r, ok in zip(kept, verdicts, strict=True) if ok]
+            kept, verdicts = apply_each(func, records, error="step", what=what, lineage=lineage, dead=dead)
+            lineage.mask(verdicts)
+            records = list(compress(kept, verdicts))
         else:
-            _, outs, _ = apply_each(_expand(func), records, error="step", what=what, batch_id=batch_id, dead=dead)
+            _, outs = apply_each(_expand(func), records, error="step", what=what, lineage=lineage, dead=dead)
+            lineage.expand(list(map(len, outs)))
             records = [y for out in outs for y in out]
     return records
 
@@ -77,20 +82,51 @@ def _expand(func: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]:
     return lambda record: list(func(record))
 
 
-def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, batch_id: int,
-                   dead: list[DeadLetter]) -> tuple[list[Any], list[int]]:
-    """Return the records with a valid event time and their times in epoch ms."""
+class EventTimes(NamedTuple):
+    """The records of a batch that have a usable event time, their times in epoch ms, and the range of those."""
+
+    records: list[Any]
+    times: list[int]
+    earliest: int | None  # None when there are no records
+    latest: int | None
+
+
+def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, lineage: Lineage, dead: list[DeadLetter],
+                   batch_ts_ms: int, max_ahead_ms: int | None = None) -> EventTimes:
+    """Return the records with a usable event time, their times in epoch ms and the earliest and latest.
+
+    A record whose event time is missing, not a time, or outside the
+    representable range (``timeutil.MIN_TIME_MS``..``MAX_TIME_MS``) is
+    dead-lettered as ``"event_time"``; with ``max_ahead_ms``, one more than
+    that ahead of ``batch_ts_ms`` (the batch's processing time) as
+    ``"event_time_ahead"``.
+    """
+    latest = MAX_TIME_MS if max_ahead_ms is None else min(MAX_TIME_MS, batch_ts_ms + max_ahead_ms)
     try:
         raw = list(map(getter, records))
-        return records, raw if all_epoch_ms(raw) else list(map(to_epoch_ms, raw))
+        times = raw if all_epoch_ms(raw) else list(map(to_epoch_ms, raw))
+        if not times:
+            return EventTimes(records, times, None, None)
+        lo, hi = min(times), max(times)
+        if lo >= MIN_TIME_MS and hi <= latest:
+            return EventTimes(records, times, lo, hi)
     except Exception:  # noqa: BLE001 - fall back to find the bad records
         pass
-    kept, times, _ = apply_each(lambda r: to_epoch_ms(getter(r)), records, error="event_time",
-                                what="missing or bad event time", batch_id=batch_id, dead=dead)
-    return kept, times
+    records, times = apply_each(lambda r: to_epoch_ms(getter(r)), records, error="event_time",
+                                what="missing or bad event time", lineage=lineage, dead=dead)
+    if times and max(times) > latest:
+        verdicts = [t <= latest for t in times]
+        limit = f"{max_ahead_ms} ms ahead of the batch's processing time {format_ms(batch_ts_ms)}"
+        for i, (rec, t) in enumerate(zip(records, times, strict=True)):
+            if t > latest:
+                reason = f"event time {format_ms(t)} ({t} ms) is more than {limit} (max_event_time_ahead)"
+                dead.append(DeadLetter(reason, "pipeline", lineage.position(i), raw=rec, error="event_time_ahead"))
+        lineage.mask(verdicts)
+        records, times = list(compress(records, verdicts)), list(compress(times, verdicts))
+    return EventTimes(records, times, min(times, default=None), max(times, default=None))
 
 
-def group_by_key(keys: list[Hashable], records: list[Any], *, batch_id: int,
+def group_by_key(keys: list[Hashable], records: list[Any], *, lineage: Lineage,
                  dead: list[DeadLetter]) -> dict[Hashable, list[Any]]:
     """Group records by key, keeping arrival order within each key."""
     groups: dict[Hashable, list[Any]] = {}
@@ -105,11 +141,12 @@ def group_by_key(keys: list[Hashable], records: list[Any], *, batch_id: int,
         return groups
     except TypeError:  # an unhashable key somewhere: redo carefully
         groups.clear()
-    for key, rec in zip(keys, records, strict=True):
+    for i, (key, rec) in enumerate(zip(keys, records, strict=True)):
         try:
             groups.setdefault(key, []).append(rec)
         except TypeError as exc:
-            dead.append(_dead(f"group key {key!r} is not hashable: {exc}", rec, "key", batch_id))
+            dead.append(DeadLetter(f"group key {key!r} is not hashable: {exc}", "pipeline", lineage.position(i),
+                                   raw=rec, error="key"))
     return groups
 
 

@@ -21,8 +21,10 @@ class DeadLetter:
     Attributes:
         reason: what was wrong, for a person (``"line is not valid JSON: ..."``).
         source: the source that produced it (``"file"``, ``"kafka"``, or ``"pipeline"``).
-        position: where it was (``{"file": ..., "line": 17}``,
-            ``{"topic": ..., "partition": 0, "offset": 42}``).
+        position: where it was read (``{"file": ..., "line": 17}``,
+            ``{"topic": ..., "partition": 0, "offset": 42}``); a record that
+            failed after decoding (``source="pipeline"``) has the same plus
+            ``batch_id`` (see ``statefulstream.lineage``).
         raw: the record as read (bytes or text), or the decoded record when the
             failure came later (key or event time missing).
         error: a short machine-readable kind (``"decode"``, ``"schema"``,

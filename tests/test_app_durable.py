@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -32,12 +31,12 @@ def test_snapshot_of_a_running_app_restores_its_state(tmp_path: pathlib.Path) ->
     (data / "a.jsonl").write_text("".join(json.dumps({"user": u}) + "\n" for u in "aab"))
     sink = MemorySink()
     app = counting_app(data, tmp_path / "ckpt", sink, "20 ms")
+    committed = threading.Event()  # sink rows appear before the commit; a snapshot needs the commit
+    app.add_listener(lambda progress: committed.set())
     thread = threading.Thread(target=app.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not sink.rows and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert committed.wait(10)
         assert sink.rows == [("a", 2), ("b", 1)]
         app.snapshot(tmp_path / "snap")
     finally:

@@ -63,7 +63,7 @@ class TestCheckpointShow:
         assert result.exit_code == 0, result.output
         assert "committed    batch 2" in result.output
         assert 'offsets      {"f": 30}' in result.output
-        assert "watermark    40 (1970-01-01T00:00:00.040000Z); next batch runs with 50" in result.output
+        assert "watermark    40 (1970-01-01T00:00:00.040Z); next batch runs with 50" in result.output
         assert "batch 3 was planned but not committed" in result.output
         assert "offsets log  4 plans, batches 0..3" in result.output
 
@@ -143,7 +143,7 @@ class TestStateShow:
     def test_text_shows_timeouts_as_dates(self, tmp_path: Path) -> None:
         make_checkpoint(tmp_path).close()
         output = invoke("state", "show", "--key", "ann", str(tmp_path)).output
-        assert output == '"ann"\ttimeout 5000 (1970-01-01T00:00:05Z)\t{"n": 1, "tags": ["a", "b"]}\n'
+        assert output == '"ann"\ttimeout 5000 (1970-01-01T00:00:05.000Z)\t{"n": 1, "tags": ["a", "b"]}\n'
 
     def test_directory_without_state_is_reported(self, tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["state", "show", str(tmp_path)])

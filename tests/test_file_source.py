@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from statefulstream import App
-from statefulstream.errors import ConfigError, SourceError
+from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.memory_sink import MemorySink
 from statefulstream.schema import Schema
 from statefulstream.sources import file as file_module
@@ -204,21 +204,21 @@ class TestFileSourceDiscovery:
         src = FileSource(tmp_path)
         end, _ = read_all(src)
         scanned: list[str] = []
-        real_scan = file_module._scan_lines
-        monkeypatch.setattr(file_module, "_scan_lines", lambda path, *a, **kw: (scanned.append(path),
+        real_scan = file_module.scan_lines
+        monkeypatch.setattr(file_module, "scan_lines", lambda path, *a, **kw: (scanned.append(path),
                                                                                 real_scan(path, *a, **kw)))
         append(tmp_path / "b.jsonl", '{"x": 2}\n')
         _, latest = src.available(end)
         assert scanned == [str(tmp_path / "b.jsonl")]
         assert latest == {str(tmp_path / "a.jsonl"): 5, str(tmp_path / "b.jsonl"): 6}
 
-    def test_deleted_done_file_stays_in_offsets(self, tmp_path: pathlib.Path) -> None:
+    def test_deleted_file_that_was_read_is_data_loss(self, tmp_path: pathlib.Path) -> None:
         write_lines(tmp_path / "a.jsonl", ['{"x": 1}'])
         src = FileSource(tmp_path)
         end, _ = read_all(src)
         (tmp_path / "a.jsonl").unlink()
-        start, latest = src.available(end)
-        assert start == latest == {str(tmp_path / "a.jsonl"): 1}
+        with pytest.raises(DataLossError, match=r"a.jsonl' is gone .*but 1 records of it were already read"):
+            src.available(end)
 
     def test_hidden_and_underscore_files_and_unknown_extensions_are_skipped(self, tmp_path: pathlib.Path) -> None:
         for name in (".a.jsonl.part", "_tmp.jsonl", "notes.txt", "x.jsonl"):
@@ -258,9 +258,9 @@ class TestFileSourceDiscovery:
         src = FileSource(path)
         end, _ = read_all(src)
         write_lines(path, ['{"x": 1}'] * 3)
-        with pytest.raises(SourceError, match="truncated or replaced. FileSource needs append-only files"):
+        with pytest.raises(DataLossError, match="truncated, replaced or deleted. FileSource needs append-only"):
             src.available(end)
-        with pytest.raises(SourceError, match="has 3 records but the batch was planned up to record 10"):
+        with pytest.raises(DataLossError, match="has 3 records, but the batch was planned up to record 10"):
             FileSource(path).read({}, end)
 
 

@@ -26,7 +26,7 @@ from statefulstream.checkpoint.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_
 from statefulstream.errors import StatefulStreamError
 from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store, store_in_use
 from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, NO_TIMEOUT_MS, StateRow
-from statefulstream.timeutil import ms_to_datetime
+from statefulstream.timeutil import format_ms
 
 _DIR = click.Path(exists=True, file_okay=False)
 
@@ -63,7 +63,7 @@ def _dumps(value: Any) -> str:
 def _ms(ms: int | None) -> str:
     if ms is None or ms == NO_TIMEOUT_MS:
         return "-"
-    return f"{ms} ({ms_to_datetime(ms).isoformat().replace('+00:00', 'Z')})"
+    return f"{ms} ({format_ms(ms)})"
 
 
 def _du(path: str) -> int:

@@ -34,6 +34,9 @@ class BatchPlan:
         watermark_ms: the eviction watermark (timeouts, ``get_current_watermark_ms``).
         late_watermark_ms: the watermark late rows are dropped against (the
             previous batch's eviction watermark, SEMANTICS.md B.4).
+        source_index: what the source needs to find ``start`` and ``end``
+            again after a restart without re-reading (``Source.position_index``;
+            empty for most sources). Not part of the batch's result.
     """
 
     batch_id: int
@@ -42,6 +45,7 @@ class BatchPlan:
     batch_ts_ms: int
     watermark_ms: int
     late_watermark_ms: int
+    source_index: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def has_data(self) -> bool:
@@ -50,16 +54,19 @@ class BatchPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a plain dict (JSON-friendly)."""
-        return {"batch_id": self.batch_id, "start": dict(self.start), "end": dict(self.end),
+        data = {"batch_id": self.batch_id, "start": dict(self.start), "end": dict(self.end),
                 "batch_ts_ms": self.batch_ts_ms, "watermark_ms": self.watermark_ms,
                 "late_watermark_ms": self.late_watermark_ms}
+        if self.source_index:
+            data["source_index"] = dict(self.source_index)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatchPlan:
         """Build from ``to_dict`` output; raises ``KeyError``/``TypeError`` on bad data."""
         return cls(int(data["batch_id"]), {str(k): int(v) for k, v in data["start"].items()},
                    {str(k): int(v) for k, v in data["end"].items()}, int(data["batch_ts_ms"]),
-                   int(data["watermark_ms"]), int(data["late_watermark_ms"]))
+                   int(data["watermark_ms"]), int(data["late_watermark_ms"]), dict(data.get("source_index", {})))
 
 
 class PlanLog(ABC):

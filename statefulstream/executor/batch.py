@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
+from itertools import compress
 from typing import Any
 
 from statefulstream.checkpoint.plan_log import BatchPlan, PlanLog
@@ -21,6 +22,7 @@ from statefulstream.executor.keyed_calls import call_keys
 from statefulstream.executor.sink_writer import DEFAULT_SINK_RETRY, SinkRetry, SinkWriter
 from statefulstream.executor.startup import start
 from statefulstream.executor.trigger_loop import run_trigger
+from statefulstream.lineage import Lineage
 from statefulstream.observe.health import Heartbeat
 from statefulstream.observe.progress import PHASES, BatchFailure, BatchProgress, FailureListener, ProgressListener
 from statefulstream.operator import StatefulOperator
@@ -92,6 +94,7 @@ class Executor:
         self.last_batch_ts = 0
         self.last_progress: BatchProgress | None = None
         self._latest: dict[str, int] = {}
+        self._data_loss_seen = 0
 
     # --- lifecycle
 
@@ -131,7 +134,8 @@ class Executor:
         ts = self.clock() if batch_ts_ms is None else batch_ts_ms
         ts = max(ts, self.last_batch_ts)  # processing time never goes backwards
         wm = self.watermark_ms if watermark_ms is None else watermark_ms
-        return BatchPlan(self.next_batch_id, start, end, ts, wm, self.late_watermark_ms)
+        return BatchPlan(self.next_batch_id, start, end, ts, wm, self.late_watermark_ms,
+                         self.source.position_index(start, end))
 
     def run_batch(self, plan: BatchPlan, *, replayed: bool = False) -> BatchProgress:
         """Run one planned batch, steps 1-8 of DESIGN.md.
@@ -147,11 +151,11 @@ class Executor:
         self.plan_log.write(plan)
         watch.lap("plan")
         try:
-            records = self._read(plan, progress)
+            records, lineage = self._read(plan, progress)
             watch.lap("read")
-            records = self._transform(records, plan, progress)
-            records, max_et = self._drop_late(records, plan, progress)
-            groups = self._group(records, plan, progress)
+            records = self._transform(records, lineage, progress)
+            records, max_et = self._drop_late(records, plan, lineage, progress)
+            groups = self._group(records, lineage, progress)
             watch.lap("decode")
             outputs, changes = call_keys(self.op, self.store, plan, groups, progress)
             watch.lap("handler")
@@ -166,26 +170,33 @@ class Executor:
         self._report(plan, progress, next_wm, max_et)
         return progress
 
-    def _read(self, plan: BatchPlan, progress: BatchProgress) -> list[Any]:
-        """Step 2: read and decode the planned range; undecodable records become dead letters."""
+    def _read(self, plan: BatchPlan, progress: BatchProgress) -> tuple[list[Any], Lineage]:
+        """Step 2: read and decode the planned range; undecodable records become dead letters.
+
+        Returns the records and the batch's ``Lineage``, which positions a
+        record that fails later at the place the source read it.
+        """
         result = self.source.read(plan.start, plan.end)
         self.sink_writer.dead.extend(result.dead_letters)
         progress.records_read = len(result.records) + len(result.dead_letters)
-        return result.records
+        return result.records, Lineage(result.position, batch_id=plan.batch_id)
 
-    def _transform(self, records: list[Any], plan: BatchPlan, progress: BatchProgress) -> list[Any]:
+    def _transform(self, records: list[Any], lineage: Lineage, progress: BatchProgress) -> list[Any]:
         """The stateless steps (map, filter, flat_map), in order; a record a step raises on is dead-lettered."""
         if not self.steps:
             return records
         dead = self.sink_writer.dead
         before, dead_before = len(records), len(dead)
-        records = run_steps(self.steps, records, batch_id=plan.batch_id, dead=dead)
+        records = run_steps(self.steps, records, lineage=lineage, dead=dead)
         progress.records_filtered = max(0, before - len(records) - (len(dead) - dead_before))
         return records
 
-    def _drop_late(self, records: list[Any], plan: BatchPlan,
+    def _drop_late(self, records: list[Any], plan: BatchPlan, lineage: Lineage,
                    progress: BatchProgress) -> tuple[list[Any], int | None]:
         """Step 3: event times; with an event-time timeout, drop records at or below the late watermark.
+
+        A record without a usable event time (or, with ``max_event_time_ahead``,
+        one too far ahead of the batch's processing time) is dead-lettered.
 
         Returns:
             ``(records kept, max event time of the batch or None)``.
@@ -193,25 +204,29 @@ class Executor:
         op = self.op
         if op.event_time is None:
             return records, None
-        records, times = event_times_ms(op.event_time, records, batch_id=plan.batch_id, dead=self.sink_writer.dead)
-        if not times:
+        records, times, earliest, latest = event_times_ms(
+            op.event_time, records, lineage=lineage, dead=self.sink_writer.dead, batch_ts_ms=plan.batch_ts_ms,
+            max_ahead_ms=op.max_event_time_ahead_ms)
+        if earliest is None:
             return records, None
         late_wm = plan.late_watermark_ms
-        if min(times) <= late_wm:
+        if earliest <= late_wm:
             late = sum(1 for et in times if et <= late_wm)
             if op.timeout is GroupStateTimeout.EVENT_TIME:
-                records = [r for r, et in zip(records, times, strict=True) if et > late_wm]
+                on_time = [et > late_wm for et in times]
+                lineage.mask(on_time)
+                records = list(compress(records, on_time))
                 progress.records_late = late
             else:
                 progress.records_late_kept = late
-        return records, max(times)
+        return records, latest
 
-    def _group(self, records: list[Any], plan: BatchPlan, progress: BatchProgress) -> dict[Hashable, list[Any]]:
+    def _group(self, records: list[Any], lineage: Lineage, progress: BatchProgress) -> dict[Hashable, list[Any]]:
         """Step 4: group by key, arrival order kept (a record without a key is dead-lettered)."""
         dead = self.sink_writer.dead
-        records, keys, _ = apply_each(self.op.key, records, error="key", what="group key missing",
-                                      batch_id=plan.batch_id, dead=dead)
-        groups = group_by_key(keys, records, batch_id=plan.batch_id, dead=dead)
+        records, keys = apply_each(self.op.key, records, error="key", what="group key missing", lineage=lineage,
+                                   dead=dead)
+        groups = group_by_key(keys, records, lineage=lineage, dead=dead)
         progress.records_processed = sum(map(len, groups.values()))
         return groups
 
@@ -263,6 +278,8 @@ class Executor:
         writer = self.sink_writer
         progress.next_watermark_ms, progress.max_event_time_ms = next_wm, max_et
         progress.records_dead_lettered = dict(Counter(dl.error for dl in writer.dead))
+        progress.data_loss_events = self.source.data_loss_events - self._data_loss_seen
+        self._data_loss_seen = self.source.data_loss_events
         progress.sink_retries = sum(writer.retries.values())
         progress.sink_retries_by_sink = dict(writer.retries)
         progress.sink_rows = dict(writer.rows)

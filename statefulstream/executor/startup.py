@@ -21,13 +21,16 @@ logger = logging.getLogger(__name__)
 def start(executor: Executor) -> None:
     """Open everything, recover from the checkpoint, and replay a planned batch if one is pending."""
     last = executor.store.open(executor.op.signature())
-    recovery = recover(last, executor.plan_log.latest(), where=executor.where)
+    plan = executor.plan_log.latest()
+    recovery = recover(last, plan, where=executor.where)
     executor.next_batch_id = recovery.next_batch_id
     executor.offsets = dict(recovery.offsets)
     executor.watermark_ms, executor.late_watermark_ms = recovery.watermark_ms, recovery.late_watermark_ms
     if last is not None:
         executor.last_batch_watermark_ms, executor.last_batch_ts = last.watermark_ms, last.batch_ts_ms
     executor.source.open()
+    if plan is not None:  # the plan resumed from (or replayed) knows where its positions are
+        executor.source.restore_position_index(plan.source_index)
     executor.sink_writer.open()
     executor.started = True
     if recovery.replay is not None:

@@ -100,11 +100,13 @@ class Metrics:
         self._sink_writes = counter("statefulstream_sink_writes", "Batch writes that succeeded, per sink.", "sink")
         self._sink_rows = counter("statefulstream_sink_rows", "Rows written, per sink.", "sink")
         self._sink_retries = counter("statefulstream_sink_retries", "Retried sink writes, per sink.", "sink")
+        self._data_loss = counter("statefulstream_source_data_loss",
+                                  "Source data found lost and gone past (fail_on_data_loss=False).")
         self._sink_failures = counter("statefulstream_sink_failures",
                                       "Sink writes that failed the batch (gave up or not retriable).", "sink")
         for metric in (self._read, self._processed, self._late, self._late_kept, self._filtered, self._groups,
                        self._timeouts, self._updated, self._removed, self._output, self._batches, self._replayed,
-                       self._handler_errors):
+                       self._handler_errors, self._data_loss):
             metric.labels(app)
         for phase in PHASES:
             self._duration.labels(app, phase)
@@ -125,7 +127,8 @@ class Metrics:
                                (self._filtered, progress.records_filtered), (self._groups, progress.groups_called),
                                (self._timeouts, progress.timeouts_fired),
                                (self._updated, progress.state_rows_updated),
-                               (self._removed, progress.state_rows_removed), (self._output, progress.rows_output)):
+                               (self._removed, progress.state_rows_removed), (self._output, progress.rows_output),
+                               (self._data_loss, progress.data_loss_events)):
             if amount:
                 metric.labels(app).inc(amount)
         for reason, count in progress.records_dead_lettered.items():

@@ -51,6 +51,8 @@ class BatchProgress:
         sink_retries_by_sink: ``sink_retries`` split by sink name.
         pending_records: records available but not yet read when the batch was
             planned (the total lag; -1 unknown).
+        data_loss_events: source data lost and gone past while planning or
+            reading this batch (``fail_on_data_loss=False``).
     """
 
     app: str
@@ -82,6 +84,7 @@ class BatchProgress:
     pending_records: int = -1
     sink_rows: dict[str, int] = dataclasses.field(default_factory=dict)
     sink_retries_by_sink: dict[str, int] = dataclasses.field(default_factory=dict)
+    data_loss_events: int = 0
 
     @property
     def duration_s(self) -> float:

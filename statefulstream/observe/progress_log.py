@@ -16,7 +16,6 @@ With a checkpoint, report N is kept as ``<checkpoint_dir>/progress/N.json``
 from __future__ import annotations
 
 import collections
-import datetime
 import logging
 import os
 import time
@@ -26,17 +25,12 @@ from typing import Any
 import orjson
 
 from statefulstream.observe.progress import BatchProgress
+from statefulstream.timeutil import format_ms
 
 logger = logging.getLogger(__name__)
 
 report_logger = logging.getLogger("statefulstream.observe.progress")
 """Where the one-line JSON reports go, at INFO."""
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict[str, Any]:
@@ -53,7 +47,7 @@ def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict
     return {
         "app": p.app,
         "batch_id": p.batch_id,
-        "timestamp": _iso(p.batch_ts_ms),
+        "timestamp": format_ms(p.batch_ts_ms),
         "replayed": p.replayed,
         "num_input_rows": p.records_read,
         "input_rows_per_second": p.records_read / since_last_s if since_last_s else None,
@@ -62,8 +56,8 @@ def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict
         "records": {"read": p.records_read, "processed": p.records_processed, "late_dropped": p.records_late,
                     "late_kept": p.records_late_kept, "filtered": p.records_filtered,
                     "dead_lettered": dict(p.records_dead_lettered)},
-        "event_time": {"watermark": _iso(p.watermark_ms), "next_watermark": _iso(p.next_watermark_ms),
-                       "max": _iso(p.max_event_time_ms)},
+        "event_time": {"watermark": format_ms(p.watermark_ms), "next_watermark": format_ms(p.next_watermark_ms),
+                       "max": format_ms(p.max_event_time_ms)},
         "state_operator": {"groups_called": p.groups_called, "timeouts_fired": p.timeouts_fired,
                            "rows_updated": p.state_rows_updated, "rows_removed": p.state_rows_removed,
                            "keys": p.state_keys, "bytes": p.state_bytes,
@@ -71,7 +65,7 @@ def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict
         "source": {"start_offsets": dict(p.start_offsets), "end_offsets": dict(end),
                    "latest_offsets": dict(p.latest_offsets),
                    "lag": {part: max(0, pos - end.get(part, 0)) for part, pos in p.latest_offsets.items()},
-                   "pending_records": p.pending_records},
+                   "pending_records": p.pending_records, "data_loss_events": p.data_loss_events},
         "sink": {"rows_output": p.rows_output, "rows": dict(p.sink_rows), "retries": dict(p.sink_retries_by_sink)},
     }
 

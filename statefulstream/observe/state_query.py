@@ -31,7 +31,7 @@ import orjson
 from statefulstream.errors import StateError
 from statefulstream.json_rows import dumps
 from statefulstream.state.store import NO_TIMEOUT_MS, CommittedView, StateRow
-from statefulstream.timeutil import ms_to_datetime
+from statefulstream.timeutil import format_ms
 
 DEFAULT_LIMIT = 100
 """Rows a listing returns unless ``limit`` says otherwise."""
@@ -111,7 +111,7 @@ def _error(code: int, message: str, **extra: Any) -> Response:
 def _row(key: Hashable, row: StateRow) -> dict[str, Any]:
     timeout = None if row.timeout_ms == NO_TIMEOUT_MS else row.timeout_ms
     return {"key": _json_form(key), "url": key_url(key), "value": row.value, "timeout_ms": timeout,
-            "timeout": None if timeout is None else ms_to_datetime(timeout).isoformat()}
+            "timeout": format_ms(timeout)}
 
 
 def _limit(values: list[str]) -> int:

@@ -5,17 +5,17 @@ kept in memory, the command from those kept in the checkpoint), so every
 number shown is a number of a report. ``StatusBoard`` is the live side: the
 bounded history, the app's configuration and where its loop is.
 
->>> reports = [{"batch_id": 4, "timestamp": "2026-01-01T00:00:10.000+00:00", "num_input_rows": 5,
+>>> reports = [{"batch_id": 4, "timestamp": "2026-01-01T00:00:10.000Z", "num_input_rows": 5,
 ...             "input_rows_per_second": 2.5, "processed_rows_per_second": 50.0,
 ...             "duration_ms": {"read": 60.0, "handler": 40.0, "total": 100.0},
 ...             "records": {"late_dropped": 1, "dead_lettered": {"decode": 2}},
-...             "event_time": {"watermark": "2026-01-01T00:00:04.000+00:00"},
+...             "event_time": {"watermark": "2026-01-01T00:00:04.000Z"},
 ...             "state_operator": {"keys": 3, "bytes": 900, "timers_pending": 3, "timeouts_fired": 0},
 ...             "source": {"lag": {"events:0": 7}}, "sink": {"retries": {}}}]
 >>> series(reports)["watermark_lag_s"], series(reports)["dead_lettered"]
 ([6.0], [2])
 >>> [(row["key"], row["value"]) for row in summary(reports)][:3]
-[('batch', 4), ('timestamp', '2026-01-01T00:00:10.000+00:00'), ('input_rows', 5)]
+[('batch', 4), ('timestamp', '2026-01-01T00:00:10.000Z'), ('input_rows', 5)]
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ Report = dict[str, Any]
 
 
 def _epoch_s(iso: str | None) -> float | None:
-    return None if iso is None else datetime.datetime.fromisoformat(iso).timestamp()
+    try:
+        return None if iso is None else datetime.datetime.fromisoformat(iso).timestamp()
+    except ValueError:  # "out of range (N ms)": a time an older version stored (timeutil.format_ms)
+        return None
 
 
 def watermark_lag_s(report: Report) -> float | None:

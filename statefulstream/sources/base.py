@@ -9,19 +9,58 @@ to the offsets log and the commit record as they are.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from statefulstream.records import DeadLetter, Offsets
 
+logger = logging.getLogger(__name__)
+
+PositionOf = Callable[[int], Mapping[str, Any]]
+"""Index within one :meth:`ReadResult.add` call -> where that record was read."""
+
 
 @dataclasses.dataclass
 class ReadResult:
-    """What ``Source.read`` returns: decoded records in order, and the dead letters."""
+    """What ``Source.read`` returns: decoded records in order, and the dead letters.
+
+    A source adds records with :meth:`add`, saying how to find each one's
+    position; the executor asks (:meth:`position`) only for a record that
+    fails after decoding (no key, a bad event time, a step raising), so the
+    positions of the other records are never computed.
+
+    >>> result = ReadResult([])
+    >>> result.add([{"k": 1}, {"k": 2}], lambda i: {"partition": "p", "offset": 40 + i})
+    >>> result.position(1), result.position(2)
+    ({'partition': 'p', 'offset': 41}, None)
+    """
 
     records: list[Any]
     dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+    _starts: list[int] = dataclasses.field(default_factory=list, repr=False, compare=False)
+    _ends: list[int] = dataclasses.field(default_factory=list, repr=False, compare=False)
+    _positions: list[PositionOf] = dataclasses.field(default_factory=list, repr=False, compare=False)
+
+    def add(self, records: list[Any], position_of: PositionOf) -> None:
+        """Append ``records``; ``position_of(i)`` tells where ``records[i]`` was read (called only on failure)."""
+        if not records:
+            return
+        start = len(self.records)
+        self.records += records
+        self._starts.append(start)
+        self._ends.append(start + len(records))
+        self._positions.append(position_of)
+
+    def position(self, index: int) -> Mapping[str, Any] | None:
+        """Return where ``records[index]`` was read, or ``None`` if the source did not say."""
+        k = bisect.bisect_right(self._starts, index) - 1
+        if k < 0 or index >= self._ends[k]:
+            return None
+        return self._positions[k](index - self._starts[k])
 
 
 class Source(ABC):
@@ -42,15 +81,26 @@ class Source(ABC):
       every time it is called, including after a restart: that is what makes a
       replayed batch produce identical output. It decodes records; a record
       that cannot be decoded or breaks the schema becomes a ``DeadLetter`` and
-      the rest go on.
+      the rest go on. Records are added with ``ReadResult.add`` and a position
+      function, so a record that fails later is dead-lettered with its position.
     * ``committed`` is informational (e.g. committing Kafka consumer-group
       offsets for lag tools); the checkpoint, not the source, is the source of
       truth. It may be lost in a crash.
     * Implementations must not read the clock to decide what to return.
     * ``close`` is idempotent and may not be called after a crash.
+    * Data that was read or planned and is gone (a file truncated or deleted,
+      records the broker no longer has) raises ``DataLossError`` unless the
+      source's ``fail_on_data_loss`` is False; then the source goes on past
+      it and calls :func:`data_lost` (a WARNING, counted in
+      ``data_loss_events``, the ``statefulstream_source_data_loss`` metric).
+    * ``position_index``/``restore_position_index`` are optional: what a
+      source needs to find its positions again after a restart without
+      re-reading what it read before (``FileSource``: byte offsets of lines).
     """
 
     name: str = "source"
+    data_loss_events: int = 0
+    """Data losses this source went on past (``fail_on_data_loss=False``) since it was created."""
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or prepare; called once before the first ``available``."""
@@ -68,6 +118,19 @@ class Source(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources. Idempotent."""
+
+    def position_index(self, start: Offsets, end: Offsets) -> dict[str, Any]:
+        """Return what finds ``start`` and ``end`` again after a restart (JSON-able; logged with the plan)."""
+        return {}
+
+    def restore_position_index(self, index: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Take the ``position_index`` of the plan a restarted app resumes from, before ``available``."""
+
+
+def data_lost(source: Source, message: str) -> None:
+    """Log a data loss ``source`` goes on past (``fail_on_data_loss=False``) and count it."""
+    source.data_loss_events += 1
+    logger.warning("%s source: %s", source.name, message)
 
 
 def cap_offsets(start: Offsets, latest: Offsets, max_records: int | None) -> dict[str, int]:

@@ -11,20 +11,18 @@ it is being read, but never shrink or change what was already read.
 from __future__ import annotations
 
 import bisect
-import csv
-import dataclasses
 import glob
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from statefulstream.errors import ConfigError, SourceError
+from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
-from statefulstream.sources.base import ReadResult, Source
+from statefulstream.sources.base import ReadResult, Source, data_lost
+from statefulstream.sources.file_index import FileIndex, hint, read_lines, scan_lines
+from statefulstream.sources.line_decode import csv_header, decode_csv, decode_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +34,6 @@ EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "
 """File extension -> format, used when ``format`` is not given."""
 
 _ALIASES = {"jsonl": "jsonl", "json": "jsonl", "ndjson": "jsonl", "csv": "csv", "parquet": "parquet"}
-_CHUNK = 1 << 20  # bytes read at a time when counting lines; also the spacing of the seek index
-
-
-@dataclasses.dataclass
-class _FileIndex:
-    """What is known about one file: how far it was counted and where its lines start.
-
-    ``cp_lines[i]`` is a line number whose first byte is at ``cp_offsets[i]``;
-    one entry per ~``_CHUNK`` bytes, so a read seeks close to its first line.
-    """
-
-    size: int = -1  # bytes seen at the last scan; an equal size means nothing new
-    lines: int = 0  # complete lines (JSON lines: plus an unterminated last line holding a whole object)
-    scanned: int = 0  # byte offset up to which ``lines`` were counted
-    tail_counted: bool = False  # the last counted line has no newline yet
-    cp_lines: list[int] = dataclasses.field(default_factory=lambda: [0])
-    cp_offsets: list[int] = dataclasses.field(default_factory=lambda: [0])
-    header: list[str] | None = None  # CSV column names
-    group_starts: list[int] = dataclasses.field(default_factory=list)  # Parquet: first row of each row group, + total
 
 
 class FileSource(Source):
@@ -67,8 +46,19 @@ class FileSource(Source):
     them when done. Files are read in sorted path order.
 
     Offsets keep every file ever seen at its next position, so a file fully
-    read is never read again (even if deleted later) and one that grows is
-    read from where it stopped.
+    read is never read again and one that grows is read from where it
+    stopped. The plan of each batch also keeps the byte offsets of its start
+    and end lines, so a restart does not count the lines of what was read
+    before.
+
+    Data loss: a file that shrank below what was read (truncated or
+    replaced) or that vanished after records of it were read stops the app
+    with ``DataLossError`` naming the file, the position expected and what is
+    there now, as Spark's ``failOnDataLoss``. With ``fail_on_data_loss=False``
+    the source goes on with a WARNING, counted in the
+    ``statefulstream_source_data_loss`` metric: a shrunk file is read again
+    from its first record, a vanished one is forgotten (so deleting files
+    once they are processed needs ``fail_on_data_loss=False``).
 
     A line that is not complete yet (no newline at the end of the file: a
     writer is still appending) is not available until it is complete. For
@@ -89,13 +79,16 @@ class FileSource(Source):
         format: ``"jsonl"``, ``"csv"`` or ``"parquet"``; None infers it from
             each file's extension.
         schema: fields every record must have (see :class:`Schema`).
+        fail_on_data_loss: stop when a file read before shrank or vanished
+            (default True, as Spark); False goes on with a WARNING.
 
     Raises:
         ConfigError: unknown format, a single file of unknown extension, or
             Parquet without pyarrow installed.
-        SourceError: (from ``available``/``read``) the path does not exist, a
-            file shrank or was replaced after it was read, or a CSV header is
-            unusable.
+        SourceError: (from ``available``/``read``) the path does not exist or
+            a CSV header is unusable.
+        DataLossError: (from ``available``/``read``) a file shrank or vanished
+            after it was read or planned, with ``fail_on_data_loss=True``.
 
     >>> import pathlib, tempfile
     >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -110,19 +103,21 @@ class FileSource(Source):
     name = "file"
 
     def __init__(self, path: str | os.PathLike[str], *, format: str | None = None,
-                 schema: Schema | None = None) -> None:
+                 schema: Schema | None = None, fail_on_data_loss: bool = True) -> None:
         self.path = os.fspath(path)
         if format is not None and format.lower() not in _ALIASES:
             msg = f"FileSource format must be one of {', '.join(FORMATS)} or None (infer); got {format!r}"
             raise ConfigError(msg)
         self.format = _ALIASES[format.lower()] if format is not None else None
         self.schema = schema
+        self.fail_on_data_loss = fail_on_data_loss
         self._is_glob = glob.has_magic(self.path)
         if self.format is None and not self._is_glob and os.path.isfile(self.path):
             self._format_of(self.path, config=True)
         if self.format == "parquet":
             _pyarrow_parquet()
-        self._index: dict[str, _FileIndex] = {}
+        self._index: dict[str, FileIndex] = {}
+        self._lost: dict[str, int] = {}  # path -> the position already reported lost
 
     def __repr__(self) -> str:
         return f"FileSource({self.path!r}, format={self.format!r}, schema={self.schema!r})"
@@ -131,22 +126,38 @@ class FileSource(Source):
         """Return ``start`` with new files at 0, and the records available in every known file.
 
         Files already known keep their position; a file fully read costs one
-        ``stat``. Raises SourceError when the path is missing or a file
-        shrank below what was read.
+        ``stat``. A file read before that shrank or vanished is data loss:
+        ``DataLossError``, or with ``fail_on_data_loss=False`` a WARNING, a
+        shrunk file read again from its start and a vanished one forgotten.
+
+        Raises:
+            SourceError: the path is missing.
+            DataLossError: see above.
         """
         start_out = dict(start)
         latest = dict(start)
+        present = set()
         for path in self._list_files():
-            idx = self._refresh(path)
-            if idx is None:
-                continue  # deleted between listing and stat
+            found = self._refresh(path)
+            if found is None:
+                continue  # deleted between listing and stat: vanished, below
+            idx, shrunk_from = found
+            present.add(path)
             count = self._records(path, idx)
             pos = start_out.setdefault(path, 0)
-            if count < pos:
-                msg = (f"file {path!r} now has {count} records but {pos} were already read: it was truncated or "
-                       f"replaced. FileSource needs append-only files; write a new file instead of rewriting one")
-                raise SourceError(msg)
+            # (A loss already gone past stays gone past while planning asks again from the same position.)
+            if shrunk_from is not None or count < pos or (pos and self._lost.get(path) == pos):
+                was = f", down from {shrunk_from} seen before" if shrunk_from is not None else ""
+                self._lose(path, pos, f"has {count} records ({idx.size} bytes{was})",
+                           f"{pos} records of it were already read", "read again from its first record")
+                start_out[path] = 0
             latest[path] = count
+        for path in sorted(start_out.keys() - present):
+            if start_out[path]:
+                self._lose(path, start_out[path], "is gone (deleted or renamed)",
+                           f"{start_out[path]} records of it were already read", "forgotten")
+            del start_out[path], latest[path]
+            self._index.pop(path, None)
         return start_out, latest
 
     def read(self, start: Offsets, end: Offsets) -> ReadResult:
@@ -157,26 +168,70 @@ class FileSource(Source):
         sorted path order, records in file order.
 
         Raises:
-            SourceError: a file no longer holds the planned range (deleted,
-                truncated or replaced).
+            DataLossError: a file no longer holds the planned range (deleted,
+                truncated or replaced); with ``fail_on_data_loss=False`` what
+                is left of the range is read, with a WARNING.
         """
         result = ReadResult([])
         for path in sorted(end):
             lo, hi = start.get(path, 0), end[path]
             if hi <= lo:
                 continue
-            idx = self._refresh(path)
-            if idx is None or self._records(path, idx) < hi:
-                have = "is gone" if idx is None else f"has {self._records(path, idx)} records"
-                msg = (f"file {path!r} {have} but the batch was planned up to record {hi}: it was deleted, "
-                       f"truncated or replaced after being planned. Restore it to replay the batch")
-                raise SourceError(msg)
+            found = self._refresh(path)
+            if found is None:
+                self._lose(path, hi, "is gone", f"the batch was planned up to record {hi}", "skipped")
+                continue
+            idx = found[0]
+            have = self._records(path, idx)
+            if have < hi:
+                self._lose(path, hi, f"has {have} records", f"the batch was planned up to record {hi}",
+                           "read as far as it goes")
+                if have <= lo:
+                    continue
+                hi = have
             fmt = self._format_of(path)
             if fmt == "parquet":
                 self._read_parquet(path, idx, lo, hi, result)
             else:
                 self._read_text(path, fmt, idx, lo, hi, result)
         return result
+
+    def _lose(self, path: str, position: int, now: str, expected: str, then: str) -> None:
+        """Data read or planned from ``path`` up to ``position`` is gone: raise ``DataLossError``, or warn and count.
+
+        A loss is counted once: planning may ask ``available`` again from the
+        same stale position before the batch that goes past it commits.
+        """
+        if self._lost.get(path) == position:
+            return
+        what = (f"file {path!r} {now}, but {expected}: it was truncated, replaced or deleted. "
+                f"FileSource needs append-only files that stay in place")
+        if self.fail_on_data_loss:
+            msg = (f"{what}. Restore the file to go on (a planned batch is then replayed exactly), or set "
+                   f"FileSource(..., fail_on_data_loss=False) to go on without what was lost")
+            raise DataLossError(msg)
+        self._lost[path] = position
+        data_lost(self, f"{what}; fail_on_data_loss=False, so it is {then}")
+
+    def position_index(self, start: Offsets, end: Offsets) -> dict[str, Any]:
+        """Return, per text file in ``end``, the byte offsets of its start and end lines (see ``file_index``)."""
+        out: dict[str, Any] = {}
+        for path, hi in end.items():
+            idx = self._index.get(path)
+            if idx is None or not idx.lines or self._format_of(path) == "parquet":
+                continue
+            skip = 1 if self._format_of(path) == "csv" else 0
+            lo = min(start.get(path, 0), hi)
+            if hi + skip > idx.lines:
+                continue  # not counted that far (a file that shrank): nothing to remember
+            out[path] = hint(path, idx, lo + skip, hi + skip)
+        return out
+
+    def restore_position_index(self, index: Mapping[str, Any]) -> None:
+        """Resume the line index of each file from a plan's ``position_index``, without reading the files."""
+        for path, file_hint in index.items():
+            if path not in self._index:
+                self._index[path] = FileIndex.from_hint(file_hint)
 
     # --- listing and indexing
 
@@ -206,46 +261,49 @@ class FileSource(Source):
             _pyarrow_parquet()
         return fmt
 
-    def _records(self, path: str, idx: _FileIndex) -> int:
+    def _records(self, path: str, idx: FileIndex) -> int:
         """Return the number of records (positions) the index holds for ``path``."""
         if self._format_of(path) == "csv":
             return max(0, idx.lines - 1)  # the first line is the header
         return idx.lines
 
-    def _refresh(self, path: str) -> _FileIndex | None:
-        """Bring the index of ``path`` up to date, reading only bytes not seen yet; None if it is gone."""
+    def _refresh(self, path: str) -> tuple[FileIndex, int | None] | None:
+        """Bring the index of ``path`` up to date, reading only bytes not seen yet.
+
+        Returns ``(index, None)``; ``(index, bytes seen before)`` when the file
+        shrank (it is then counted again from the start); ``None`` if it is gone.
+        """
         try:
             size = os.stat(path).st_size
         except FileNotFoundError:
             return None
-        idx = self._index.setdefault(path, _FileIndex())
+        idx = self._index.setdefault(path, FileIndex())
         if size == idx.size:
-            return idx
+            return idx, None
+        shrunk_from = None
         if size < idx.scanned:
-            self._index.pop(path)
-            msg = (f"file {path!r} shrank from {idx.scanned} to {size} bytes after it was read: it was truncated "
-                   f"or replaced. FileSource needs append-only files; write a new file instead")
-            raise SourceError(msg)
+            shrunk_from = idx.scanned
+            idx = self._index[path] = FileIndex()
         fmt = self._format_of(path)
         if fmt == "parquet":
             _index_parquet(path, idx, size)
         else:
-            _scan_lines(path, idx, accept_tail=fmt == "jsonl")
+            scan_lines(path, idx, accept_tail=fmt == "jsonl")
             if fmt == "csv" and idx.header is None and idx.lines:
-                idx.header = _csv_header(path)
-        return idx
+                idx.header = csv_header(path)
+        return idx, shrunk_from
 
     # --- decoding
 
-    def _read_text(self, path: str, fmt: str, idx: _FileIndex, lo: int, hi: int, out: ReadResult) -> None:
+    def _read_text(self, path: str, fmt: str, idx: FileIndex, lo: int, hi: int, out: ReadResult) -> None:
         skip = 1 if fmt == "csv" else 0  # the header line
         first = lo + skip  # physical (0-based) line of record ``lo``
-        lines = _read_lines(path, idx, first, hi + skip)
+        lines = read_lines(path, idx, first, hi + skip)
         if fmt == "jsonl":
-            records, where, dead = _decode_jsonl(lines)
+            records, where, dead = decode_jsonl(lines)
         else:
             assert idx.header is not None  # a CSV with records has a header line
-            records, where, dead = _decode_csv(lines, idx.header)
+            records, where, dead = decode_csv(lines, idx.header)
         letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1}, lines[i], "decode")
                    for i, reason in dead]
         if self.schema is not None:
@@ -254,157 +312,32 @@ class FileSource(Source):
                 letters += [DeadLetter(reason, self.name, {"file": path, "line": first + where[j] + 1},
                                        lines[where[j]], "schema") for j, reason in bad]
                 letters.sort(key=lambda dl: dl.position["line"])
-        out.records += records
+                dropped = {j for j, _ in bad}
+                where = [w for j, w in enumerate(where) if j not in dropped]
+        line0 = first + 1
+        out.add(records, lambda i: {"file": path, "line": line0 + where[i]})
         out.dead_letters += letters
 
-    def _read_parquet(self, path: str, idx: _FileIndex, lo: int, hi: int, out: ReadResult) -> None:
+    def _read_parquet(self, path: str, idx: FileIndex, lo: int, hi: int, out: ReadResult) -> None:
         starts = idx.group_starts
         g0 = bisect.bisect_right(starts, lo) - 1
         g1 = bisect.bisect_left(starts, hi)
         pq = _pyarrow_parquet()
         table = pq.ParquetFile(path).read_row_groups(list(range(g0, g1)))
         rows = table.slice(lo - starts[g0], hi - lo).to_pylist()
+        row0 = lo + 1
         if self.schema is None:
-            out.records += rows
+            out.add(rows, lambda i: {"file": path, "row": row0 + i})
             return
         good, bad = self.schema.conform(rows)
-        out.records += good
+        dropped = {i for i, _ in bad}
+        where = [i for i in range(len(rows)) if i not in dropped] if bad else range(len(rows))
+        out.add(good, lambda i: {"file": path, "row": row0 + where[i]})
         out.dead_letters += [DeadLetter(reason, self.name, {"file": path, "row": lo + i + 1}, rows[i], "schema")
                              for i, reason in bad]
 
 
-def _scan_lines(path: str, idx: _FileIndex, *, accept_tail: bool) -> None:
-    """Count the complete lines added to ``path`` since the last scan, in ``_CHUNK`` reads."""
-    with open(path, "rb") as f:
-        pos = idx.scanned
-        f.seek(pos)
-        if idx.tail_counted:
-            nl = f.read(1)
-            if not nl:
-                return
-            if nl != b"\n":
-                msg = (f"file {path!r}: line {idx.lines} was read as a complete JSON object without a newline, "
-                       f"and then the writer appended to the same line. Terminate every line with a newline")
-                raise SourceError(msg)
-            pos += 1
-            idx.tail_counted = False
-        buf = b""
-        while chunk := f.read(_CHUNK):
-            buf += chunk
-            cut = buf.rfind(b"\n") + 1
-            if not cut:
-                continue  # a line longer than a chunk, or the unterminated tail
-            if pos - idx.cp_offsets[-1] >= _CHUNK:
-                idx.cp_lines.append(idx.lines)
-                idx.cp_offsets.append(pos)
-            idx.lines += buf.count(b"\n", 0, cut)
-            pos += cut
-            buf = buf[cut:]
-    idx.scanned = pos
-    idx.size = pos + len(buf)
-    if accept_tail and buf.strip() and _is_json_object(buf):
-        # A whole object cannot be the prefix of a longer valid line, so it is final.
-        idx.lines += 1
-        idx.scanned = idx.size
-        idx.tail_counted = True
-
-
-def _is_json_object(data: bytes) -> bool:
-    try:
-        return type(orjson.loads(data)) is dict
-    except orjson.JSONDecodeError:
-        return False
-
-
-def _read_lines(path: str, idx: _FileIndex, lo: int, hi: int) -> list[bytes]:
-    """Return physical lines ``[lo, hi)`` of ``path`` (without newlines), seeking via the index."""
-    k = bisect.bisect_right(idx.cp_lines, lo) - 1
-    j = bisect.bisect_left(idx.cp_lines, hi)
-    begin = idx.cp_offsets[k]
-    stop = idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned
-    with open(path, "rb") as f:
-        f.seek(begin)
-        data = f.read(stop - begin)
-    return data.split(b"\n")[lo - idx.cp_lines[k]:hi - idx.cp_lines[k]]
-
-
-def _decode_jsonl(lines: list[bytes]) -> tuple[list[Any], Sequence[int], list[tuple[int, str]]]:
-    """Decode JSON lines into ``(records, line index of each record, (line index, reason) of bad lines)``."""
-    loads = orjson.loads
-    try:
-        records = [loads(line) for line in lines]
-    except orjson.JSONDecodeError:
-        records = None
-    if records is not None and all(type(r) is dict for r in records):
-        return records, range(len(lines)), []
-    # Slow path, only for a batch holding a bad or blank line: find which.
-    records, where, dead = [], [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = loads(line)
-        except orjson.JSONDecodeError as exc:
-            dead.append((i, f"line is truncated or not valid JSON: {exc}"))
-            continue
-        if type(rec) is not dict:
-            dead.append((i, f"line is a JSON {type(rec).__name__}, not an object"))
-            continue
-        records.append(rec)
-        where.append(i)
-    return records, where, dead
-
-
-def _decode_csv(lines: list[bytes], header: list[str]) -> tuple[list[Any], Sequence[int], list[tuple[int, str]]]:
-    """Decode CSV lines, one record per line, into the same triple as :func:`_decode_jsonl`."""
-    width = len(header)
-    try:
-        texts = b"\n".join(lines).decode("utf-8").split("\n")
-        reader = csv.reader(texts, strict=True)
-        rows: list[list[str]] | None = list(reader)
-    except (UnicodeDecodeError, csv.Error):
-        rows = None
-    # Each row must come from exactly one line, or positions would depend on where a batch was cut.
-    if rows is not None and len(rows) == len(lines) and all(len(r) == width for r in rows):
-        return [dict(zip(header, r, strict=True)) for r in rows], range(len(lines)), []
-    records, where, dead = [], [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = next(csv.reader([line.decode("utf-8")], strict=True))
-        except UnicodeDecodeError as exc:
-            dead.append((i, f"line is not valid UTF-8: {exc}"))
-            continue
-        except csv.Error as exc:
-            dead.append((i, f"line is not one CSV record (an unclosed quote?): {exc}"))
-            continue
-        if len(row) != width:
-            dead.append((i, f"line has {len(row)} fields but the header has {width}"))
-            continue
-        records.append(dict(zip(header, row, strict=True)))
-        where.append(i)
-    return records, where, dead
-
-
-def _csv_header(path: str) -> list[str]:
-    """Return the column names from the first line of a CSV file."""
-    with open(path, "rb") as f:
-        first = f.readline()
-    try:
-        header = next(csv.reader([first.decode("utf-8-sig")], strict=True))
-    except (UnicodeDecodeError, csv.Error, StopIteration) as exc:
-        msg = f"CSV file {path!r} has no usable header line ({exc}); its first line must name the columns"
-        raise SourceError(msg) from exc
-    header = [h.strip() for h in header]
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if not header or "" in header or dupes:
-        msg = f"CSV file {path!r}: header {header!r} has empty or repeated column names {dupes}; name each column once"
-        raise SourceError(msg)
-    return header
-
-
-def _index_parquet(path: str, idx: _FileIndex, size: int) -> None:
+def _index_parquet(path: str, idx: FileIndex, size: int) -> None:
     """Record the row groups of a parquet file; one that cannot be opened yet has no rows."""
     pq = _pyarrow_parquet()
     idx.size = size

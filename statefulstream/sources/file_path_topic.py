@@ -143,7 +143,7 @@ class FilePathTopicSource(Source):
             result.dead_letters.append(DeadLetter(f"file {path!r} cannot be read: {exc}", self.name, position,
                                                   path, "file"))
             return
-        result.records.extend(part.records)
+        result.add(part.records, lambda i: {**where, **(part.position(i) or {"file": path})})
         for letter in part.dead_letters:
             result.dead_letters.append(DeadLetter(letter.reason, letter.source, {**where, **letter.position},
                                                   letter.raw, letter.error))

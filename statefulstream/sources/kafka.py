@@ -372,11 +372,14 @@ class KafkaSource(Source):
                 if isinstance(rec, dict):
                     rec[field] = key.decode("utf-8", "backslashreplace") if key is not None else None
         if self.schema is None:
-            result.records.extend(records[i] for i in kept)
+            result.add([records[i] for i in kept], _positions(messages, kept))
             return
         good, violations = self.schema.conform([records[i] for i in kept])
-        result.records.extend(good)
-        result.dead_letters.extend(self._dead(messages[kept[j]], reason, "schema") for j, reason in violations)
+        if violations:
+            failed = {j for j, _ in violations}
+            result.dead_letters.extend(self._dead(messages[kept[j]], reason, "schema") for j, reason in violations)
+            kept = [i for j, i in enumerate(kept) if j not in failed]
+        result.add(good, _positions(messages, kept))
 
     def _decode_values(self, values: list[bytes | None]) -> tuple[list[Any], list[tuple[int, str]]]:
         """Return the decoded values (``None`` where bad) and ``(index, reason)`` of the bad ones."""
@@ -436,6 +439,19 @@ class KafkaSource(Source):
 def _where(msg: Message) -> tuple[str, int]:
     """Return the partition name and offset of a fetched message (never ``None`` without an error)."""
     return partition_name(msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+
+
+def _positions(messages: list[Message], kept: list[int]) -> Callable[[int], dict[str, Any]]:
+    """Return the position function of the records decoded from one partition's ``messages[kept[i]]``.
+
+    Keeps offsets, not the messages (their values would stay in memory for
+    the whole batch); a gap-free range needs only its first offset.
+    """
+    topic, partition, first = messages[0].topic(), messages[0].partition(), messages[0].offset() or 0
+    if (messages[-1].offset() or 0) - first == len(messages) - 1:
+        return lambda i: {"topic": topic, "partition": partition, "offset": first + kept[i]}
+    offsets = [messages[i].offset() for i in kept]  # gaps: transaction markers, compaction
+    return lambda i: {"topic": topic, "partition": partition, "offset": offsets[i]}
 
 
 def _unpack_msgpack(value: bytes) -> Any:

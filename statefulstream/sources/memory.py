@@ -52,4 +52,7 @@ class MemorySource(Source):
             if rec is CRASH and lo + i not in self._crashed:
                 self._crashed.add(lo + i)
                 raise SimulatedCrashError(f"simulated crash at position {lo + i}")
-        return ReadResult([r for r in chunk if r is not CRASH])
+        kept = [i for i, r in enumerate(chunk) if r is not CRASH]
+        result = ReadResult([])
+        result.add([chunk[i] for i in kept], lambda i: {"partition": self.PARTITION, "offset": lo + kept[i]})
+        return result

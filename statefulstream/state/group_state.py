@@ -21,7 +21,7 @@ from statefulstream.errors import (
     WatermarkNotDefinedError,
 )
 from statefulstream.options import GroupStateTimeout
-from statefulstream.timeutil import datetime_to_ms
+from statefulstream.timeutil import datetime_to_ms, out_of_range
 
 S = TypeVar("S")
 """The type of the state value a handler keeps per group."""
@@ -165,7 +165,8 @@ class GroupState(Generic[S]):
 
         Raises:
             TimeoutNotConfiguredError: the operator's timeout is not processing time.
-            InvalidTimeoutError: the duration is zero or negative.
+            InvalidTimeoutError: the duration is zero or negative, or the
+                deadline is after ``timeutil.MAX_TIME_MS`` (year 9999).
         """
         if self._timeout_kind is not GroupStateTimeout.PROCESSING_TIME:
             raise TimeoutNotConfiguredError(
@@ -174,6 +175,7 @@ class GroupState(Generic[S]):
         ms = _duration_ms(duration, "timeout duration")
         if ms <= 0:
             raise InvalidTimeoutError(f"Timeout duration must be positive; got {ms} ms")
+        _check_range(self._batch_ts + ms, f"Timeout duration {ms} ms after the batch time {self._batch_ts}")
         self._timeout_ts = self._batch_ts + ms
 
     def set_timeout_timestamp(
@@ -189,8 +191,9 @@ class GroupState(Generic[S]):
 
         Raises:
             TimeoutNotConfiguredError: the operator's timeout is not event time.
-            InvalidTimeoutError: the result is not positive, or is earlier than
-                the current watermark (equal to it is allowed).
+            InvalidTimeoutError: the result is not positive, is after
+                ``timeutil.MAX_TIME_MS`` (year 9999), or is earlier than the
+                current watermark (equal to it is allowed).
         """
         if self._timeout_kind is not GroupStateTimeout.EVENT_TIME:
             raise TimeoutNotConfiguredError(
@@ -207,6 +210,7 @@ class GroupState(Generic[S]):
             ms += extra
         if ms <= 0:
             raise InvalidTimeoutError(f"Timeout timestamp must be positive; got {ms}")
+        _check_range(ms, f"Timeout timestamp {ms}")
         if self._watermark != NO_TIMESTAMP and ms < self._watermark:
             raise InvalidTimeoutError(
                 f"Timeout timestamp ({ms}) cannot be earlier than the current watermark ({self._watermark})")
@@ -265,6 +269,12 @@ class GroupState(Generic[S]):
     setTimeoutTimestamp = set_timeout_timestamp  # noqa: N815 - PySpark name
     getCurrentWatermarkMs = get_current_watermark_ms  # noqa: N815 - PySpark name
     getCurrentProcessingTimeMs = get_current_processing_time_ms  # noqa: N815 - PySpark name
+
+
+def _check_range(ms: int, what: str) -> None:
+    reason = out_of_range(ms)
+    if reason is not None:
+        raise InvalidTimeoutError(f"{what} {reason}; timeouts must be representable times")
 
 
 def _duration_ms(value: int | str | _dt.timedelta, what: str) -> int:

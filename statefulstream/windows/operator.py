@@ -29,7 +29,7 @@ from typing import Any
 
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError
-from statefulstream.operator import StatefulOperator, as_sinks, field_getter
+from statefulstream.operator import StatefulOperator, as_sinks, event_time_ahead_ms, field_getter
 from statefulstream.options import GroupStateTimeout, OutputMode
 from statefulstream.sink import Sink
 from statefulstream.state.group_state import GroupState
@@ -196,7 +196,8 @@ class AggregationOperator(StatefulOperator):
 def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | SessionSpec,
                       aggs: Mapping[str, Aggregator], watermark_delay: int | str | None = None,
                       output_mode: OutputMode | str = OutputMode.APPEND, sink: Sink | Sequence[Sink] | None = None,
-                      name: str | None = None) -> AggregationOperator:
+                      name: str | None = None,
+                      max_event_time_ahead: int | str | None = None) -> AggregationOperator:
     """Validate ``app.aggregate(...)`` arguments and return the operator.
 
     Args:
@@ -208,6 +209,8 @@ def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | Session
         output_mode: ``"append"`` (default), ``"update"`` or ``"complete"``.
         sink: a Sink or a list of Sinks for the window rows.
         name: operator name (logs, checkpoint signature).
+        max_event_time_ahead: dead-letter records whose event time is more than
+            this ahead of the batch's processing time (off by default).
 
     Raises:
         ConfigError: an argument is wrong; the message names it.
@@ -246,7 +249,8 @@ def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | Session
         watermark_delay_ms=delay, output_mode=mode,
         timeout=GroupStateTimeout.EVENT_TIME if closes else GroupStateTimeout.NO_TIMEOUT,
         sinks=as_sinks(sink, f"{what}: sink"), state_sinks=[], initial_state=None,
-        call_all_keys=mode is OutputMode.COMPLETE)
+        call_all_keys=mode is OutputMode.COMPLETE,
+        max_event_time_ahead_ms=event_time_ahead_ms(max_event_time_ahead, True, what))
 
 
 def _delay(value: int | str | None, mode: OutputMode, what: str) -> int | None:
