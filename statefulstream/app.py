@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from statefulstream.checkpoint.plan_log import MemoryPlanLog, PlanLog
@@ -39,6 +39,7 @@ from statefulstream.observe.state_query import StateQueries
 from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step
+from statefulstream.records import DeadLetter
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
@@ -177,7 +178,9 @@ class App:
         ``"update"``), ``timeout`` (``GroupStateTimeout``; default none),
         ``sink`` (a Sink or a list), ``state_sink`` (receives ``StateChange``
         rows after each batch), ``initial_state`` (mapping key -> state,
-        applied in batch 0 only), ``name``.
+        applied in batch 0 only), ``skip_emitting_initial_state_keys``
+        (Spark's ``skipEmittingInitialStateKeys``: do not call the handler for
+        initial-state keys without data in batch 0; default ``False``), ``name``.
 
         Raises:
             ConfigError: when the decorator is applied, for any wrong option.
@@ -278,6 +281,30 @@ class App:
             if self.metrics_server is not None:
                 self.metrics_server.stop()
 
+    def run_batch(self, records: Iterable[Any], *, dead_letters: list[DeadLetter] | None = None) -> list[Any]:
+        """Run a batch (non-streaming) query over ``records`` and return the output rows.
+
+        Spark's ``flatMapGroupsWithState``/``mapGroupsWithState`` on a batch
+        Dataset (backfills, trying a handler on a historical file): the
+        stateless steps, then one handler call per key with all its values;
+        ``has_timed_out`` is false, timeout setters keep their type checks but
+        have no effect, the watermark is ignored (``get_current_watermark_ms()``
+        is -1 when declared), ``initial_state`` is honoured, and no state is
+        kept, read or written (neither the source, the sinks nor the checkpoint
+        are used). See :func:`statefulstream.batch_query.run_batch_query`.
+
+        >>> app = App("totals")
+        >>> @app.map_groups_with_state(key="user")
+        ... def total(user, events, state):
+        ...     return {"user": user, "n": len(events)}
+        >>> app.run_batch([{"user": "a"}, {"user": "b"}, {"user": "a"}])
+        [{'user': 'a', 'n': 2}, {'user': 'b', 'n': 1}]
+        """
+        from statefulstream.batch_query import run_batch_query
+
+        return run_batch_query(self._defined_operator(), self.steps, records, clock=self.clock,
+                               app_name=self.name, dead_letters=dead_letters)
+
     def stop(self) -> None:
         """Ask a running app to stop after the current batch. Thread-safe."""
         self._stop.set()
@@ -294,18 +321,22 @@ class App:
         """Build the executor for this app (used by ``run`` and the testing kit)."""
         if self.source is None:
             raise ConfigError(f"app {self.name!r} has no source: pass source= to App(...) or set app.source")
-        if self.operator is None:
-            raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
-                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+        operator = self._defined_operator()
         store, plan_log = self._state()
         self.executor = Executor(
-            app_name=self.name, source=self.source, operator=self.operator, steps=self.steps, store=store,
+            app_name=self.name, source=self.source, operator=operator, steps=self.steps, store=store,
             plan_log=plan_log, dead_letters=self.dead_letter_sink, clock=clock or self.clock,
             where=self.checkpoint_dir or "<memory>", max_records_per_trigger=self.max_records_per_trigger,
             keep_batches=self.keep_batches, sink_retry=self.sink_retry,
             listeners=[self.metrics.on_batch, self._progress_log().on_batch, *self.listeners],
             failure_listeners=[self.metrics.on_failure, self.health.on_failure])
         return self.executor
+
+    def _defined_operator(self) -> StatefulOperator:
+        if self.operator is None:
+            raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
+                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+        return self.operator
 
     def _progress_log(self) -> ProgressLog:
         directory = os.path.join(self.checkpoint_dir, "progress") if self.checkpoint_dir is not None else None
