@@ -40,6 +40,7 @@ from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step
 from statefulstream.records import DeadLetter
+from statefulstream.script_runs import defer_run
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
@@ -251,7 +252,13 @@ class App:
         ``UserFunctionError`` when the handler raised, ``SinkError`` when a
         sink stayed down, ``CheckpointError``/``StateError`` for an unusable
         checkpoint; in every case the uncommitted batch is replayed next start.
+
+        Called while ``statefulstream run`` loads the app's file, it returns at
+        once: the command then runs the app once, with its own options.
         """
+        if defer_run(self, trigger):
+            logger.debug("app %r: run() deferred to statefulstream run", self.name)
+            return
         trig = Trigger.parse(trigger) if trigger is not None else self.trigger
         executor = self.build_executor()
         self.metrics.declare_sinks(executor.sink_names)

@@ -16,12 +16,18 @@ from statefulstream.checkpoint.cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
 from statefulstream.observe.progress_cli import progress
 from statefulstream.observe.status_cli import status
+from statefulstream.script_runs import deferring_runs
+from statefulstream.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
 
 def load_app(target: str) -> App:
     """Load ``PATH.py[:name]`` and return its ``App`` (``app`` or the only one defined).
+
+    An ``app.run()`` the file calls while loading (a script ending in a bare
+    ``app.run()``) does not run: that app is the one returned, and the trigger
+    it was called with becomes its ``trigger``, so the caller runs it once.
 
     Raises:
         click.UsageError: no such file, or no (single) App in it.
@@ -32,14 +38,21 @@ def load_app(target: str) -> App:
     folder = str(pathlib.Path(path).resolve().parent)
     sys.path.insert(0, folder)  # so the app file can import its neighbours
     try:
-        namespace = runpy.run_path(path, run_name="__statefulstream__")
+        with deferring_runs() as runs:
+            namespace = runpy.run_path(path, run_name="__statefulstream__")
     finally:
         sys.path.remove(folder)
+    for run_call in runs:
+        if run_call.trigger is not None:
+            run_call.app.trigger = Trigger.parse(run_call.trigger)
     if name:
         found = namespace.get(name)
         if not isinstance(found, App):
             raise click.UsageError(f"{path} has no App named {name!r}")
         return found
+    started = {id(r.app): r.app for r in runs}
+    if len(started) == 1:
+        return next(iter(started.values()))
     apps = {k: v for k, v in namespace.items() if isinstance(v, App)}
     if "app" in apps:
         return apps["app"]
