@@ -14,6 +14,7 @@ import click
 from statefulstream.app import App
 from statefulstream.checkpoint.cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
+from statefulstream.logs import LEVELS, configure_logging
 from statefulstream.observe.progress_cli import progress
 from statefulstream.observe.status_cli import status
 from statefulstream.script_runs import deferring_runs
@@ -62,11 +63,6 @@ def load_app(target: str) -> App:
     raise click.UsageError(f"{path} must define one App (found: {which}); pick one with {path}:NAME")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="statefulstream")
 def main() -> None:
@@ -87,7 +83,7 @@ def main() -> None:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Override the app's checkpoint directory.")
 @click.option("--metrics-address", help="Serve /metrics, /health, /ready here, e.g. 127.0.0.1:9108.")
 @click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(LEVELS, case_sensitive=False))
 def run(target: str, trigger: str | None, max_records: int | None, checkpoint_dir: str | None,
         metrics_address: str | None, log_level: str) -> None:
     """Run the App defined in PATH.py until its trigger is done or Ctrl-C / SIGTERM.
@@ -95,7 +91,7 @@ def run(target: str, trigger: str | None, max_records: int | None, checkpoint_di
     A stop finishes and commits the running batch. After a crash, the next
     run resumes from the checkpoint and replays the unfinished batch.
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     app = load_app(target)
     if max_records is not None:
         app.max_records_per_trigger = max_records
@@ -117,7 +113,7 @@ def _run(app: App, trigger: str | None) -> None:
 @click.option("--max-records", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Records per batch (several batches show the watermark moving).")
 @click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(LEVELS, case_sensitive=False))
 def demo(max_records: int, log_level: str) -> None:
     """Sessionize the shipped sample clicks and print each closed session.
 
@@ -125,7 +121,7 @@ def demo(max_records: int, log_level: str) -> None:
     10-second watermark) over examples/data/events.jsonl in memory, with
     trigger available_now, then prints a summary.
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     example = _find_example("sessionization.py")
     app = load_app(str(example))
     app.max_records_per_trigger = max_records
