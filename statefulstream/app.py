@@ -44,7 +44,7 @@ from statefulstream.script_runs import defer_run
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.store import CommittedView, StateStore
+from statefulstream.state.store import CommitRecord, CommittedView, StateStore
 from statefulstream.timeutil import Clock, system_clock
 from statefulstream.triggers import Trigger, TriggerKind
 
@@ -398,18 +398,28 @@ class App:
 
         return restore
 
-    def snapshot(self, path: str | os.PathLike[str]) -> None:
-        """Write a consistent copy of the checkpoint to ``path`` (restore by using it as ``checkpoint_dir``)."""
+    def snapshot(self, path: str | os.PathLike[str]) -> CommitRecord:
+        """Write a consistent copy of the checkpoint to ``path`` (restore by using it as ``checkpoint_dir``).
+
+        On a running app, a batch in progress is waited for, so the snapshot
+        holds every batch whose outputs were visible when this was called.
+
+        Returns:
+            The last committed batch the snapshot holds.
+        """
         if self.checkpoint_dir is None:
             raise ConfigError(f"app {self.name!r} has no checkpoint_dir; there is nothing durable to snapshot")
         from statefulstream.checkpoint.snapshot import snapshot_checkpoint
         from statefulstream.state.rocksdb import RocksDBStateStore
 
-        # A running app holds the store's lock: snapshot through its open store.
-        running = self.executor is not None and self.executor.started
-        store = self.executor.store if running and self.executor is not None else None
-        snapshot_checkpoint(self.checkpoint_dir, os.fspath(path),
-                            store=store if isinstance(store, RocksDBStateStore) else None)
+        executor = self.executor
+        if executor is None or not executor.started:
+            return snapshot_checkpoint(self.checkpoint_dir, os.fspath(path))
+        with executor.batch_lock:  # sinks are written before the commit: wait for it
+            # A running app holds the store's lock: snapshot through its open store.
+            store = executor.store
+            return snapshot_checkpoint(self.checkpoint_dir, os.fspath(path),
+                                       store=store if isinstance(store, RocksDBStateStore) else None)
 
     @property
     def sinks(self) -> Sequence[Sink]:
