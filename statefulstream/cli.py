@@ -18,9 +18,13 @@ from statefulstream.logs import LEVELS, configure_logging
 from statefulstream.observe.progress_cli import progress
 from statefulstream.observe.status_cli import status
 from statefulstream.script_runs import deferring_runs
+from statefulstream.sink import FirstRows
 from statefulstream.triggers import Trigger
 
 logger = logging.getLogger(__name__)
+
+DEMO_SHOWN = 10
+"""Closed sessions ``statefulstream demo`` prints before its summary."""
 
 
 def load_app(target: str) -> App:
@@ -112,19 +116,23 @@ def _run(app: App, trigger: str | None) -> None:
 @main.command()
 @click.option("--max-records", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Records per batch (several batches show the watermark moving).")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(LEVELS, case_sensitive=False))
-def demo(max_records: int, log_level: str) -> None:
-    """Sessionize the shipped sample clicks and print each closed session.
+@click.option("--show", type=click.IntRange(min=0), default=DEMO_SHOWN, show_default=True,
+              help="Print the first N closed sessions.")
+@click.option("--all", "show_all", is_flag=True, help="Print every closed session.")
+@click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(LEVELS, case_sensitive=False))
+def demo(max_records: int, show: int, show_all: bool, log_level: str) -> None:
+    """Sessionize the shipped sample clicks, print the first sessions and a summary.
 
     Runs examples/sessionization.py (30-second event-time session gap,
     10-second watermark) over examples/data/events.jsonl in memory, with
-    trigger available_now, then prints a summary.
+    trigger available_now.
     """
     configure_logging(log_level)
     example = _find_example("sessionization.py")
     app = load_app(str(example))
     app.max_records_per_trigger = max_records
+    if app.operator is not None and not show_all:
+        app.operator.sinks = [FirstRows(sink, show) for sink in app.operator.sinks]
     totals: dict[str, Any] = {"batches": 0, "read": 0, "late": 0, "dead": 0, "sessions": 0}
 
     def tally(p: Any) -> None:
@@ -138,6 +146,8 @@ def demo(max_records: int, log_level: str) -> None:
     _run(app, "available_now")
     store = app.executor.store if app.executor else None
     still_open = sum(1 for _ in store.items()) if store is not None else 0
+    if not show_all and totals["sessions"] > show:
+        click.echo(f"... (the first {show} of {totals['sessions']} sessions shown; --all prints every one)")
     click.echo(f"\n{totals['sessions']} sessions closed in {totals['batches']} batches from {totals['read']} "
                f"records ({totals['dead']} dead-lettered, {totals['late']} late); {still_open} "
                f"{'session is' if still_open == 1 else 'sessions are'} still open: the watermark has not passed "
