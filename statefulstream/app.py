@@ -170,6 +170,9 @@ class App:
     def flat_map_groups_with_state(self, func: Handler | None = None, /, **options: Any) -> Callable[[F], F]:
         """Decorate ``handler(key, values, state)`` returning or yielding any number of output rows.
 
+        ``values`` is a ``GroupValues``: a list that ``next()`` also consumes.
+        Returning ``None`` fails the batch (return ``[]`` for no rows), as in Spark.
+
         Options (keyword only): ``key`` (required: field name, list of names,
         or callable), ``event_time`` (field or callable; int = epoch ms,
         float = epoch seconds, ``datetime``, ISO string), ``watermark_delay``
@@ -256,8 +259,7 @@ class App:
         Called while ``statefulstream run`` loads the app's file, it returns at
         once: the command then runs the app once, with its own options.
         """
-        if defer_run(self, trigger):
-            logger.debug("app %r: run() deferred to statefulstream run", self.name)
+        if defer_run(self, trigger):  # statefulstream run is loading the file: it runs the app itself
             return
         trig = Trigger.parse(trigger) if trigger is not None else self.trigger
         executor = self.build_executor()
@@ -291,14 +293,9 @@ class App:
     def run_batch(self, records: Iterable[Any], *, dead_letters: list[DeadLetter] | None = None) -> list[Any]:
         """Run a batch (non-streaming) query over ``records`` and return the output rows.
 
-        Spark's ``flatMapGroupsWithState``/``mapGroupsWithState`` on a batch
-        Dataset (backfills, trying a handler on a historical file): the
-        stateless steps, then one handler call per key with all its values;
-        ``has_timed_out`` is false, timeout setters keep their type checks but
-        have no effect, the watermark is ignored (``get_current_watermark_ms()``
-        is -1 when declared), ``initial_state`` is honoured, and no state is
-        kept, read or written (neither the source, the sinks nor the checkpoint
-        are used). See :func:`statefulstream.batch_query.run_batch_query`.
+        Spark's ``*GroupsWithState`` on a batch Dataset: one call per key, no
+        timeouts, no watermark, ``initial_state`` honoured, no state kept; the
+        source, sinks and checkpoint are not used (``statefulstream.batch_query``).
 
         >>> app = App("totals")
         >>> @app.map_groups_with_state(key="user")
@@ -399,13 +396,10 @@ class App:
         return restore
 
     def snapshot(self, path: str | os.PathLike[str]) -> CommitRecord:
-        """Write a consistent copy of the checkpoint to ``path`` (restore by using it as ``checkpoint_dir``).
+        """Copy the checkpoint consistently to ``path`` (restore: use it as ``checkpoint_dir``).
 
-        On a running app, a batch in progress is waited for, so the snapshot
-        holds every batch whose outputs were visible when this was called.
-
-        Returns:
-            The last committed batch the snapshot holds.
+        A batch in progress is waited for, so the snapshot holds every batch
+        whose outputs were visible. Returns the last committed batch it holds.
         """
         if self.checkpoint_dir is None:
             raise ConfigError(f"app {self.name!r} has no checkpoint_dir; there is nothing durable to snapshot")

@@ -135,9 +135,8 @@ def group_by_key(keys: list[Hashable], records: list[Any], *, lineage: Lineage,
         for key, rec in zip(keys, records, strict=True):
             group = get(key)
             if group is None:
-                groups[key] = GroupValues((rec,))
-            else:
-                group.append(rec)
+                groups[key] = group = GroupValues()
+            group.append(rec)
         return groups
     except TypeError:  # an unhashable key somewhere: redo carefully
         groups.clear()
