@@ -170,8 +170,7 @@ class App:
     def flat_map_groups_with_state(self, func: Handler | None = None, /, **options: Any) -> Callable[[F], F]:
         """Decorate ``handler(key, values, state)`` returning or yielding any number of output rows.
 
-        ``values`` is a ``GroupValues``: a list that ``next()`` also consumes.
-        Returning ``None`` fails the batch (return ``[]`` for no rows), as in Spark.
+        ``values`` is a ``GroupValues`` (a list ``next()`` also consumes); ``None`` fails the batch.
 
         Options (keyword only): ``key`` (required: field name, list of names,
         or callable), ``event_time`` (field or callable; int = epoch ms,
@@ -182,9 +181,8 @@ class App:
         ``"update"``), ``timeout`` (``GroupStateTimeout``; default none),
         ``sink`` (a Sink or a list), ``state_sink`` (receives ``StateChange``
         rows after each batch), ``initial_state`` (mapping key -> state,
-        applied in batch 0 only), ``skip_emitting_initial_state_keys``
-        (Spark's ``skipEmittingInitialStateKeys``: do not call the handler for
-        initial-state keys without data in batch 0; default ``False``), ``name``.
+        applied in batch 0 only), ``skip_emitting_initial_state_keys`` (Spark's
+        ``skipEmittingInitialStateKeys``, default ``False``), ``name``.
 
         Raises:
             ConfigError: when the decorator is applied, for any wrong option.
@@ -255,9 +253,6 @@ class App:
         ``UserFunctionError`` when the handler raised, ``SinkError`` when a
         sink stayed down, ``CheckpointError``/``StateError`` for an unusable
         checkpoint; in every case the uncommitted batch is replayed next start.
-
-        Called while ``statefulstream run`` loads the app's file, it returns at
-        once: the command then runs the app once, with its own options.
         """
         if defer_run(self, trigger):  # statefulstream run is loading the file: it runs the app itself
             return
@@ -296,13 +291,6 @@ class App:
         Spark's ``*GroupsWithState`` on a batch Dataset: one call per key, no
         timeouts, no watermark, ``initial_state`` honoured, no state kept; the
         source, sinks and checkpoint are not used (``statefulstream.batch_query``).
-
-        >>> app = App("totals")
-        >>> @app.map_groups_with_state(key="user")
-        ... def total(user, events, state):
-        ...     return {"user": user, "n": len(events)}
-        >>> app.run_batch([{"user": "a"}, {"user": "b"}, {"user": "a"}])
-        [{'user': 'a', 'n': 2}, {'user': 'b', 'n': 1}]
         """
         from statefulstream.batch_query import run_batch_query
 
