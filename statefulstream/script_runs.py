@@ -14,15 +14,19 @@ import contextlib
 import contextvars
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from statefulstream.app import App
+    from statefulstream.triggers import Trigger
 
 
 @dataclasses.dataclass(frozen=True)
 class DeferredRun:
     """An ``app.run(trigger)`` call made while an app file was being loaded."""
 
-    app: Any
-    trigger: Any
+    app: App
+    trigger: Trigger | str | int | None
 
 
 _deferred: contextvars.ContextVar[list[DeferredRun] | None] = contextvars.ContextVar("deferred_runs", default=None)
@@ -39,7 +43,7 @@ def deferring_runs() -> Iterator[list[DeferredRun]]:
         _deferred.reset(token)
 
 
-def defer_run(app: Any, trigger: Any) -> bool:
+def defer_run(app: App, trigger: Trigger | str | int | None) -> bool:
     """Record ``app.run(trigger)`` if runs are being deferred; return whether it was."""
     calls = _deferred.get()
     if calls is None:
