@@ -17,6 +17,7 @@ from typing import Any
 from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.errors import ConfigError, RecordError
 from statefulstream.executor.keyed_calls import call_keys
+from statefulstream.lineage import Lineage
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.operator import StatefulOperator
 from statefulstream.pipeline import Step, apply_each, group_by_key, run_steps
@@ -52,9 +53,10 @@ def run_batch_query(op: StatefulOperator, steps: Iterable[Step], records: Iterab
         raise ConfigError(f"app {app_name!r}: run_batch runs a *_groups_with_state handler; a windowed "
                           f"aggregation emits windows as the watermark passes them, which a batch query ignores")
     dead: list[DeadLetter] = []
-    kept = run_steps(steps, list(records), batch_id=0, dead=dead)
-    kept, keys, _ = apply_each(op.key, kept, error="key", what="group key missing", batch_id=0, dead=dead)
-    groups = group_by_key(keys, kept, batch_id=0, dead=dead)
+    lineage = Lineage(lambda i: {"index": i}, batch_id=0)  # a dead letter's index in ``records``
+    kept = run_steps(steps, list(records), lineage=lineage, dead=dead)
+    kept, keys = apply_each(op.key, kept, error="key", what="group key missing", lineage=lineage, dead=dead)
+    groups = group_by_key(keys, kept, lineage=lineage, dead=dead)
     if dead:
         if dead_letters is None:
             raise RecordError(f"app {app_name!r}: {len(dead)} record(s) could not be handled; the first: "

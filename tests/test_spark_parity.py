@@ -99,6 +99,7 @@ class TestBatchQuery:
         with pytest.raises(RecordError, match="dead_letters=") as info:
             app.run_batch(records)
         assert [d.raw for d in info.value.dead_letters] == [{"no_user": 1, "n": 0}]
+        assert info.value.dead_letters[0].position == {"index": len(records) - 1, "batch_id": 0}
         dead: list[Any] = []
         out = app.run_batch(records, dead_letters=dead)
         kept = collections.Counter(r["user"] for r in records if "user" in r and r["n"] % 2 == 0)

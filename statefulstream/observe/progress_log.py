@@ -78,11 +78,11 @@ def batch_line(progress: BatchProgress) -> str:
 
     >>> batch_line(BatchProgress(app="a", batch_id=3, batch_ts_ms=0, records_read=10, records_processed=9,
     ...                          rows_output=2, watermark_ms=60_000, durations_s={"handler": 0.25}))
-    "app 'a' batch 3: 10 records read, 9 processed, 2 rows out, watermark 1970-01-01T00:01:00.000+00:00, 0.250 s"
+    "app 'a' batch 3: 10 records read, 9 processed, 2 rows out, watermark 1970-01-01T00:01:00.000Z, 0.250 s"
     """
     p = progress
     return (f"app {p.app!r} batch {p.batch_id}{' (replayed)' if p.replayed else ''}: {p.records_read} records "
-            f"read, {p.records_processed} processed, {p.rows_output} rows out, watermark {_iso(p.watermark_ms)}, "
+            f"read, {p.records_processed} processed, {p.rows_output} rows out, watermark {format_ms(p.watermark_ms)}, "
             f"{p.duration_s:.3f} s")
 
 
