@@ -10,6 +10,7 @@ Without any of these variables an example runs on its embedded sample file.
 ``METRICS_ADDRESS``         serve ``/metrics``, ``/health``, ``/ready`` there (``0.0.0.0:9108``)
 ``CHECKPOINT_DIR``          durable state and offsets (default: in memory)
 ``TRIGGER``                 ``available_now``, ``once`` or an interval (``"5 seconds"``)
+``LOG_LEVEL``               ``INFO`` (default: one line per batch), ``DEBUG``, ``WARNING`` or ``ERROR``
 ==========================  ==================================================
 
 >>> env = ExampleEnv.from_environ({"KAFKA_BOOTSTRAP": "kafka:9092", "EVENTS_TOPIC": "clicks"})

@@ -35,6 +35,7 @@ from typing import Any
 from env_config import ExampleEnv
 
 from statefulstream import App, GroupState, GroupStateTimeout
+from statefulstream.logs import configure_logging
 from statefulstream.sink import Sink
 from statefulstream.sinks import ConsoleSink
 from statefulstream.sources.base import Source
@@ -142,4 +143,5 @@ def app_from_env(environ: Mapping[str, str]) -> App:
 app = app_from_env(os.environ)
 
 if __name__ == "__main__":
+    configure_logging(os.environ.get("LOG_LEVEL") or "INFO")  # one line per batch at INFO
     app.run()

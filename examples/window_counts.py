@@ -30,6 +30,7 @@ import pathlib
 import random
 
 from statefulstream import App
+from statefulstream.logs import configure_logging
 from statefulstream.sink import Sink
 from statefulstream.sinks import ConsoleSink
 from statefulstream.sources.base import Source
@@ -92,4 +93,5 @@ def build_app(source: Source | None = None, sink: Sink | None = None, *, checkpo
 
 
 if __name__ == "__main__":
+    configure_logging(os.environ.get("LOG_LEVEL") or "INFO")  # one line per batch at INFO
     build_app(checkpoint_dir=os.environ.get("CHECKPOINT_DIR")).run()

@@ -14,6 +14,7 @@ from statefulstream.errors import (
     IncompatibleStateError,
     InvalidStateValueError,
     InvalidTimeoutError,
+    RecordError,
     SinkError,
     SinkRejectedError,
     SinkUnavailableError,
@@ -29,7 +30,7 @@ from statefulstream.errors import (
 from statefulstream.executor import SinkRetry
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout, OutputMode
-from statefulstream.records import DeadLetter, StateChange
+from statefulstream.records import DeadLetter, GroupValues, StateChange
 from statefulstream.schema import Schema
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
@@ -49,10 +50,12 @@ __all__ = [
     "GroupState",
     "GroupStateError",
     "GroupStateTimeout",
+    "GroupValues",
     "IncompatibleStateError",
     "InvalidStateValueError",
     "InvalidTimeoutError",
     "OutputMode",
+    "RecordError",
     "Schema",
     "Sink",
     "SinkError",

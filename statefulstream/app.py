@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from statefulstream.checkpoint.plan_log import MemoryPlanLog, PlanLog
@@ -39,10 +39,12 @@ from statefulstream.observe.state_query import StateQueries
 from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step
+from statefulstream.records import DeadLetter
+from statefulstream.script_runs import defer_run
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.store import CommittedView, StateStore
+from statefulstream.state.store import CommitRecord, CommittedView, StateStore
 from statefulstream.timeutil import Clock, system_clock
 from statefulstream.triggers import Trigger, TriggerKind
 
@@ -168,6 +170,8 @@ class App:
     def flat_map_groups_with_state(self, func: Handler | None = None, /, **options: Any) -> Callable[[F], F]:
         """Decorate ``handler(key, values, state)`` returning or yielding any number of output rows.
 
+        ``values`` is a ``GroupValues`` (a list ``next()`` also consumes); ``None`` fails the batch.
+
         Options (keyword only): ``key`` (required: field name, list of names,
         or callable), ``event_time`` (field or callable; int = epoch ms,
         float = epoch seconds, ``datetime``, ISO string), ``watermark_delay``
@@ -177,7 +181,8 @@ class App:
         ``"update"``), ``timeout`` (``GroupStateTimeout``; default none),
         ``sink`` (a Sink or a list), ``state_sink`` (receives ``StateChange``
         rows after each batch), ``initial_state`` (mapping key -> state,
-        applied in batch 0 only), ``name``.
+        applied in batch 0 only), ``skip_emitting_initial_state_keys`` (Spark's
+        ``skipEmittingInitialStateKeys``, default ``False``), ``name``.
 
         Raises:
             ConfigError: when the decorator is applied, for any wrong option.
@@ -249,6 +254,8 @@ class App:
         sink stayed down, ``CheckpointError``/``StateError`` for an unusable
         checkpoint; in every case the uncommitted batch is replayed next start.
         """
+        if defer_run(self, trigger):  # statefulstream run is loading the file: it runs the app itself
+            return
         trig = Trigger.parse(trigger) if trigger is not None else self.trigger
         executor = self.build_executor()
         self.metrics.declare_sinks(executor.sink_names)
@@ -278,6 +285,18 @@ class App:
             if self.metrics_server is not None:
                 self.metrics_server.stop()
 
+    def run_batch(self, records: Iterable[Any], *, dead_letters: list[DeadLetter] | None = None) -> list[Any]:
+        """Run a batch (non-streaming) query over ``records`` and return the output rows.
+
+        Spark's ``*GroupsWithState`` on a batch Dataset: one call per key, no
+        timeouts, no watermark, ``initial_state`` honoured, no state kept; the
+        source, sinks and checkpoint are not used (``statefulstream.batch_query``).
+        """
+        from statefulstream.batch_query import run_batch_query
+
+        return run_batch_query(self._defined_operator(), self.steps, records, clock=self.clock,
+                               app_name=self.name, dead_letters=dead_letters)
+
     def stop(self) -> None:
         """Ask a running app to stop after the current batch. Thread-safe."""
         self._stop.set()
@@ -294,18 +313,22 @@ class App:
         """Build the executor for this app (used by ``run`` and the testing kit)."""
         if self.source is None:
             raise ConfigError(f"app {self.name!r} has no source: pass source= to App(...) or set app.source")
-        if self.operator is None:
-            raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
-                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+        operator = self._defined_operator()
         store, plan_log = self._state()
         self.executor = Executor(
-            app_name=self.name, source=self.source, operator=self.operator, steps=self.steps, store=store,
+            app_name=self.name, source=self.source, operator=operator, steps=self.steps, store=store,
             plan_log=plan_log, dead_letters=self.dead_letter_sink, clock=clock or self.clock,
             where=self.checkpoint_dir or "<memory>", max_records_per_trigger=self.max_records_per_trigger,
             keep_batches=self.keep_batches, sink_retry=self.sink_retry,
             listeners=[self.metrics.on_batch, self._progress_log().on_batch, *self.listeners],
             failure_listeners=[self.metrics.on_failure, self.health.on_failure])
         return self.executor
+
+    def _defined_operator(self) -> StatefulOperator:
+        if self.operator is None:
+            raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
+                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+        return self.operator
 
     def _progress_log(self) -> ProgressLog:
         directory = os.path.join(self.checkpoint_dir, "progress") if self.checkpoint_dir is not None else None
@@ -360,18 +383,25 @@ class App:
 
         return restore
 
-    def snapshot(self, path: str | os.PathLike[str]) -> None:
-        """Write a consistent copy of the checkpoint to ``path`` (restore by using it as ``checkpoint_dir``)."""
+    def snapshot(self, path: str | os.PathLike[str]) -> CommitRecord:
+        """Copy the checkpoint consistently to ``path`` (restore: use it as ``checkpoint_dir``).
+
+        A batch in progress is waited for, so the snapshot holds every batch
+        whose outputs were visible. Returns the last committed batch it holds.
+        """
         if self.checkpoint_dir is None:
             raise ConfigError(f"app {self.name!r} has no checkpoint_dir; there is nothing durable to snapshot")
         from statefulstream.checkpoint.snapshot import snapshot_checkpoint
         from statefulstream.state.rocksdb import RocksDBStateStore
 
-        # A running app holds the store's lock: snapshot through its open store.
-        running = self.executor is not None and self.executor.started
-        store = self.executor.store if running and self.executor is not None else None
-        snapshot_checkpoint(self.checkpoint_dir, os.fspath(path),
-                            store=store if isinstance(store, RocksDBStateStore) else None)
+        executor = self.executor
+        if executor is None or not executor.started:
+            return snapshot_checkpoint(self.checkpoint_dir, os.fspath(path))
+        with executor.batch_lock:  # sinks are written before the commit: wait for it
+            # A running app holds the store's lock: snapshot through its open store.
+            store = executor.store
+            return snapshot_checkpoint(self.checkpoint_dir, os.fspath(path),
+                                       store=store if isinstance(store, RocksDBStateStore) else None)
 
     @property
     def sinks(self) -> Sequence[Sink]:

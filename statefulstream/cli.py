@@ -14,14 +14,25 @@ import click
 from statefulstream.app import App
 from statefulstream.checkpoint.cli import checkpoint, state
 from statefulstream.errors import StatefulStreamError
+from statefulstream.logs import LEVELS, configure_logging
 from statefulstream.observe.progress_cli import progress
 from statefulstream.observe.status_cli import status
+from statefulstream.script_runs import deferring_runs
+from statefulstream.sink import FirstRows
+from statefulstream.triggers import Trigger
 
 logger = logging.getLogger(__name__)
+
+DEMO_SHOWN = 10
+"""Closed sessions ``statefulstream demo`` prints before its summary."""
 
 
 def load_app(target: str) -> App:
     """Load ``PATH.py[:name]`` and return its ``App`` (``app`` or the only one defined).
+
+    An ``app.run()`` the file calls while loading (a script ending in a bare
+    ``app.run()``) does not run: that app is the one returned, and the trigger
+    it was called with becomes its ``trigger``, so the caller runs it once.
 
     Raises:
         click.UsageError: no such file, or no (single) App in it.
@@ -32,14 +43,21 @@ def load_app(target: str) -> App:
     folder = str(pathlib.Path(path).resolve().parent)
     sys.path.insert(0, folder)  # so the app file can import its neighbours
     try:
-        namespace = runpy.run_path(path, run_name="__statefulstream__")
+        with deferring_runs() as runs:
+            namespace = runpy.run_path(path, run_name="__statefulstream__")
     finally:
         sys.path.remove(folder)
+    for run_call in runs:
+        if run_call.trigger is not None:
+            run_call.app.trigger = Trigger.parse(run_call.trigger)
     if name:
         found = namespace.get(name)
         if not isinstance(found, App):
             raise click.UsageError(f"{path} has no App named {name!r}")
         return found
+    started = {id(r.app): r.app for r in runs}
+    if len(started) == 1:
+        return next(iter(started.values()))
     apps = {k: v for k, v in namespace.items() if isinstance(v, App)}
     if "app" in apps:
         return apps["app"]
@@ -47,11 +65,6 @@ def load_app(target: str) -> App:
         return next(iter(apps.values()))
     which = ", ".join(sorted(apps)) or "none"
     raise click.UsageError(f"{path} must define one App (found: {which}); pick one with {path}:NAME")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +87,7 @@ def main() -> None:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Override the app's checkpoint directory.")
 @click.option("--metrics-address", help="Serve /metrics, /health, /ready here, e.g. 127.0.0.1:9108.")
 @click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(LEVELS, case_sensitive=False))
 def run(target: str, trigger: str | None, max_records: int | None, checkpoint_dir: str | None,
         metrics_address: str | None, log_level: str) -> None:
     """Run the App defined in PATH.py until its trigger is done or Ctrl-C / SIGTERM.
@@ -82,7 +95,7 @@ def run(target: str, trigger: str | None, max_records: int | None, checkpoint_di
     A stop finishes and commits the running batch. After a crash, the next
     run resumes from the checkpoint and replays the unfinished batch.
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     app = load_app(target)
     if max_records is not None:
         app.max_records_per_trigger = max_records
@@ -103,19 +116,23 @@ def _run(app: App, trigger: str | None) -> None:
 @main.command()
 @click.option("--max-records", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Records per batch (several batches show the watermark moving).")
-@click.option("--log-level", default="WARNING", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def demo(max_records: int, log_level: str) -> None:
-    """Sessionize the shipped sample clicks and print each closed session.
+@click.option("--show", type=click.IntRange(min=0), default=DEMO_SHOWN, show_default=True,
+              help="Print the first N closed sessions.")
+@click.option("--all", "show_all", is_flag=True, help="Print every closed session.")
+@click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(LEVELS, case_sensitive=False))
+def demo(max_records: int, show: int, show_all: bool, log_level: str) -> None:
+    """Sessionize the shipped sample clicks, print the first sessions and a summary.
 
     Runs examples/sessionization.py (30-second event-time session gap,
     10-second watermark) over examples/data/events.jsonl in memory, with
-    trigger available_now, then prints a summary.
+    trigger available_now.
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     example = _find_example("sessionization.py")
     app = load_app(str(example))
     app.max_records_per_trigger = max_records
+    if app.operator is not None and not show_all:
+        app.operator.sinks = [FirstRows(sink, show) for sink in app.operator.sinks]
     totals: dict[str, Any] = {"batches": 0, "read": 0, "late": 0, "dead": 0, "sessions": 0}
 
     def tally(p: Any) -> None:
@@ -129,6 +146,8 @@ def demo(max_records: int, log_level: str) -> None:
     _run(app, "available_now")
     store = app.executor.store if app.executor else None
     still_open = sum(1 for _ in store.items()) if store is not None else 0
+    if not show_all and totals["sessions"] > show:
+        click.echo(f"... (the first {show} of {totals['sessions']} sessions shown; --all prints every one)")
     click.echo(f"\n{totals['sessions']} sessions closed in {totals['batches']} batches from {totals['read']} "
                f"records ({totals['dead']} dead-lettered, {totals['late']} late); {still_open} "
                f"{'session is' if still_open == 1 else 'sessions are'} still open: the watermark has not passed "

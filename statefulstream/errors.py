@@ -11,6 +11,7 @@ The tree, grouped by what the caller can do::
     │   ├─ InvalidTimeoutError (also ValueError)
     │   └─ WatermarkNotDefinedError
     ├─ UserFunctionError                     the handler raised; key and batch_id attached
+    ├─ RecordError (also ValueError)         a batch query got records it cannot handle
     ├─ StateError                            the state store cannot be used
     │   ├─ StateCorruptedError
     │   └─ IncompatibleStateError
@@ -62,10 +63,11 @@ class InvalidStateValueError(GroupStateError, ValueError):
 
 
 class TimeoutNotConfiguredError(GroupStateError, RuntimeError):
-    """A timeout setter does not match the operator's timeout kind.
+    """An operation needs a timeout kind the operator does not have (Spark's UnsupportedOperationException).
 
-    ``set_timeout_duration`` needs ``GroupStateTimeout.PROCESSING_TIME`` and
-    ``set_timeout_timestamp`` needs ``GroupStateTimeout.EVENT_TIME``.
+    ``set_timeout_duration`` needs ``GroupStateTimeout.PROCESSING_TIME``,
+    ``set_timeout_timestamp`` needs ``GroupStateTimeout.EVENT_TIME``, and a
+    ``GroupState`` built with ``has_timed_out=True`` needs a timeout kind.
     """
 
 
@@ -100,6 +102,21 @@ class UserFunctionError(StatefulStreamError):
         super().__init__(message)
         self.key = key
         self.batch_id = batch_id
+
+
+class RecordError(StatefulStreamError, ValueError):
+    """``App.run_batch`` got records a step or the key could not handle.
+
+    Attributes:
+        dead_letters: every such record, with the reason (``DeadLetter``).
+
+    Operator action: fix the records or the step, or pass ``dead_letters=[]``
+    to collect them instead of failing (a streaming app dead-letters them).
+    """
+
+    def __init__(self, message: str, *, dead_letters: list[Any]) -> None:
+        super().__init__(message)
+        self.dead_letters = dead_letters
 
 
 class StateError(StatefulStreamError):

@@ -23,7 +23,7 @@ Handler = Callable[..., Any]
 """``handler(key, values, state)``: returns an iterable of rows (flat) or one row (map)."""
 
 OPERATOR_OPTIONS = ("key", "event_time", "watermark_delay", "max_event_time_ahead", "output_mode", "timeout",
-                    "sink", "state_sink", "initial_state", "name")
+                    "sink", "state_sink", "initial_state", "skip_emitting_initial_state_keys", "name")
 
 
 @dataclasses.dataclass
@@ -44,6 +44,9 @@ class StatefulOperator:
         sinks: where output rows go.
         state_sinks: where changed state rows go after each batch.
         initial_state: state per key applied in batch 0 only.
+        skip_emitting_initial_state_keys: Spark's ``skipEmittingInitialStateKeys``:
+            initial-state keys without data in batch 0 are stored but the
+            handler is not called for them (off by default, as in Spark).
         call_all_keys: call the handler every batch for every stored key, not
             only keys with data or an expired timeout (complete-mode
             aggregations; O(state) per batch).
@@ -64,6 +67,7 @@ class StatefulOperator:
     sinks: list[Sink]
     state_sinks: list[Sink]
     initial_state: dict[Any, Any] | None
+    skip_emitting_initial_state_keys: bool = False
     call_all_keys: bool = False
     max_event_time_ahead_ms: int | None = None
 
@@ -108,7 +112,8 @@ def build_operator(func: Handler, *, flat: bool, options: Mapping[str, Any]) -> 
         key=key_fn, key_spec=key_spec, event_time=et_fn, watermark_delay_ms=delay_ms, output_mode=mode,
         timeout=timeout, sinks=as_sinks(options.get("sink"), f"{decorator}: sink"),
         state_sinks=as_sinks(options.get("state_sink"), f"{decorator}: state_sink"),
-        initial_state=_initial_state(options.get("initial_state"), decorator), max_event_time_ahead_ms=ahead_ms)
+        initial_state=_initial_state(options.get("initial_state"), decorator), max_event_time_ahead_ms=ahead_ms,
+        skip_emitting_initial_state_keys=_flag(options, "skip_emitting_initial_state_keys", decorator))
 
 
 def field_getter(spec: Any, what: str) -> tuple[Callable[[Any], Any], str]:
@@ -189,6 +194,13 @@ def _output_mode(value: Any, flat: bool, decorator: str) -> OutputMode:
         raise ConfigError(f"{decorator}: the output mode of the function should be 'append' or 'update'; "
                           f"'complete' is only for aggregations")
     return mode
+
+
+def _flag(options: Mapping[str, Any], name: str, decorator: str) -> bool:
+    value = options.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{decorator}: {name} must be True or False; got {value!r}")
+    return value
 
 
 def _initial_state(value: Any, decorator: str) -> dict[Any, Any] | None:

@@ -16,7 +16,7 @@ from itertools import compress
 from typing import Any, NamedTuple
 
 from statefulstream.lineage import Lineage
-from statefulstream.records import DeadLetter
+from statefulstream.records import DeadLetter, GroupValues
 from statefulstream.timeutil import MAX_TIME_MS, MIN_TIME_MS, all_epoch_ms, format_ms, to_epoch_ms
 
 
@@ -128,22 +128,21 @@ def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, lineage:
 
 def group_by_key(keys: list[Hashable], records: list[Any], *, lineage: Lineage,
                  dead: list[DeadLetter]) -> dict[Hashable, list[Any]]:
-    """Group records by key, keeping arrival order within each key."""
+    """Group records by key, keeping arrival order within each key (each group a ``GroupValues``)."""
     groups: dict[Hashable, list[Any]] = {}
     get = groups.get
     try:
         for key, rec in zip(keys, records, strict=True):
             group = get(key)
             if group is None:
-                groups[key] = [rec]
-            else:
-                group.append(rec)
+                groups[key] = group = GroupValues()
+            group.append(rec)
         return groups
     except TypeError:  # an unhashable key somewhere: redo carefully
         groups.clear()
     for i, (key, rec) in enumerate(zip(keys, records, strict=True)):
         try:
-            groups.setdefault(key, []).append(rec)
+            groups.setdefault(key, GroupValues()).append(rec)
         except TypeError as exc:
             dead.append(DeadLetter(f"group key {key!r} is not hashable: {exc}", "pipeline", lineage.position(i),
                                    raw=rec, error="key"))

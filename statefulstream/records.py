@@ -1,4 +1,5 @@
-"""Values every part of the runtime passes around: source positions, dead letters, state changes.
+"""Values every part of the runtime passes around: source positions, dead letters, state changes,
+a key's values in a handler call.
 
 Sources, sinks, the executor and the checkpoint depend on this module, not on
 each other.
@@ -7,7 +8,8 @@ each other.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 Offsets = Mapping[str, int]
@@ -61,3 +63,36 @@ class StateChange:
     value: Any
     removed: bool
     timeout_ms: int = -1
+
+
+class GroupValues(list):  # type: ignore[type-arg]  # holds any record type
+    """One key's values in a handler call: a ``list`` that is also an iterator.
+
+    Index it, ``len()`` it and loop over it as a list (every ``for`` loop sees
+    all values when ``next()`` was not called). Ported PySpark code that
+    consumes the values with ``next(values)`` works too: ``next`` returns the
+    values in arrival order and raises ``StopIteration`` after the last, and a
+    ``for`` loop after some ``next()`` calls continues with the values not yet
+    taken, as on PySpark's iterator.
+
+    >>> values = GroupValues([1, 2, 3])
+    >>> next(values), values[0], len(values)
+    (1, 1, 3)
+    >>> [v for v in values]
+    [2, 3]
+    """
+
+    # Class-level default: the per-key object stays a bare list until next() is used (hot path).
+    _taken = 0
+
+    def __next__(self) -> Any:
+        taken = self._taken
+        if taken >= len(self):
+            raise StopIteration
+        self._taken = taken + 1
+        return self[taken]
+
+    def __iter__(self) -> Iterator[Any]:
+        taken = self._taken
+        it = list.__iter__(self)
+        return it if not taken else itertools.islice(it, taken, None)

@@ -60,3 +60,37 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources. Idempotent."""
+
+
+class FirstRows(Sink):
+    """Passes only the first ``limit`` rows of the whole run to ``sink`` (the demo's short listing).
+
+    >>> from statefulstream.memory_sink import MemorySink
+    >>> inner = MemorySink()
+    >>> first = FirstRows(inner, 3)
+    >>> first.write(0, [1, 2]); first.write(1, [3, 4]); first.write(2, [5])
+    >>> inner.rows
+    [1, 2, 3]
+    """
+
+    def __init__(self, sink: Sink, limit: int) -> None:
+        self.sink = sink
+        self.limit = limit
+        self.name = sink.name
+        self._passed: dict[int, int] = {}  # batch id -> rows passed, so a replayed batch passes the same
+
+    def open(self, context: SinkContext) -> None:
+        """Open the wrapped sink."""
+        self.sink.open(context)
+
+    def write(self, batch_id: int, rows: Sequence[Any]) -> None:
+        """Write the rows of this batch that are still within the limit."""
+        before = sum(n for b, n in self._passed.items() if b < batch_id)
+        shown = list(rows[: max(0, self.limit - before)])
+        self._passed[batch_id] = len(shown)
+        if shown:
+            self.sink.write(batch_id, shown)
+
+    def close(self) -> None:
+        """Close the wrapped sink."""
+        self.sink.close()

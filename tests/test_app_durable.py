@@ -25,21 +25,40 @@ def counting_app(data: pathlib.Path, ckpt: pathlib.Path, sink: MemorySink, trigg
     return app
 
 
-def test_snapshot_of_a_running_app_restores_its_state(tmp_path: pathlib.Path) -> None:
+class HoldingSink(MemorySink):
+    """Signals when a batch's outputs appear, then holds that batch (before its commit) until released.
+
+    The hold is bounded, so an ``app.snapshot`` that waits for the batch (the
+    fix) lets it go on; one that does not wait runs while the batch is held.
+    """
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.appeared = threading.Event()
+        self.release = threading.Event()
+        self.hold_s = hold_s
+
+    def write(self, batch_id: int, rows: Any) -> None:
+        super().write(batch_id, rows)
+        self.appeared.set()
+        self.release.wait(self.hold_s)
+
+
+def test_snapshot_right_after_outputs_appear_holds_that_batch(tmp_path: pathlib.Path) -> None:
     data = tmp_path / "in"
     data.mkdir()
     (data / "a.jsonl").write_text("".join(json.dumps({"user": u}) + "\n" for u in "aab"))
-    sink = MemorySink()
+    sink = HoldingSink(hold_s=2.0)
     app = counting_app(data, tmp_path / "ckpt", sink, "20 ms")
-    committed = threading.Event()  # sink rows appear before the commit; a snapshot needs the commit
-    app.add_listener(lambda progress: committed.set())
     thread = threading.Thread(target=app.run)
     thread.start()
     try:
-        assert committed.wait(10)
+        assert sink.appeared.wait(30), "the app wrote no outputs"
         assert sink.rows == [("a", 2), ("b", 1)]
-        app.snapshot(tmp_path / "snap")
+        commit = app.snapshot(tmp_path / "snap")  # the batch is not committed yet: snapshot waits for it
+        assert commit.batch_id == 0
     finally:
+        sink.release.set()
         app.stop()
         thread.join(10)
     (data / "b.jsonl").write_text(json.dumps({"user": "a"}) + "\n")

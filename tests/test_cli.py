@@ -67,6 +67,27 @@ class TestRun:
         progress = runner.invoke(main, ["progress", ckpt, "--json"])
         assert [json.loads(line)["batch_id"] for line in progress.output.splitlines()] == [0]
 
+    def test_script_ending_in_app_run_runs_once_with_the_overrides(self, tmp_path: pathlib.Path) -> None:
+        data = tmp_path / "events.jsonl"
+        users = "abacabcc"
+        data.write_text("".join(json.dumps({"user": u}) + "\n" for u in users))
+        own_ckpt, ckpt, out = tmp_path / "own-ckpt", tmp_path / "ckpt", tmp_path / "out"
+        script = tmp_path / "script.py"
+        script.write_text(APP_FILE.format(data=str(data), out=str(out)).replace(
+            'trigger="available_now")', f'trigger="10 seconds", checkpoint_dir={str(own_ckpt)!r})')
+            + "\napp.run('available_now')\n")
+        result = CliRunner().invoke(main, ["run", str(script), "--checkpoint-dir", str(ckpt), "--max-records", "3"])
+        assert result.exit_code == 0, result.output
+        from statefulstream.sinks import JsonlFileSink
+
+        batches = JsonlFileSink.read_batches(str(out))
+        assert list(batches) == list(range((len(users) + 2) // 3))  # --max-records applied, one run
+        final: dict[str, int] = {}
+        for rows in batches.values():
+            final.update({r["user"]: r["count"] for r in rows})
+        assert final == {u: users.count(u) for u in set(users)}  # each record counted once
+        assert ckpt.is_dir() and not own_ckpt.exists()  # --checkpoint-dir applied, the file's own unused
+
     def test_missing_file_and_app_name(self, app_file: pathlib.Path) -> None:
         runner = CliRunner()
         missing = runner.invoke(main, ["run", "nope.py"])

@@ -101,6 +101,17 @@ class TestComposeFile:
         assert services["sessionization"]["depends_on"]["scylla"]["condition"] == "service_healthy"
         assert services["alerting"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
+    def test_images_are_pinned_by_version(self, compose: dict[str, Any]) -> None:
+        import tomllib
+
+        version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        for name, service in compose["services"].items():
+            image, _, tag = service["image"].rpartition(":")
+            if "build" in service:  # built here: tagged with the project's version
+                assert tag == version, (name, service["image"])
+            else:
+                assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {service['image']} is a moving tag"
+
     def test_kafka_runs_in_kraft_mode_and_scylla_in_developer_mode(self, compose: dict[str, Any]) -> None:
         kafka = compose["services"]["kafka"]
         assert kafka["image"].startswith("apache/kafka:")
@@ -144,7 +155,7 @@ class TestDockerfile:
     def test_final_stage_is_slim_non_root_and_has_no_build_tools(self) -> None:
         build, final = self.stages()
         assert "build-essential" in " ".join(build)
-        assert re.match(r"FROM python:3\.\d+-slim$", final[0])
+        assert re.match(r"FROM python:3\.\d+\.\d+-slim-\w+$", final[0])
         assert not any(tool in " ".join(final) for tool in ("apt-get", "build-essential", "gcc"))
         assert any(line.startswith("COPY --from=build /opt/venv") for line in final)
         user = [line.split()[1] for line in final if line.startswith("USER ")]
@@ -152,10 +163,33 @@ class TestDockerfile:
 
     def test_image_installs_the_deployment_extras(self) -> None:
         build, _ = self.stages()
-        assert 'pip install ".[kafka,cassandra,webhook,parquet]"' in " ".join(build)
+        assert 'pip install -c constraints.txt ".[kafka,cassandra,webhook,parquet]"' in " ".join(build)
         ignored = (ROOT / ".dockerignore").read_text().split()
-        for needed in ("statefulstream", "sinks", "examples", "pyproject.toml", "README.md"):
+        for needed in ("statefulstream", "sinks", "examples", "pyproject.toml", "README.md", "constraints.txt"):
             assert needed not in ignored
+
+    def test_both_stages_use_one_pinned_base_image(self) -> None:
+        froms = [stage[0].split()[1] for stage in self.stages()]
+        assert len(set(froms)) == 1 and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", froms[0]), froms
+
+    def test_every_dependency_of_the_image_is_pinned_in_the_constraints(self) -> None:
+        import tomllib
+
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        wanted = [*project["dependencies"]]
+        for extra in ("kafka", "cassandra", "webhook", "parquet"):
+            wanted += project["optional-dependencies"][extra]
+        pins = {}
+        for line in (ROOT / "constraints.txt").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, _, version = line.partition("==")
+                assert re.fullmatch(r"[\w.+-]+", version), f"not an exact pin: {line!r}"
+                pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+        for requirement in wanted:
+            name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", requirement)[0]).lower()
+            assert name in pins, f"{requirement} is not pinned in constraints.txt"
+        python = re.search(r"python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text())
+        assert python and python[1] in (ROOT / "constraints.txt").read_text().split("\n", 3)[1]
 
 
 class TestPrometheusConfig:

@@ -35,9 +35,11 @@ class TestFactoryPreconditions:
             GroupState(None, False, timeout=ET, batch_processing_time_ms=0, watermark_ms=-5,
                        watermark_present=True)
 
-    def test_timed_out_without_timeout_kind_is_rejected(self) -> None:
-        with pytest.raises(ConfigError, match="has_timed_out"):
+    def test_timed_out_without_timeout_kind_is_an_unsupported_operation(self) -> None:
+        # Spark: UnsupportedOperationException, the error of the other illegal calls (not an argument error).
+        with pytest.raises(TimeoutNotConfiguredError, match="has_timed_out") as caught:
             make_group_state(timeout=NONE, has_timed_out=True)
+        assert not isinstance(caught.value, ValueError)
 
     def test_test_factory_builds_the_same_object_as_production(self) -> None:
         state = make_group_state({"a": 1}, timeout=ET, batch_processing_time_ms=5, watermark_ms=3,

@@ -428,9 +428,10 @@ class TestProgressReports:
                   max_records_per_trigger=3, keep_batches=2)
         app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
                                        timeout=GroupStateTimeout.EVENT_TIME, sink=MemorySink())(count_handler)
-        with caplog.at_level(logging.INFO, logger="statefulstream.observe.progress"):
+        with caplog.at_level(logging.DEBUG, logger="statefulstream.observe.progress"):  # JSON at DEBUG
             app.run("available_now")
         lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "statefulstream.observe.progress"]
+        assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "statefulstream.observe.progress")
         assert [r["num_input_rows"] for r in lines if r["num_input_rows"]] == [3, 3, 3, 1]
         assert sum(r["records"]["processed"] for r in lines) == len(records)
         first = lines[0]

@@ -65,10 +65,27 @@ def test_sessions_match_offline_computation_for_any_batch_size(batch_size: int |
     assert len(sink.rows) == len({(r["user"], r["start"]) for r in sink.rows})  # each session once
 
 
-def test_demo_command_prints_the_sessions() -> None:
-    done = subprocess.run([sys.executable, "-m", "statefulstream.cli", "demo"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=True)
+def demo(*args: str) -> tuple[list[dict[str, Any]], str]:
+    done = subprocess.run([sys.executable, "-m", "statefulstream.cli", "demo", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
     rows = [json.loads(line.split("] ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("[batch")]
+    return rows, done.stdout
+
+
+def test_demo_command_prints_every_session_with_all() -> None:
+    rows, out = demo("--all")
     assert as_tuples(rows) == EXPECTED
-    assert f"{len(EXPECTED)} sessions closed" in done.stdout
-    assert "5 dead-lettered" in done.stdout
+    assert f"{len(EXPECTED)} sessions closed" in out
+    assert "5 dead-lettered" in out
+
+
+def test_demo_command_prints_the_first_sessions_and_the_count() -> None:
+    every, _ = demo("--all")
+    rows, out = demo()
+    from statefulstream.cli import DEMO_SHOWN
+
+    assert rows == every[:DEMO_SHOWN]  # the first sessions, as --all prints them
+    assert f"the first {DEMO_SHOWN} of {len(EXPECTED)} sessions shown" in out
+    assert f"{len(EXPECTED)} sessions closed" in out
+    shown, _ = demo("--show", "3", "--max-records", "500")
+    assert len(shown) == 3

@@ -60,6 +60,7 @@ class Executor:
 
     Attributes:
         heartbeat: the loop's sign of life (moved by every plan and commit), for ``/health``.
+        batch_lock: held while a batch runs (plan logged to commit done).
         next_batch_id / offsets / watermark_ms / late_watermark_ms: the resume
             point, set by ``start`` and moved by every committed batch.
     """
@@ -95,6 +96,8 @@ class Executor:
         self.last_progress: BatchProgress | None = None
         self._latest: dict[str, int] = {}
         self._data_loss_seen = 0
+        # Held from a batch's plan to its commit: a snapshot waits for the batch whose outputs it saw.
+        self.batch_lock = threading.RLock()
 
     # --- lifecycle
 
@@ -138,11 +141,15 @@ class Executor:
                          self.source.position_index(start, end))
 
     def run_batch(self, plan: BatchPlan, *, replayed: bool = False) -> BatchProgress:
-        """Run one planned batch, steps 1-8 of DESIGN.md.
+        """Run one planned batch, steps 1-8 of DESIGN.md, holding ``batch_lock``.
 
         Any failure before the commit aborts the store's staged changes; the
         plan stays logged, so a restart replays the batch exactly.
         """
+        with self.batch_lock:
+            return self._run_batch(plan, replayed)
+
+    def _run_batch(self, plan: BatchPlan, replayed: bool) -> BatchProgress:
         progress = BatchProgress(app=self.app_name, batch_id=plan.batch_id, batch_ts_ms=plan.batch_ts_ms,
                                  replayed=replayed, watermark_ms=plan.watermark_ms,
                                  start_offsets=plan.start, end_offsets=plan.end)

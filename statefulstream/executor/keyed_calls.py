@@ -16,7 +16,7 @@ from statefulstream.observe.progress import BatchProgress
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import sorted_keys
-from statefulstream.records import StateChange
+from statefulstream.records import GroupValues, StateChange
 from statefulstream.state.group_state import GroupState
 from statefulstream.state.store import NO_TIMEOUT_MS, StateRow, StateStore
 
@@ -25,8 +25,12 @@ KeyCall = Callable[[Hashable, list[Any], "StateRow | None", bool], None]
 
 
 def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: dict[Hashable, list[Any]],
-              progress: BatchProgress) -> tuple[list[Any], list[StateChange]]:
+              progress: BatchProgress, *, batch_query: bool = False) -> tuple[list[Any], list[StateChange]]:
     """Call the handler per key with data (and initial-state keys in batch 0), then per timeout.
+
+    ``batch_query`` runs the step for a bounded (non-streaming) query, as
+    Spark's batch ``GroupState``: no timeout calls, and the watermark reads -1
+    (the caller discards the store afterwards).
 
     Returns:
         ``(outputs, state_changes)`` of the batch, in call order.
@@ -38,14 +42,15 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
         for key, value in initial.items():
             store.put(key, StateRow(value, NO_TIMEOUT_MS))
             changes.append(StateChange(key, value, False, NO_TIMEOUT_MS))
+    if initial and not op.skip_emitting_initial_state_keys:
         keys = sorted_keys(set(groups) | set(initial))
-    else:
+    else:  # Spark's skipEmittingInitialStateKeys: initial keys without data are stored, not called
         keys = sorted_keys(groups)
     # Validate the batch-wide GroupState arguments once (the same checks as GroupState()).
     GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=plan.batch_ts_ms,
                watermark_ms=plan.watermark_ms, watermark_present=op.has_watermark)
-    call = key_caller(op, store, plan, outputs, changes)
-    empty: list[Any] = []
+    call = key_caller(op, store, plan, outputs, changes, batch_query=batch_query)
+    empty: list[Any] = GroupValues()
     get = groups.get
     for key, row in zip(keys, store.get_many(keys), strict=True):
         call(key, get(key, empty), row, False)
@@ -55,7 +60,7 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
         for key, row in list(store.items()):
             if key not in called:
                 call(key, empty, row, False)
-    if op.timeout is not GroupStateTimeout.NO_TIMEOUT:
+    if op.timeout is not GroupStateTimeout.NO_TIMEOUT and not batch_query:
         threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
         fired = 0
         for key, row in list(store.expired(threshold)):
@@ -70,14 +75,14 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
 
 
 def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs: list[Any],
-               changes: list[StateChange]) -> KeyCall:
+               changes: list[StateChange], *, batch_query: bool = False) -> KeyCall:
     """Return the per-key call: build a GroupState, call the handler, write back (A.3).
 
     Everything constant for the batch is bound once, since this runs once per key.
     """
     func, flat, kind = op.func, op.flat, op.timeout
     batch_ts, batch_id, present = plan.batch_ts_ms, plan.batch_id, op.has_watermark
-    watermark = plan.watermark_ms if present else -1
+    watermark = plan.watermark_ms if present and not batch_query else -1  # batch queries: -1 (SEMANTICS B.7)
     new_state = GroupState._for_call  # noqa: SLF001 - validated once per batch by call_keys
     put, delete, extend, append = store.put, store.delete, outputs.extend, outputs.append
     track = changes.append
@@ -89,11 +94,11 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
         try:
             result = func(key, values, state)
             if flat:
-                if result is not None:
-                    if isinstance(result, (dict, str, bytes)):
-                        raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
-                                        f"(or yield them), not a {type(result).__name__}")
-                    extend(result)  # consuming a generator may still change state (A.3)
+                if result is None or isinstance(result, (dict, str, bytes)):
+                    got = "None" if result is None else f"a {type(result).__name__}"
+                    raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
+                                    f"(or yield them; return [] for no rows), not {got}")
+                extend(result)  # consuming a generator may still change state (A.3)
             elif result is None:
                 raise TypeError("map_groups_with_state handler must return exactly one row; got None "
                                 "(use flat_map_groups_with_state to emit zero rows)")

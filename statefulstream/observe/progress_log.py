@@ -1,4 +1,4 @@
-"""Progress reports: one JSON line per batch at INFO, the last N kept in the checkpoint.
+"""Progress reports: one short line per batch at INFO, a JSON report at DEBUG, the last N kept.
 
 The report is shaped like Spark's ``StreamingQueryProgress``: batch id,
 input rows, input and processing rates, phase durations, event time and
@@ -30,7 +30,10 @@ from statefulstream.timeutil import format_ms
 logger = logging.getLogger(__name__)
 
 report_logger = logging.getLogger("statefulstream.observe.progress")
-"""Where the one-line JSON reports go, at INFO."""
+"""Where the one-line JSON reports go, at DEBUG."""
+
+batch_logger = logging.getLogger("statefulstream.batches")
+"""One short line per committed batch, at INFO (see :func:`batch_line`)."""
 
 
 def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict[str, Any]:
@@ -70,8 +73,21 @@ def progress_report(progress: BatchProgress, since_last_s: float | None) -> dict
     }
 
 
+def batch_line(progress: BatchProgress) -> str:
+    """The INFO line of one batch: id, records, output rows, watermark, duration.
+
+    >>> batch_line(BatchProgress(app="a", batch_id=3, batch_ts_ms=0, records_read=10, records_processed=9,
+    ...                          rows_output=2, watermark_ms=60_000, durations_s={"handler": 0.25}))
+    "app 'a' batch 3: 10 records read, 9 processed, 2 rows out, watermark 1970-01-01T00:01:00.000Z, 0.250 s"
+    """
+    p = progress
+    return (f"app {p.app!r} batch {p.batch_id}{' (replayed)' if p.replayed else ''}: {p.records_read} records "
+            f"read, {p.records_processed} processed, {p.rows_output} rows out, watermark {format_ms(p.watermark_ms)}, "
+            f"{p.duration_s:.3f} s")
+
+
 class ProgressLog:
-    """Logs each batch's report and keeps the last ``keep`` in ``directory``.
+    """Logs each batch (a line at INFO, the JSON report at DEBUG) and keeps the last ``keep`` reports.
 
     Args:
         directory: where reports are kept (``<checkpoint_dir>/progress``), or
@@ -101,11 +117,13 @@ class ProgressLog:
         now = self._monotonic()
         since = now - self._last_s if self._last_s is not None else None
         self._last_s = now
-        if self.directory is None and self.recent is None and not report_logger.isEnabledFor(logging.INFO):
+        if batch_logger.isEnabledFor(logging.INFO):
+            batch_logger.info("%s", batch_line(progress))
+        if self.directory is None and self.recent is None and not report_logger.isEnabledFor(logging.DEBUG):
             return
         report = progress_report(progress, since)
         line = orjson.dumps(report)
-        report_logger.info("%s", line.decode())
+        report_logger.debug("%s", line.decode())
         if self.directory is not None:
             try:
                 self._keep(progress.batch_id, line)

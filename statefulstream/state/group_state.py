@@ -81,7 +81,9 @@ class GroupState(Generic[S]):
         if watermark_present and watermark_ms < 0:
             raise ConfigError("watermark_ms must be 0 or positive if a watermark is present")
         if has_timed_out and timeout is GroupStateTimeout.NO_TIMEOUT:
-            raise ConfigError("has_timed_out=True needs a timeout kind other than NO_TIMEOUT")
+            # Spark: UnsupportedOperationException (MISSING_TIMEOUT_CONFIGURATION), as for the setters.
+            raise TimeoutNotConfiguredError("a GroupState cannot have timed out without a timeout configured: "
+                                            "has_timed_out=True needs timeout=PROCESSING_TIME or EVENT_TIME")
         self._start(value, defined, timeout, batch_processing_time_ms,
                     watermark_ms if watermark_present else NO_TIMESTAMP, watermark_present, has_timed_out)
 
