@@ -572,3 +572,11 @@ class TestWindowCountsExample:
         assert got == set().union(*want)
         assert builtin_sum(late) == builtin_sum(want_lates) > 0
         assert len(by_window(sink.rows)) > 50
+
+
+def test_a_window_whose_timer_moved_away_and_back_closes_once() -> None:
+    """Found by the model test: a key's timer set to T, moved to U, then back to T fired twice in one batch."""
+    batches = [[("a", NOON + 5 * MIN)], [("a", NOON), ("a", NOON + 15 * MIN)], [("a", NOON + 20 * MIN)], []]
+    got, lates, _ = run_tester(batches, window=tumbling("5 minutes"), delay="10 minutes", mode="append")
+    want, want_lates = reference(batches, delay=10 * MIN, mode="append", windows_of=fixed_windows_of(5 * MIN, 5 * MIN))
+    assert (got, lates) == (want, want_lates)

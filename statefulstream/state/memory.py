@@ -68,10 +68,12 @@ class MemoryStateStore(StateStore):
         """Yield live timers below the threshold, lowest deadline first (insertion order on ties)."""
         heap, rows = self._timers, self._rows
         due: list[tuple[int, int, Hashable]] = []
+        live: set[Hashable] = set()  # a timer moved away and back leaves two live-looking entries
         while heap and heap[0][0] < threshold_ms:
             entry = heapq.heappop(heap)
             row = rows.get(entry[2])
-            if row is not None and row.timeout_ms == entry[0]:
+            if row is not None and row.timeout_ms == entry[0] and entry[2] not in live:
+                live.add(entry[2])
                 due.append(entry)
         # Keep live entries until commit: an aborted batch must still see them.
         for entry in due:
