@@ -173,6 +173,36 @@ class TestStateStoreContract:
         store.put("staged", StateRow(0))
         assert dict(store.items()) == {"a": StateRow({"x": (1, 2)}, 5), 7: StateRow([None])}
 
+    def test_timer_moved_away_and_back_fires_once(self, backend: Backend) -> None:
+        store = backend.fresh()
+        store.open(SIG)
+        for batch_id, deadline in enumerate([100, 200, 100]):
+            store.put("a", StateRow(1, deadline))
+            store.commit(record(batch_id))
+        assert list(store.expired(1000)) == [("a", StateRow(1, 100))]
+
+    def test_num_rows_is_exact_through_rewrites_deletes_aborts_and_restarts(self, backend: Backend) -> None:
+        store = backend.fresh()
+        store.open(SIG)
+        assert store.num_rows() == 0
+        live: set[int] = set()
+        for batch_id in range(6):
+            for i in range(batch_id * 10, batch_id * 10 + 40):  # overlaps the previous batch: rewrites
+                store.put(i, StateRow(i, 500 + i if i % 2 else NO_TIMEOUT_MS))
+                live.add(i)
+            for i in range(0, batch_id * 10, 3):
+                store.delete(i)
+                live.discard(i)
+            store.delete(10_000)  # never existed
+            store.commit(record(batch_id))
+            assert store.num_rows() == len(live)
+        store.put(-1, StateRow("staged"))
+        store.delete(next(iter(live)))
+        assert store.num_rows() == len(live), "staged changes do not count"
+        store.abort()
+        store, _ = backend.restart()
+        assert store.num_rows() == len(live) == sum(1 for _ in store.items())
+
     def test_other_operator_signature_is_refused(self, backend: Backend) -> None:
         store = backend.fresh()
         store.open(SIG)
@@ -376,14 +406,16 @@ class TestRocksDBStateStore:
         with pytest.raises(StateError, match="already exists"):
             store.snapshot(str(tmp_path / "snap"))
 
-    def test_approx_size_counts_keys(self, rocks: Callable[..., RocksDBStateStore]) -> None:
+    def test_disk_bytes_are_the_store_directorys_files(self, rocks: Callable[..., RocksDBStateStore],
+                                                       tmp_path: Path) -> None:
         store = rocks()
         store.open(SIG)
+        assert store.disk_bytes() == 0
         for i in range(300):
             store.put(i, StateRow("x" * 100))
         store.commit(record(0))
-        keys, size = store.approx_size()
-        assert keys == 300 and size > 300 * 100
+        files = [p for p in (tmp_path / "state").iterdir() if p.is_file()]
+        assert store.disk_bytes() == sum(p.stat().st_size for p in files) > 300 * 100
 
     def test_lock_is_released_by_close(self, tmp_path: Path) -> None:
         first = RocksDBStateStore(str(tmp_path / "state"))
