@@ -2,9 +2,10 @@
 
 A store holds, for one stateful operator, a ``StateRow`` per group key, an
 ordered timer index of ``(deadline, key)`` (``statefulstream.state.timers``),
-the exact number of rows, and the record of the last committed batch. Changes of a batch are staged with ``put``/``delete`` and
-become visible to a restarted app only through ``commit``, which writes them
-together with the batch's ``CommitRecord`` in one atomic step.
+the exact number of rows, and the record of the last committed batch.
+Changes of a batch are staged with ``put``/``delete`` and become visible to
+a restarted app only through ``commit``, which writes them together with the
+batch's ``CommitRecord`` in one atomic step.
 """
 
 from __future__ import annotations

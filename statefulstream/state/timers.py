@@ -11,9 +11,8 @@ scan of every timer:
 * :class:`RocksDBTimerIndex` (RocksDB store): a column family whose keys
   are :func:`timer_key` (an 8-byte big-endian deadline offset by 2**63, so
   negative deadlines sort first, then the encoded group key). Moves are
-  written into the commit's ``WriteBatch``. A scan starts at the index's
-  *floor* and stops at the threshold (``iterate_lower_bound`` /
-  ``iterate_upper_bound``): the floor is the lowest deadline a live timer
+  written into the commit's ``WriteBatch``. A scan seeks to the index's
+  *floor* and stops at the threshold (``iterate_upper_bound``): the floor is the lowest deadline a live timer
   may have, committed with the batch, so the tombstones of timers that fired
   or moved before it are never read again, not even after a restart.
 """
@@ -27,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
-from rocksdict import ReadOptions, Rdict, WriteBatch
+from rocksdict import Rdict, ReadOptions, WriteBatch
 
 from statefulstream.state.store import NO_TIMEOUT_MS
 
@@ -190,11 +189,11 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         if threshold_ms <= self.floor_ms:
             self._scanned(threshold_ms, [])
             return
+        floor = deadline_prefix(self.floor_ms)
         opts = ReadOptions()
-        opts.set_iterate_lower_bound(deadline_prefix(self.floor_ms))
         opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
         it = self._cf.iter(opts)  # type: ignore[union-attr]
-        it.seek_to_first()  # the lower bound: a seek straight to the floor
+        it.seek(floor)  # not seek_to_first: that walks every tombstone below the floor
         yielded: list[tuple[int, bytes]] = []
         while it.valid():
             timer = split_timer_key(it.key())
