@@ -15,9 +15,11 @@ import pytest
 from rocksdict import Options, Rdict
 
 from statefulstream.errors import IncompatibleStateError, StateCorruptedError, StateError
+from statefulstream.state import rocksdb as rocksdb_module
 from statefulstream.state.codec import Codec, StateEncodeError
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.rocksdb import COLUMN_FAMILIES, RocksDBStateStore
+from statefulstream.state.rocksdb import RocksDBStateStore
+from statefulstream.state.rocksdb_dir import COLUMN_FAMILIES, open_rocksdb
 from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, StateRow, StateStore
 
 SIG = {"key": "user", "timeout": "EventTimeTimeout", "output_mode": "append"}
@@ -272,6 +274,61 @@ class TestRocksDBStateStore:
         assert not (tmp_path / "state").exists()
         store.commit(record(0))
         assert (tmp_path / "state" / "CURRENT").exists()
+
+    def test_first_commit_is_built_aside_and_renamed_into_place(
+            self, rocks: Callable[..., RocksDBStateStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[tuple[str, list[str]]] = []
+        original = rocksdb_module.publish
+
+        def watched(staging: str, path: str) -> None:
+            seen.append((os.path.basename(staging), sorted(os.listdir(tmp_path))))
+            original(staging, path)
+
+        monkeypatch.setattr(rocksdb_module, "publish", watched)
+        store = rocks()
+        store.open(SIG)
+        store.put("a", StateRow(1, 10))
+        store.commit(record(0))
+        store.put("b", StateRow(2))
+        store.commit(record(1))
+        assert len(seen) == 1, "only the first commit of a new store is built aside"
+        staging, listed = seen[0]
+        assert staging.startswith("state.creating-") and listed == [staging]  # no state/ before the rename
+        assert sorted(os.listdir(tmp_path)) == ["state"]
+        with pytest.raises(StateError, match="in use by another process"):  # the lock moved with the rename
+            rocks().open(SIG)
+
+    def test_staging_left_by_a_killed_first_commit_is_removed_and_the_store_is_new(
+            self, rocks: Callable[..., RocksDBStateStore], tmp_path: Path) -> None:
+        abandoned = tmp_path / "state.creating-x1"
+        db = open_rocksdb(str(abandoned), read_only=False)  # a whole store that never got renamed into place
+        db.get_column_family("meta")[b"commit"] = b"{}"
+        db.close()
+        store = rocks()
+        assert store.open(SIG) is None
+        assert not abandoned.exists()
+        store.put("a", StateRow(1))
+        store.commit(record(0))
+        assert sorted(os.listdir(tmp_path)) == ["state"]
+
+    def test_staging_of_a_live_first_commit_is_left_alone(self, rocks: Callable[..., RocksDBStateStore],
+                                                          tmp_path: Path) -> None:
+        first, second = rocks(), rocks()
+        first.open(SIG)
+        first.put("a", StateRow(1))
+        first._ensure_writable()  # what commit does first: the staging store, open and locked
+        staging = first._db_path
+        assert second.open(SIG) is None and os.path.isdir(staging)
+        first.commit(record(0))
+        second.put("b", StateRow(2))
+        with pytest.raises(StateError, match="created by another app"):
+            second.commit(record(0))
+        second.close()
+        assert sorted(os.listdir(tmp_path)) == ["state"], "the loser's staging store is removed"
+        first.close()
+        reader = rocks()
+        assert reader.open(SIG) == record(0)
+        assert dict(reader.items()) == {"a": StateRow(1)}
 
     def test_signature_mismatch_names_the_path_both_signatures_and_the_remedy(
             self, rocks: Callable[..., RocksDBStateStore], tmp_path: Path) -> None:
