@@ -441,6 +441,12 @@ class TestRocksDBStateStore:
         with pytest.raises(StateEncodeError, match=r"state of key 'a': cannot encode builtins\.object"):
             store.put("a", StateRow({"x": object()}))
 
+    def test_timeout_outside_int64_fails_at_put_naming_the_key(self, rocks: Callable[..., RocksDBStateStore]) -> None:
+        store = rocks()
+        store.open(SIG)
+        with pytest.raises(StateEncodeError, match=r"state of key 'a': timeout 9223372036854775808 is outside"):
+            store.put("a", StateRow(1, 2**63))
+
     def test_snapshot_is_a_store_frozen_at_the_last_commit(self, rocks: Callable[..., RocksDBStateStore],
                                                            tmp_path: Path) -> None:
         store = rocks()

@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import struct
+import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -86,7 +87,8 @@ class RocksDBStateStore(StateStore):
 
     The contract is ``StateStore``'s. Beyond it: ``snapshot(dest)`` makes a
     consistent copy; ``open`` writes nothing (see the module docstring).
-    Not thread-safe: one executor thread uses it.
+    Not thread-safe: one executor thread uses it; only ``snapshot`` may be
+    called from another thread.
     """
 
     def __init__(self, path: str, cache_keys: int = DEFAULT_CACHE_KEYS, *, codec: Codec = DEFAULT_CODEC,
@@ -109,6 +111,9 @@ class RocksDBStateStore(StateStore):
         self._staged: dict[bytes, bytes | None] = {}
         self._sync = WriteOptions()
         self._sync.sync = True
+        # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
+        # ``snapshot`` from another thread never sees a closing database.
+        self._swap = threading.Lock()
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -165,7 +170,8 @@ class RocksDBStateStore(StateStore):
 
     def close(self) -> None:
         """Release RocksDB and the directory lock; staged changes are dropped. Idempotent."""
-        self._detach()
+        with self._swap:
+            self._detach()
         self._cache.clear()
         self._staged.clear()
         self._timers = RocksDBTimerIndex()
@@ -199,24 +205,26 @@ class RocksDBStateStore(StateStore):
         if self.read_only:
             msg = f"state store {self.path} was opened read-only (for inspection); it cannot commit"
             raise StateError(msg, path=self.path)
-        self._detach()
-        if self._new:  # built aside, renamed into place by the first commit (see rocksdb_dir)
-            path = staging_dir(self.path)
-            self._db_path = path
-            self._lock_fd = lock_dir(path)
-        else:
-            path = self.path
-        self._attach(open_rocksdb(path, read_only=False), path)
-        self._writable = True
+        with self._swap:
+            self._detach()
+            if self._new:  # built aside, renamed into place by the first commit (see rocksdb_dir)
+                path = staging_dir(self.path)
+                self._db_path = path
+                self._lock_fd = lock_dir(path)
+            else:
+                path = self.path
+            self._attach(open_rocksdb(path, read_only=False), path)
+            self._writable = True
 
     def _publish(self) -> None:
         """Move a new store's first commit into place; the lock moves with the directory."""
-        staging = self._db_path
-        self._detach()
-        publish(staging, self.path)
-        self._new = False
-        self._attach(open_rocksdb(self.path, read_only=False), self.path)
-        self._writable = True
+        with self._swap:
+            staging = self._db_path
+            self._detach()
+            publish(staging, self.path)
+            self._new = False
+            self._attach(open_rocksdb(self.path, read_only=False), self.path)
+            self._writable = True
 
     # --- reads
 
@@ -315,12 +323,17 @@ class RocksDBStateStore(StateStore):
         """Stage a row; its value is encoded now, so a bad type fails at the call that stored it.
 
         Raises:
-            codec.StateEncodeError: the value or key holds a type the codec cannot store.
+            codec.StateEncodeError: the value or key holds a type the codec cannot store, or the
+                timeout is outside the int64 range.
         """
         try:
             self._staged[self._codec.encode_key(key)] = _encode_row(self._codec, row)
         except StateEncodeError as exc:
             msg = f"state of key {key!r}: {exc}"
+            raise StateEncodeError(msg) from exc
+        except struct.error as exc:
+            msg = (f"state of key {key!r}: timeout {row.timeout_ms} is outside the range a stored timeout can "
+                   f"hold (a signed 64-bit number of epoch milliseconds)")
             raise StateEncodeError(msg) from exc
 
     def delete(self, key: Hashable) -> None:
@@ -389,10 +402,11 @@ class RocksDBStateStore(StateStore):
         Raises:
             StateError: ``dest`` exists, or nothing has been committed yet.
         """
-        if self._db is None or self._new:
-            msg = f"state store {self.path} has no committed batch yet; nothing to snapshot"
-            raise StateError(msg, path=self.path)
-        create_rocksdb_checkpoint(self._db, dest)
+        with self._swap:
+            if self._db is None or self._new:
+                msg = f"state store {self.path} has no committed batch yet; nothing to snapshot"
+                raise StateError(msg, path=self.path)
+            create_rocksdb_checkpoint(self._db, dest)
 
 
 def inspect_store(path: str, *, codec: Codec = DEFAULT_CODEC) -> tuple[RocksDBStateStore, CommitRecord | None]:

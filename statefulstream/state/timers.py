@@ -233,7 +233,9 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         if self._scan is not None:
             threshold, yielded = self._scan
             kept = [deadline for deadline, key in yielded if key not in self._removed]
-            floor = min(threshold, *kept) if kept else threshold
+            floor = max(threshold, floor)  # nothing was below the floor, nor in [floor, threshold) but `yielded`
+            if kept:
+                floor = min(floor, min(kept))
         return min(floor, self._added_min)
 
     def committed(self, floor_ms: int) -> None:
