@@ -288,7 +288,10 @@ class TestRocksDBStateStore:
         store = rocks()
         store.open(SIG)
         store.put("a", StateRow(1, 10))
+        assert store.committed_view() is None  # state queries: nothing committed, nothing to show yet
         store.commit(record(0))
+        view = store.committed_view()
+        assert view is not None and view.batch_id == 0 and view.get("a") == StateRow(1, 10)
         store.put("b", StateRow(2))
         store.commit(record(1))
         assert len(seen) == 1, "only the first commit of a new store is built aside"

@@ -87,8 +87,8 @@ class RocksDBStateStore(StateStore):
 
     The contract is ``StateStore``'s. Beyond it: ``snapshot(dest)`` makes a
     consistent copy; ``open`` writes nothing (see the module docstring).
-    Not thread-safe: one executor thread uses it; only ``snapshot`` may be
-    called from another thread.
+    Not thread-safe: one executor thread uses it; only ``snapshot`` and
+    ``committed_view`` may be called from another thread.
     """
 
     def __init__(self, path: str, cache_keys: int = DEFAULT_CACHE_KEYS, *, codec: Codec = DEFAULT_CODEC,
@@ -112,7 +112,7 @@ class RocksDBStateStore(StateStore):
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
-        # ``snapshot`` from another thread never sees a closing database.
+        # ``snapshot`` and ``committed_view`` from another thread never see a closing database.
         self._swap = threading.Lock()
 
     @property
@@ -307,15 +307,15 @@ class RocksDBStateStore(StateStore):
         return self._timers.count
 
     def committed_view(self) -> CommittedView | None:
-        """Return a snapshot of the committed rows for another thread (``rocksdb_view``); no lock, no cache.
+        """Return a snapshot of the committed rows for another thread (``rocksdb_view``); no cache.
 
         ``None`` until the first commit is in place: the staging store of a new
         checkpoint is renamed under its readers' feet.
         """
-        if self._new:
-            return None
-        # _attach/_detach replace self._cf, never mutate it: this reference stays whole.
-        return take_view(self._cf, META_COMMIT, self._decode, self._codec.decode_key)
+        with self._swap:  # held by the loop only while RocksDB is reopened or the first commit renamed
+            if self._new:
+                return None
+            return take_view(self._cf, META_COMMIT, self._decode, self._codec.decode_key)
 
     # --- writes
 
