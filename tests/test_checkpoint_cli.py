@@ -73,6 +73,7 @@ class TestCheckpointShow:
         assert info["last_commit"]["batch_id"] == 2 and info["pending"] is None
         assert info["state"]["signature"] == SIG
         assert info["state"]["rows"] == len(ROWS)
+        assert info["state"]["timers"] == sum(1 for row in ROWS.values() if row.timeout_ms != NO_TIMEOUT_MS)
         files = [p for p in (tmp_path / "state").iterdir() if p.is_file()]
         assert info["state"]["disk_bytes"] == sum(p.stat().st_size for p in files)
 
@@ -90,7 +91,7 @@ class TestCheckpointShow:
         store.close()
         assert expected == 200 - 29
         result = invoke("checkpoint", "show", str(tmp_path))
-        assert f"state        {expected} rows (keys)" in result.output, result.output
+        assert f"state        {expected} rows (keys), {expected} timers" in result.output, result.output
 
     def test_never_modifies_the_checkpoint(self, tmp_path: Path) -> None:
         make_checkpoint(tmp_path).close()

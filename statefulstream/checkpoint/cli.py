@@ -84,11 +84,11 @@ def describe(checkpoint_dir: str) -> dict[str, Any]:
     else:
         store, last = inspect_store(state_dir)
         try:
-            rows, size = store.num_rows(), store.disk_bytes()
+            rows, timers, size = store.num_rows(), store.num_timers(), store.disk_bytes()
         finally:
             store.close()
         info["state"] = {"format_version": CHECKPOINT_FORMAT_VERSION, "signature": store.signature,
-                         "rows": rows, "disk_bytes": size, "in_use": store_in_use(state_dir)}
+                         "rows": rows, "timers": timers, "disk_bytes": size, "in_use": store_in_use(state_dir)}
         info["last_commit"] = None if last is None else last.to_dict()
     committed = info["last_commit"]["batch_id"] if info["last_commit"] else -1
     info["pending"] = latest.to_dict() if latest is not None and latest.batch_id > committed else None
@@ -106,8 +106,8 @@ def _print_description(info: dict[str, Any]) -> None:
         echo("state        none (nothing committed yet)")
     else:
         running = "  (held by a running app)" if state["in_use"] else ""
-        echo(f"state        {state['rows']} rows (keys), {state['disk_bytes']} bytes on disk; "
-             f"format v{state['format_version']}{running}")
+        echo(f"state        {state['rows']} rows (keys), {state['timers']} timers, "
+             f"{state['disk_bytes']} bytes on disk; format v{state['format_version']}{running}")
         echo(f"operator     {_dumps(state['signature'])}")
     last = info["last_commit"]
     if last is None:
