@@ -8,7 +8,10 @@ Usage: ``python tests/fault_job.py INPUT_DIR CHECKPOINT_DIR OUTPUT_DIR``, with
 * ``read``: before the source reads the planned range;
 * ``handler``: at the start of a handler call;
 * ``sink_before`` / ``sink_after``: around the sink's write of a batch;
-* ``commit_before`` / ``commit_after``: around the state store's atomic commit.
+* ``commit_before`` / ``commit_after``: around the state store's atomic commit;
+* ``create_opened`` / ``create_written`` / ``create_published``: inside a new
+  store's first commit: its staging RocksDB is open, the batch is written
+  there, the staging directory was renamed into place.
 
 Without ``FAULT_KILL`` it runs the input to its end (trigger ``available_now``)
 and exits 0. The hooks wrap the real FileSource, JsonlFileSink, FilePlanLog
@@ -29,7 +32,9 @@ from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.records import Offsets
 from statefulstream.sources.base import ReadResult
 from statefulstream.sources.file import FileSource
+from statefulstream.state import rocksdb as rocksdb_store
 from statefulstream.state.rocksdb import RocksDBStateStore
+from statefulstream.state.rocksdb_dir import STAGING_INFIX
 
 SESSION_GAP_MS = 15_000
 MAX_RECORDS_PER_BATCH = 30
@@ -62,6 +67,24 @@ def around(cls: type, method: str, before: str | None, after: str | None) -> Non
     setattr(cls, method, wrapper)
 
 
+def around_creation() -> None:
+    """Kill points inside a new store's first commit (the functions the store module calls)."""
+    open_rocksdb, publish = rocksdb_store.open_rocksdb, rocksdb_store.publish
+
+    def opened(path: str, *, read_only: bool) -> Any:
+        db = open_rocksdb(path, read_only=read_only)
+        if STAGING_INFIX in os.path.basename(path):
+            reached("create_opened")
+        return db
+
+    def published(staging: str, path: str) -> None:
+        reached("create_written")
+        publish(staging, path)
+        reached("create_published")
+
+    rocksdb_store.open_rocksdb, rocksdb_store.publish = opened, published  # type: ignore[assignment]
+
+
 class KillableFileSource(FileSource):
     def read(self, start: Offsets, end: Offsets) -> ReadResult:
         reached("read")
@@ -72,6 +95,7 @@ def build(input_dir: str, checkpoint_dir: str, output_dir: str) -> App:
     around(FilePlanLog, "write", None, "plan")
     around(JsonlFileSink, "write", "sink_before", "sink_after")
     around(RocksDBStateStore, "commit", "commit_before", "commit_after")
+    around_creation()
     app = App("fault-sessions", source=KillableFileSource(input_dir), checkpoint_dir=checkpoint_dir,
               trigger="available_now", max_records_per_trigger=MAX_RECORDS_PER_BATCH)
 

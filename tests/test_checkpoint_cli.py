@@ -72,7 +72,26 @@ class TestCheckpointShow:
         info = json.loads(invoke("checkpoint", "show", "--json", str(tmp_path)).output)
         assert info["last_commit"]["batch_id"] == 2 and info["pending"] is None
         assert info["state"]["signature"] == SIG
-        assert info["state"]["approx_keys"] == len(ROWS)
+        assert info["state"]["rows"] == len(ROWS)
+        assert info["state"]["timers"] == sum(1 for row in ROWS.values() if row.timeout_ms != NO_TIMEOUT_MS)
+        files = [p for p in (tmp_path / "state").iterdir() if p.is_file()]
+        assert info["state"]["disk_bytes"] == sum(p.stat().st_size for p in files)
+
+    def test_row_count_is_exact_after_rewrites_and_deletes(self, tmp_path: Path) -> None:
+        # RocksDB's own estimate counts every version of a key (107,168 "keys" for 1,567 real ones).
+        store = RocksDBStateStore(str(tmp_path / "state"))
+        store.open(SIG)
+        for batch_id in range(30):
+            for i in range(200):
+                store.put(f"k{i}", StateRow({"batch": batch_id}, 1000 + batch_id))
+            for i in range(batch_id):
+                store.delete(f"k{i}")
+            store.commit(CommitRecord(batch_id, {"f": batch_id}, 1000 + batch_id, 0, 0))
+        expected = sum(1 for _ in store.items())
+        store.close()
+        assert expected == 200 - 29
+        result = invoke("checkpoint", "show", str(tmp_path))
+        assert f"state        {expected} rows (keys), {expected} timers" in result.output, result.output
 
     def test_never_modifies_the_checkpoint(self, tmp_path: Path) -> None:
         make_checkpoint(tmp_path).close()

@@ -1,4 +1,4 @@
-"""The msgpack state codec: value and key round trips, registered types, timer-key order."""
+"""The msgpack state codec: value and key round trips, registered types."""
 
 from __future__ import annotations
 
@@ -15,13 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statefulstream.errors import ConfigError, StateCorruptedError
-from statefulstream.state.codec import (
-    Codec,
-    StateEncodeError,
-    deadline_prefix,
-    split_timer_key,
-    timer_key,
-)
+from statefulstream.state.codec import Codec, StateEncodeError
 
 _scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
             | st.floats(allow_nan=False) | st.text() | st.binary()
@@ -137,19 +131,4 @@ class TestCodec:
         value = [uuid.UUID(int=7), decimal.Decimal("1.10")]
         decoded = codec.decode(codec.encode(value))
         assert decoded == value and str(decoded[1]) == "1.10"
-
-
-class TestTimerKey:
-    @given(st.lists(st.tuples(st.integers(-(2**62), 2**62), st.binary(max_size=6)), min_size=2, max_size=30))
-    def test_byte_order_is_deadline_then_key_order(self, timers: list[tuple[int, bytes]]) -> None:
-        assert sorted(timers) == sorted(timers, key=lambda t: timer_key(*t))
-
-    @given(st.integers(-(2**62), 2**62), st.binary(max_size=6))
-    def test_split_inverts_timer_key(self, deadline: int, key: bytes) -> None:
-        assert split_timer_key(timer_key(deadline, key)) == (deadline, key)
-
-    @given(st.integers(-(2**62), 2**62), st.integers(-(2**62), 2**62), st.binary(max_size=6))
-    def test_deadline_prefix_bounds_exactly_the_lower_deadlines(self, deadline: int, threshold: int,
-                                                                key: bytes) -> None:
-        assert (timer_key(deadline, key) < deadline_prefix(threshold)) == (deadline < threshold)
 

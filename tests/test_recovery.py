@@ -2,9 +2,10 @@
 
 The fault-injection test runs ``tests/fault_job.py`` (FileSource -> sessionization
 with event-time timeouts -> JsonlFileSink, RocksDB checkpoint) in a subprocess,
-SIGKILLs it at 20+ points (after planning, during read, in the handler, around
-sink writes, around the commit, and at random times) and restarts it until the
-input is done. Its sink files and final state must equal an uninterrupted run's.
+SIGKILLs it at 30+ points (inside and at random moments of the very first
+commit, after planning, during read, in the handler, around sink writes, around
+the commit, and at random times) and restarts it until the input is done. Its
+sink files and final state must equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from statefulstream import App, CheckpointCorruptedError, GroupStateTimeout, IncompatibleStateError
+from statefulstream.checkpoint.snapshot import STATE_DIR
 from statefulstream.errors import StateCorruptedError
 from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.sources.file import FileSource
@@ -32,12 +34,14 @@ from statefulstream.state.rocksdb import inspect_store
 REPO = Path(__file__).resolve().parents[1]
 JOB = REPO / "tests" / "fault_job.py"
 PHASES = ("plan", "read", "handler", "sink_before", "sink_after", "commit_before", "commit_after")
+CREATION_PHASES = ("create_opened", "create_written", "create_published")
+FIRST_COMMIT_WINDOW_S = 0.03  # kills land this long at most after the state store starts to appear
 USERS = 8
 FILES = 3
 EVENTS = 3000
 
 
-def write_events(directory: Path, rng: random.Random) -> set[int]:
+def write_events(directory: Path, rng: random.Random, events: int = EVENTS) -> set[int]:
     """Write a click stream over FILES files; return every event id.
 
     Events are dealt round-robin to the files from one timeline, so the files
@@ -47,28 +51,32 @@ def write_events(directory: Path, rng: random.Random) -> set[int]:
     directory.mkdir()
     files = [open(directory / f"events-{i}.jsonl", "w") for i in range(FILES)]  # noqa: SIM115
     t = 1_700_000_000_000
-    for event_id in range(EVENTS):
+    for event_id in range(events):
         t += rng.randint(0, 1500) if rng.random() > 0.03 else 40_000  # occasional pauses close sessions
         event = {"id": event_id, "user": f"u{rng.randrange(USERS)}", "ts": t - rng.randint(0, 4000)}
         files[event_id % FILES].write(json.dumps(event) + "\n")
     for f in files:
         f.close()
-    return set(range(EVENTS))
+    return set(range(events))
 
 
 def run_job(root: Path, name: str, kill: str | None = None,
-            kill_timed: tuple[int, float] | None = None) -> int:
+            kill_timed: tuple[int, float] | None = None, kill_creating: float | None = None) -> int:
     """Run the job once on ``root/name``; return its exit code (-9 when killed).
 
     ``kill`` is a ``FAULT_KILL`` spec (the job kills itself at that point);
     ``kill_timed=(n, delay)`` kills it from outside ``delay`` seconds after its
-    n-th new sink file appeared: a point in the middle of whatever it is doing.
+    n-th new sink file appeared: a point in the middle of whatever it is doing;
+    ``kill_creating=delay`` kills it ``delay`` seconds after its state store
+    starts to appear (a staging or the store directory): inside or just after
+    the first commit of a new checkpoint.
     """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("FAULT_KILL", None)
     if kill:
         env["FAULT_KILL"] = kill
-    proc = subprocess.Popen([sys.executable, str(JOB), str(root / "input"), str(root / name / "checkpoint"),
+    checkpoint = root / name / "checkpoint"
+    proc = subprocess.Popen([sys.executable, str(JOB), str(root / "input"), str(checkpoint),
                              str(root / name / "out")], env=env, stderr=subprocess.PIPE)
     if kill_timed is not None:
         out = root / name / "out"
@@ -77,10 +85,45 @@ def run_job(root: Path, name: str, kill: str | None = None,
             time.sleep(0.002)
         time.sleep(kill_timed[1])
         proc.send_signal(signal.SIGKILL)
+    if kill_creating is not None:
+        while proc.poll() is None and not state_appeared(checkpoint):
+            time.sleep(0.001)
+        time.sleep(kill_creating)
+        proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     if proc.returncode not in (0, -signal.SIGKILL):
         pytest.fail(f"fault job exited with {proc.returncode} (kill={kill}):\n{err.decode()[-3000:]}")
     return proc.returncode
+
+
+def state_appeared(checkpoint: Path) -> bool:
+    """Whether the state store (or the staging directory of its first commit) exists."""
+    return checkpoint.is_dir() and any(p.name.startswith(STATE_DIR) for p in checkpoint.iterdir())
+
+
+def kill_first_commit(root: Path, name: str, rng: random.Random, kills: int) -> list[str]:
+    """SIGKILL a job on a new checkpoint inside its first commit, again and again; return the kills.
+
+    First at each point inside the commit, then at random moments after the
+    store starts to appear, while no commit exists yet.
+    """
+    killed = []
+    store = root / name / "checkpoint" / STATE_DIR
+    for phase in CREATION_PHASES[:2]:  # both leave no store behind
+        assert run_job(root, name, kill=f"{phase}:1") == -signal.SIGKILL
+        assert not store.exists(), f"a kill at {phase} left {store}"
+        killed.append(f"{phase}:1")
+    while len(killed) < kills - 1 and not store.exists():
+        delay = rng.uniform(0, FIRST_COMMIT_WINDOW_S)
+        if run_job(root, name, kill_creating=delay) == 0:
+            break
+        killed.append(f"{delay * 1000:.1f} ms after the state store appeared")
+    if not store.exists():
+        assert run_job(root, name, kill=f"{CREATION_PHASES[2]}:1") == -signal.SIGKILL
+        killed.append(f"{CREATION_PHASES[2]}:1")
+    leftovers = [p.name for p in store.parent.iterdir() if p.name.startswith(STATE_DIR + ".")]
+    assert len(leftovers) <= 1, f"staging directories pile up: {leftovers}"
+    return killed
 
 
 def final_state(checkpoint: Path) -> tuple[dict[Any, Any], dict[str, Any]]:
@@ -103,18 +146,19 @@ def tree_digest(root: Path) -> dict[str, str]:
 class TestKillAnywhere:
     @pytest.mark.slow
     @pytest.mark.timeout(240)
-    def test_sigkill_at_twenty_plus_points_gives_the_uninterrupted_result(self, tmp_path: Path) -> None:
+    def test_sigkill_at_thirty_plus_points_gives_the_uninterrupted_result(self, tmp_path: Path) -> None:
         seed = int(os.environ.get("FAULT_SEED", random.randrange(2**32)))
         rng = random.Random(seed)
         ids = write_events(tmp_path / "input", rng)
         assert run_job(tmp_path, "reference") == 0
 
-        # Every phase twice, plus kills at random times and at random phases; order shuffled.
+        # The first commit of the new checkpoint first, then every phase twice, kills at random times and at
+        # random phases; order shuffled.
+        killed = kill_first_commit(tmp_path, "faulty", rng, kills=6)
         schedule: list[tuple[str | None, tuple[int, float] | None]] = [(p, None) for p in PHASES * 2]
-        schedule += [(None, (rng.randint(1, 3), rng.uniform(0, 0.02))) for _ in range(6)]
+        schedule += [(None, (rng.randint(1, 3), rng.uniform(0, 0.02))) for _ in range(8)]
         schedule += [(rng.choice(PHASES), None) for _ in range(4)]
         rng.shuffle(schedule)
-        killed: list[str] = []
         finished = False
         for phase, timed in schedule:
             nth = rng.randint(1, 40) if phase == "handler" else rng.randint(1, 3)
@@ -127,7 +171,7 @@ class TestKillAnywhere:
         while not finished:
             finished = run_job(tmp_path, "faulty") == 0
         note = f"seed {seed} (rerun with FAULT_SEED={seed}); kills: {killed}"
-        assert len(killed) >= 20, f"the input ended after {len(killed)} kills; {note}"
+        assert len(killed) >= 30, f"the input ended after {len(killed)} kills; {note}"
 
         expected = JsonlFileSink.read_batches(tmp_path / "reference" / "out")
         got = JsonlFileSink.read_batches(tmp_path / "faulty" / "out")
@@ -142,6 +186,29 @@ class TestKillAnywhere:
         seen = [i for row in closed for i in row["ids"]] + [i for value, _ in state.values() for i in value["ids"]]
         assert sorted(seen) == sorted(ids), note
         assert closed, "the input should close some sessions"
+
+
+class TestKillAtFirstCommit:
+    """Issue 12: a kill during the very first commit left a store that every restart refused."""
+
+    @pytest.mark.slow
+    @pytest.mark.timeout(240)
+    def test_restart_after_kills_in_the_first_commit_continues_as_if_it_never_ran(self, tmp_path: Path) -> None:
+        seed = int(os.environ.get("FAULT_SEED", random.randrange(2**32)))
+        rng = random.Random(seed)
+        write_events(tmp_path / "input", rng, events=300)
+        assert run_job(tmp_path, "reference") == 0
+        expected = JsonlFileSink.read_batches(tmp_path / "reference" / "out")
+        reference_state = final_state(tmp_path / "reference" / "checkpoint")
+        for trial in range(4):
+            name = f"trial{trial}"
+            killed = kill_first_commit(tmp_path, name, rng, kills=5)
+            assert run_job(tmp_path, name) == 0
+            note = f"seed {seed} (rerun with FAULT_SEED={seed}); trial {trial}, kills: {killed}"
+            assert JsonlFileSink.read_batches(tmp_path / name / "out") == expected, note
+            assert final_state(tmp_path / name / "checkpoint") == reference_state, note
+            checkpoint = tmp_path / name / "checkpoint"
+            assert sorted(p.name for p in checkpoint.iterdir() if p.name.startswith(STATE_DIR)) == [STATE_DIR], note
 
 
 def sessions_app(root: Path, *, key: str = "user") -> App:

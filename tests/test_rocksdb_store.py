@@ -15,9 +15,11 @@ import pytest
 from rocksdict import Options, Rdict
 
 from statefulstream.errors import IncompatibleStateError, StateCorruptedError, StateError
+from statefulstream.state import rocksdb as rocksdb_module
 from statefulstream.state.codec import Codec, StateEncodeError
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.rocksdb import COLUMN_FAMILIES, RocksDBStateStore
+from statefulstream.state.rocksdb import RocksDBStateStore
+from statefulstream.state.rocksdb_dir import COLUMN_FAMILIES, open_rocksdb
 from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, StateRow, StateStore
 
 SIG = {"key": "user", "timeout": "EventTimeTimeout", "output_mode": "append"}
@@ -173,6 +175,36 @@ class TestStateStoreContract:
         store.put("staged", StateRow(0))
         assert dict(store.items()) == {"a": StateRow({"x": (1, 2)}, 5), 7: StateRow([None])}
 
+    def test_timer_moved_away_and_back_fires_once(self, backend: Backend) -> None:
+        store = backend.fresh()
+        store.open(SIG)
+        for batch_id, deadline in enumerate([100, 200, 100]):
+            store.put("a", StateRow(1, deadline))
+            store.commit(record(batch_id))
+        assert list(store.expired(1000)) == [("a", StateRow(1, 100))]
+
+    def test_num_rows_is_exact_through_rewrites_deletes_aborts_and_restarts(self, backend: Backend) -> None:
+        store = backend.fresh()
+        store.open(SIG)
+        assert store.num_rows() == 0
+        live: set[int] = set()
+        for batch_id in range(6):
+            for i in range(batch_id * 10, batch_id * 10 + 40):  # overlaps the previous batch: rewrites
+                store.put(i, StateRow(i, 500 + i if i % 2 else NO_TIMEOUT_MS))
+                live.add(i)
+            for i in range(0, batch_id * 10, 3):
+                store.delete(i)
+                live.discard(i)
+            store.delete(10_000)  # never existed
+            store.commit(record(batch_id))
+            assert store.num_rows() == len(live)
+        store.put(-1, StateRow("staged"))
+        store.delete(next(iter(live)))
+        assert store.num_rows() == len(live), "staged changes do not count"
+        store.abort()
+        store, _ = backend.restart()
+        assert store.num_rows() == len(live) == sum(1 for _ in store.items())
+
     def test_other_operator_signature_is_refused(self, backend: Backend) -> None:
         store = backend.fresh()
         store.open(SIG)
@@ -242,6 +274,64 @@ class TestRocksDBStateStore:
         assert not (tmp_path / "state").exists()
         store.commit(record(0))
         assert (tmp_path / "state" / "CURRENT").exists()
+
+    def test_first_commit_is_built_aside_and_renamed_into_place(
+            self, rocks: Callable[..., RocksDBStateStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[tuple[str, list[str]]] = []
+        original = rocksdb_module.publish
+
+        def watched(staging: str, path: str) -> None:
+            seen.append((os.path.basename(staging), sorted(os.listdir(tmp_path))))
+            original(staging, path)
+
+        monkeypatch.setattr(rocksdb_module, "publish", watched)
+        store = rocks()
+        store.open(SIG)
+        store.put("a", StateRow(1, 10))
+        assert store.committed_view() is None  # state queries: nothing committed, nothing to show yet
+        store.commit(record(0))
+        view = store.committed_view()
+        assert view is not None and view.batch_id == 0 and view.get("a") == StateRow(1, 10)
+        store.put("b", StateRow(2))
+        store.commit(record(1))
+        assert len(seen) == 1, "only the first commit of a new store is built aside"
+        staging, listed = seen[0]
+        assert staging.startswith("state.creating-") and listed == [staging]  # no state/ before the rename
+        assert sorted(os.listdir(tmp_path)) == ["state"]
+        with pytest.raises(StateError, match="in use by another process"):  # the lock moved with the rename
+            rocks().open(SIG)
+
+    def test_staging_left_by_a_killed_first_commit_is_removed_and_the_store_is_new(
+            self, rocks: Callable[..., RocksDBStateStore], tmp_path: Path) -> None:
+        abandoned = tmp_path / "state.creating-x1"
+        db = open_rocksdb(str(abandoned), read_only=False)  # a whole store that never got renamed into place
+        db.get_column_family("meta")[b"commit"] = b"{}"
+        db.close()
+        store = rocks()
+        assert store.open(SIG) is None
+        assert not abandoned.exists()
+        store.put("a", StateRow(1))
+        store.commit(record(0))
+        assert sorted(os.listdir(tmp_path)) == ["state"]
+
+    def test_staging_of_a_live_first_commit_is_left_alone(self, rocks: Callable[..., RocksDBStateStore],
+                                                          tmp_path: Path) -> None:
+        first, second = rocks(), rocks()
+        first.open(SIG)
+        first.put("a", StateRow(1))
+        first._ensure_writable()  # what commit does first: the staging store, open and locked
+        staging = first._db_path
+        assert second.open(SIG) is None and os.path.isdir(staging)
+        first.commit(record(0))
+        second.put("b", StateRow(2))
+        with pytest.raises(StateError, match="created by another app"):
+            second.commit(record(0))
+        second.close()
+        assert sorted(os.listdir(tmp_path)) == ["state"], "the loser's staging store is removed"
+        first.close()
+        reader = rocks()
+        assert reader.open(SIG) == record(0)
+        assert dict(reader.items()) == {"a": StateRow(1)}
 
     def test_signature_mismatch_names_the_path_both_signatures_and_the_remedy(
             self, rocks: Callable[..., RocksDBStateStore], tmp_path: Path) -> None:
@@ -354,6 +444,12 @@ class TestRocksDBStateStore:
         with pytest.raises(StateEncodeError, match=r"state of key 'a': cannot encode builtins\.object"):
             store.put("a", StateRow({"x": object()}))
 
+    def test_timeout_outside_int64_fails_at_put_naming_the_key(self, rocks: Callable[..., RocksDBStateStore]) -> None:
+        store = rocks()
+        store.open(SIG)
+        with pytest.raises(StateEncodeError, match=r"state of key 'a': timeout 9223372036854775808 is outside"):
+            store.put("a", StateRow(1, 2**63))
+
     def test_snapshot_is_a_store_frozen_at_the_last_commit(self, rocks: Callable[..., RocksDBStateStore],
                                                            tmp_path: Path) -> None:
         store = rocks()
@@ -376,14 +472,16 @@ class TestRocksDBStateStore:
         with pytest.raises(StateError, match="already exists"):
             store.snapshot(str(tmp_path / "snap"))
 
-    def test_approx_size_counts_keys(self, rocks: Callable[..., RocksDBStateStore]) -> None:
+    def test_disk_bytes_are_the_store_directorys_files(self, rocks: Callable[..., RocksDBStateStore],
+                                                       tmp_path: Path) -> None:
         store = rocks()
         store.open(SIG)
+        assert store.disk_bytes() == 0
         for i in range(300):
             store.put(i, StateRow("x" * 100))
         store.commit(record(0))
-        keys, size = store.approx_size()
-        assert keys == 300 and size > 300 * 100
+        files = [p for p in (tmp_path / "state").iterdir() if p.is_file()]
+        assert store.disk_bytes() == sum(p.stat().st_size for p in files) > 300 * 100
 
     def test_lock_is_released_by_close(self, tmp_path: Path) -> None:
         first = RocksDBStateStore(str(tmp_path / "state"))

@@ -24,7 +24,8 @@ import click
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.checkpoint.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_checkpoint
 from statefulstream.errors import StatefulStreamError
-from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store, store_in_use
+from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store
+from statefulstream.state.rocksdb_dir import store_in_use
 from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, NO_TIMEOUT_MS, StateRow
 from statefulstream.timeutil import format_ms
 
@@ -66,10 +67,6 @@ def _ms(ms: int | None) -> str:
     return f"{ms} ({format_ms(ms)})"
 
 
-def _du(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
-
-
 def describe(checkpoint_dir: str) -> dict[str, Any]:
     """Return what ``checkpoint show`` prints, as data (read-only).
 
@@ -87,12 +84,11 @@ def describe(checkpoint_dir: str) -> dict[str, Any]:
     else:
         store, last = inspect_store(state_dir)
         try:
-            keys, size = store.approx_size()
+            rows, timers, size = store.num_rows(), store.num_timers(), store.disk_bytes()
         finally:
             store.close()
         info["state"] = {"format_version": CHECKPOINT_FORMAT_VERSION, "signature": store.signature,
-                         "approx_keys": keys,
-                         "approx_bytes": size, "disk_bytes": _du(state_dir), "in_use": store_in_use(state_dir)}
+                         "rows": rows, "timers": timers, "disk_bytes": size, "in_use": store_in_use(state_dir)}
         info["last_commit"] = None if last is None else last.to_dict()
     committed = info["last_commit"]["batch_id"] if info["last_commit"] else -1
     info["pending"] = latest.to_dict() if latest is not None and latest.batch_id > committed else None
@@ -110,7 +106,7 @@ def _print_description(info: dict[str, Any]) -> None:
         echo("state        none (nothing committed yet)")
     else:
         running = "  (held by a running app)" if state["in_use"] else ""
-        echo(f"state        ~{state['approx_keys']} keys, ~{state['approx_bytes']} bytes live, "
+        echo(f"state        {state['rows']} rows (keys), {state['timers']} timers, "
              f"{state['disk_bytes']} bytes on disk; format v{state['format_version']}{running}")
         echo(f"operator     {_dumps(state['signature'])}")
     last = info["last_commit"]

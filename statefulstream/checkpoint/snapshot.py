@@ -24,13 +24,8 @@ import shutil
 
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.errors import CheckpointError, StateError
-from statefulstream.state.rocksdb import (
-    RocksDBStateStore,
-    create_rocksdb_checkpoint,
-    open_rocksdb,
-    read_meta,
-    store_in_use,
-)
+from statefulstream.state.rocksdb import RocksDBStateStore
+from statefulstream.state.rocksdb_dir import create_rocksdb_checkpoint, open_rocksdb, read_meta, store_in_use
 from statefulstream.state.store import CommitRecord
 
 logger = logging.getLogger(__name__)
@@ -96,7 +91,7 @@ def _copy_state(state_dir: str, dest: str, store: RocksDBStateStore | None) -> C
     # Read the commit from the copy: that is what the snapshot holds, whatever the app did since.
     copy = open_rocksdb(dest, read_only=True)
     try:
-        _, _, last = read_meta(copy, dest)
+        last = read_meta(copy, dest).commit
     finally:
         copy.close()
     if last is None:

@@ -290,8 +290,8 @@ class Executor:
         progress.sink_retries = sum(writer.retries.values())
         progress.sink_retries_by_sink = dict(writer.retries)
         progress.sink_rows = dict(writer.rows)
-        progress.state_keys, progress.state_bytes = self.store.approx_size()
-        progress.timers_pending = self.store.approx_timers()
+        progress.state_keys, progress.state_bytes = self.store.num_rows(), self.store.disk_bytes()
+        progress.timers_pending = self.store.num_timers()
         if self._latest:
             progress.latest_offsets = dict(self._latest)
             progress.pending_records = sum(max(0, pos - plan.end.get(p, 0)) for p, pos in self._latest.items())

@@ -46,6 +46,7 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
         keys = sorted_keys(set(groups) | set(initial))
     else:  # Spark's skipEmittingInitialStateKeys: initial keys without data are stored, not called
         keys = sorted_keys(groups)
+    loaded = len(changes)
     # Validate the batch-wide GroupState arguments once (the same checks as GroupState()).
     GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=plan.batch_ts_ms,
                watermark_ms=plan.watermark_ms, watermark_present=op.has_watermark)
@@ -69,8 +70,11 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
             call(key, empty, row, True)
             fired += 1
         progress.timeouts_fired = fired
-    progress.state_rows_updated = sum(1 for c in changes if not c.removed)
-    progress.state_rows_removed = len(changes) - progress.state_rows_updated
+    # As Spark: loading the initial state is not an update, and a row kept for its timeout after
+    # remove() is updated, not removed (only a deleted row, without a timeout, is removed).
+    written = changes[loaded:]
+    progress.state_rows_removed = sum(1 for c in written if c.removed and c.timeout_ms == NO_TIMEOUT_MS)
+    progress.state_rows_updated = len(written) - progress.state_rows_removed
     return outputs, changes
 
 

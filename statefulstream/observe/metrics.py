@@ -74,10 +74,13 @@ class Metrics:
                              "reason")
         self._groups = counter("statefulstream_groups_called", "Handler calls for keys with data.")
         self._timeouts = counter("statefulstream_timeouts_fired", "Handler calls for timed-out keys.")
-        self._updated = counter("statefulstream_state_rows_updated", "State rows written back.")
-        self._removed = counter("statefulstream_state_rows_removed", "State rows removed.")
-        self._state_keys = gauge("statefulstream_state_keys", "Approximate number of keys in the state store.")
-        self._state_bytes = gauge("statefulstream_state_bytes", "Approximate size of the state store in bytes.")
+        self._updated = counter("statefulstream_state_rows_updated",
+                                "State rows written back by the handler (Spark's numRowsUpdated).")
+        self._removed = counter("statefulstream_state_rows_removed",
+                                "State rows removed by the handler (Spark's numRowsRemoved).")
+        self._state_keys = gauge("statefulstream_state_keys",
+                                 "Rows (keys) in the state store after the last batch, exact (Spark's numRowsTotal).")
+        self._state_bytes = gauge("statefulstream_state_bytes", "Bytes of the state store on disk.")
         self._output = counter("statefulstream_rows_output", "Rows the handler output (written to the sinks).")
         self._batches = counter("statefulstream_batches_committed", "Batches committed.")
         self._replayed = counter("statefulstream_batches_replayed",

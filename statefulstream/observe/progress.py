@@ -32,11 +32,15 @@ class BatchProgress:
         records_filtered: records removed by stateless ``filter``/``flat_map`` steps.
         groups_called: handler calls for keys with data.
         timeouts_fired: handler calls for timed-out keys.
-        state_rows_updated: rows written back.
-        state_rows_removed: rows deleted.
-        state_keys: approximate number of keys after the batch (-1 unknown).
-        state_bytes: approximate bytes after the batch (-1 unknown).
-        timers_pending: approximate timers set after the batch (-1 unknown).
+        state_rows_updated: rows the handler wrote back, a row kept only for its
+            timeout after ``remove()`` included; loading the initial state is
+            not an update (Spark's ``numRowsUpdated``).
+        state_rows_removed: rows the handler deleted (Spark's ``numRowsRemoved``).
+        state_keys: rows (keys) in the state store after the batch, exact
+            (Spark's ``numRowsTotal``; -1 unknown).
+        state_bytes: bytes of the state store on disk after the batch (-1: the
+            store keeps nothing on disk).
+        timers_pending: timers set after the batch, exact (-1 unknown).
         rows_output: rows written to the operator's sinks.
         watermark_ms: eviction watermark the batch ran with.
         next_watermark_ms: watermark of the next batch.

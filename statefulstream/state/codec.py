@@ -35,9 +35,7 @@ checkpoints readable. The module-level :func:`register_type` registers on
 Group keys (``str``, ``int``, ``None``, ``tuple`` of those, ...) are encoded
 with :meth:`Codec.encode_key` and decoded back with :meth:`Codec.decode_key`.
 Keys equal in Python but of different types (``1`` and ``1.0``) are distinct
-rows. Timer-index keys are :func:`timer_key`: an 8-byte big-endian deadline
-(offset by 2**63 so negative deadlines sort first) followed by the encoded
-group key, so a range scan yields timers in ``(deadline, key bytes)`` order.
+rows. The timer index's keys are built in :mod:`statefulstream.state.timers`.
 """
 
 from __future__ import annotations
@@ -46,7 +44,6 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
-import struct
 import uuid
 import zoneinfo
 from collections.abc import Callable, Hashable
@@ -68,10 +65,6 @@ _EXT_DECIMAL = 8
 _EXT_UUID = 9
 _EXT_REGISTERED = 10
 
-_DEADLINE = struct.Struct(">Q")
-_DEADLINE_OFFSET = 1 << 63
-TIMER_PREFIX_BYTES = _DEADLINE.size
-"""Length of the deadline prefix of a timer-index key."""
 
 
 class StateEncodeError(StateError, TypeError):
@@ -295,25 +288,3 @@ def register_type(cls: type, encode: Callable[[Any], Any] | None = None,
     """Register a class on :data:`DEFAULT_CODEC` (see :meth:`Codec.register_type`)."""
     DEFAULT_CODEC.register_type(cls, encode, decode, name=name)
 
-
-def timer_key(deadline_ms: int, key_bytes: bytes) -> bytes:
-    """Return the timer-index key of a deadline and an encoded group key.
-
-    >>> timer_key(-1, b"a") < timer_key(0, b"a") < timer_key(1, b"") < timer_key(1, b"a")
-    True
-    """
-    return _DEADLINE.pack(deadline_ms + _DEADLINE_OFFSET) + key_bytes
-
-
-def deadline_prefix(deadline_ms: int) -> bytes:
-    """Return the 8-byte prefix every timer key with this deadline starts with.
-
-    Every timer with a deadline below ``deadline_ms`` sorts before it, so it
-    is the exclusive upper bound of a scan for ``deadline < deadline_ms``.
-    """
-    return _DEADLINE.pack(deadline_ms + _DEADLINE_OFFSET)
-
-
-def split_timer_key(data: bytes) -> tuple[int, bytes]:
-    """Return ``(deadline_ms, key_bytes)`` of a timer-index key."""
-    return _DEADLINE.unpack_from(data)[0] - _DEADLINE_OFFSET, data[TIMER_PREFIX_BYTES:]

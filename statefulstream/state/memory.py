@@ -5,7 +5,6 @@ Nothing survives the process; use it for tests, notebooks and the testing kit.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -13,27 +12,21 @@ from typing import Any
 
 from statefulstream.errors import IncompatibleStateError, StateError
 from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, CommittedView, StateRow, StateStore
+from statefulstream.state.timers import HeapTimerIndex
 
 _DELETED = object()
 _VIEW_ATTEMPTS = 1000  # a commit applies in microseconds to milliseconds; a reader retries, never blocks it
 
 
 class MemoryStateStore(StateStore):
-    """A dict of rows plus a heap of timers with lazy deletion.
-
-    A heap entry ``(deadline, seq, key)`` is live only while the key's
-    committed row still has that deadline, so a changed timer costs one push
-    and a stale entry is dropped when it reaches the top.
-    """
+    """A dict of rows plus a ``HeapTimerIndex``; staged changes apply at ``commit``."""
 
     def __init__(self) -> None:
         self._rows: dict[Hashable, StateRow] = {}
         self._staged: dict[Hashable, Any] = {}
-        self._timers: list[tuple[int, int, Hashable]] = []
-        self._seq = itertools.count()
+        self._timers = HeapTimerIndex()
         self._last: CommitRecord | None = None
         self._signature: dict[str, Any] | None = None
-        self._timer_count = 0
         # Odd while a commit applies: readers on other threads copy the rows only between commits.
         self._generation = 0
 
@@ -65,39 +58,25 @@ class MemoryStateStore(StateStore):
         self._staged[key] = _DELETED
 
     def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
-        """Yield live timers below the threshold, lowest deadline first (insertion order on ties)."""
-        heap, rows = self._timers, self._rows
-        due: list[tuple[int, int, Hashable]] = []
-        live: set[Hashable] = set()  # a timer moved away and back leaves two live-looking entries
-        while heap and heap[0][0] < threshold_ms:
-            entry = heapq.heappop(heap)
-            row = rows.get(entry[2])
-            if row is not None and row.timeout_ms == entry[0] and entry[2] not in live:
-                live.add(entry[2])
-                due.append(entry)
-        # Keep live entries until commit: an aborted batch must still see them.
-        for entry in due:
-            heapq.heappush(heap, entry)
-        for deadline, _, key in due:
-            row = rows.get(key)
-            if row is not None and row.timeout_ms == deadline:
-                yield key, row
+        """Yield committed rows with a timer below the threshold, lowest deadline first (set order on ties)."""
+        rows = self._rows
+        for _, key in self._timers.due(threshold_ms):
+            yield key, rows[key]
 
     def commit(self, record: CommitRecord) -> None:
-        """Apply staged rows and push their new timers."""
-        rows, heap = self._rows, self._timers
+        """Apply staged rows and move their timers."""
+        rows, move = self._rows, self._timers.move
         self._generation += 1
         try:
             for key, row in self._staged.items():
                 old = rows.get(key)
-                self._timer_count -= old is not None and old.timeout_ms != NO_TIMEOUT_MS
+                old_ms = NO_TIMEOUT_MS if old is None else old.timeout_ms
                 if row is _DELETED:
                     rows.pop(key, None)
-                    continue
-                rows[key] = row
-                self._timer_count += row.timeout_ms != NO_TIMEOUT_MS
-                if row.timeout_ms != NO_TIMEOUT_MS and (old is None or old.timeout_ms != row.timeout_ms):
-                    heapq.heappush(heap, (row.timeout_ms, next(self._seq), key))
+                    move(key, old_ms, NO_TIMEOUT_MS)
+                else:
+                    rows[key] = row
+                    move(key, old_ms, row.timeout_ms)
             self._staged.clear()
             self._last = record
         finally:
@@ -111,13 +90,13 @@ class MemoryStateStore(StateStore):
         """Yield committed rows."""
         return iter(list(self._rows.items()))
 
-    def approx_size(self) -> tuple[int, int]:
-        """Return the exact key count; bytes unknown."""
-        return len(self._rows), -1
+    def num_rows(self) -> int:
+        """Return the number of committed rows."""
+        return len(self._rows)
 
-    def approx_timers(self) -> int:
-        """Return the exact number of rows with a timeout."""
-        return self._timer_count
+    def num_timers(self) -> int:
+        """Return the number of committed rows with a timeout."""
+        return len(self._timers)
 
     def committed_view(self) -> CommittedView:
         """Return a copy of the committed rows, taken between two commits (a seqlock: the loop never waits).

@@ -4,176 +4,74 @@ Layout (one RocksDB directory, ``<checkpoint_dir>/state``), three column familie
 
 * ``state``: encoded group key -> 8-byte big-endian timeout (``-1`` = none)
   followed by the msgpack value (``codec.Codec``).
-* ``timers``: ``codec.timer_key(deadline, key)`` -> empty, one entry per row
-  with a timeout, so expired timers are a range scan from the start.
-* ``meta``: ``format_version``, ``signature`` (the operator signature, JSON)
-  and ``commit`` (the last ``CommitRecord``, JSON).
+* ``timers``: the ``timers.RocksDBTimerIndex``, one entry per row with a timeout.
+* ``meta``: ``format_version``, ``signature`` (the operator signature, JSON),
+  ``commit`` (the last ``CommitRecord``, JSON), ``num_rows`` (the exact row
+  count) and ``timer_floor`` (no live timer is below it).
 
 A batch's changes are staged in memory and written by ``commit`` as ONE
-``WriteBatch`` with a synced WAL: state puts/deletes, timer moves and the
-commit record land together or not at all.
+``WriteBatch`` with a synced WAL: state puts/deletes, timer moves, the row
+count, the timer floor and the commit record land together or not at all.
 
 ``open`` never writes: it opens RocksDB read-only (and does not create a
 missing store), so an app that then refuses to start because the offsets log
 is damaged leaves the checkpoint byte for byte as it was. The first
-``commit`` reopens it read-write. An exclusive ``flock`` on the store
-directory keeps a second app off a checkpoint in use.
+``commit`` reopens it read-write; the very first commit of a new store
+builds it aside and renames it into place (``rocksdb_dir``), so a kill at
+any moment leaves either no store or a committed one. An exclusive
+``flock`` on the store directory keeps a second app off a checkpoint in use.
 """
 
 from __future__ import annotations
 
 import collections
-import fcntl
+import itertools
 import json
 import logging
 import os
+import shutil
 import struct
+import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
-from rocksdict import (
-    AccessType,
-    BlockBasedOptions,
-    Cache,
-    Checkpoint,
-    DBRecoveryMode,
-    Options,
-    Rdict,
-    ReadOptions,
-    WriteBatch,
-    WriteOptions,
-)
+from rocksdict import Rdict, WriteBatch, WriteOptions
 
-from statefulstream.errors import IncompatibleStateError, StateCorruptedError, StateError
-from statefulstream.state.codec import (
-    DEFAULT_CODEC,
-    Codec,
-    StateEncodeError,
-    deadline_prefix,
-    split_timer_key,
-    timer_key,
+from statefulstream.errors import StateCorruptedError, StateError
+from statefulstream.state.codec import DEFAULT_CODEC, Codec, StateEncodeError
+from statefulstream.state.rocksdb_dir import (
+    COLUMN_FAMILIES,
+    META_COMMIT,
+    REMEDY,
+    check_meta,
+    create_rocksdb_checkpoint,
+    disk_bytes,
+    is_new,
+    lock_dir,
+    meta_items,
+    normalize_signature,
+    open_rocksdb,
+    publish,
+    read_meta,
+    remove_abandoned,
+    staging_dir,
 )
 from statefulstream.state.rocksdb_view import take_view
-from statefulstream.state.store import (
-    CHECKPOINT_FORMAT_VERSION,
-    NO_TIMEOUT_MS,
-    CommitRecord,
-    CommittedView,
-    StateRow,
-    StateStore,
-)
+from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, CommittedView, StateRow, StateStore
+from statefulstream.state.timers import MIN_DEADLINE_MS, RocksDBTimerIndex
 
 logger = logging.getLogger(__name__)
-
-COLUMN_FAMILIES = ("state", "timers", "meta")
-"""Column families of a state store directory."""
 
 DEFAULT_CACHE_KEYS = 100_000
 """Rows kept in the in-memory cache in front of RocksDB."""
 
-BLOCK_CACHE_BYTES = 32 << 20
-"""RocksDB block cache of a store (index and filter blocks included), shared by its column families."""
-
-WRITE_BUFFER_BYTES = 16 << 20
-"""RocksDB memtable size per column family; a batch's writes land here before a flush."""
-
-_META_VERSION = b"format_version"
-_META_SIGNATURE = b"signature"
-_META_COMMIT = b"commit"
 _TIMEOUT = struct.Struct(">q")
 _MISSING = object()
-_EXPIRED_CHUNK = 512  # timers read per multi-get while scanning the index
-_REMEDY = ("Restore the checkpoint directory from a snapshot (statefulstream checkpoint snapshot), or start "
-           "the app with a new checkpoint_dir. The app never starts from scratch on its own.")
-
-
-def _cf_options(cache: Cache) -> Options:
-    # Index and filter blocks go in the block cache too, so RocksDB's memory stays bounded as state grows.
-    table = BlockBasedOptions()
-    table.set_block_cache(cache)
-    table.set_cache_index_and_filter_blocks(True)
-    table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-    table.set_bloom_filter(10, False)  # point lookups of absent keys (new groups) skip most files
-    opts = Options(raw_mode=True)
-    opts.set_block_based_table_factory(table)
-    opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
-    return opts
-
-
-def _options(cache: Cache, *, create: bool) -> Options:
-    opts = _cf_options(cache)
-    opts.create_if_missing(create)
-    opts.create_missing_column_families(create)
-    # Commits are synced, so a torn WAL tail can only be a write that never returned: safe to drop.
-    opts.set_wal_recovery_mode(DBRecoveryMode.tolerate_corrupted_tail_records())
-    return opts
-
-
-def normalize_signature(signature: Mapping[str, Any]) -> str:
-    """Return the canonical JSON text a signature is stored and compared as."""
-    return json.dumps(dict(signature), sort_keys=True, default=str)
+_EXPIRED_CHUNK = 512  # timers read per multi-get while walking the index
 
 
 def _encode_row(codec: Codec, row: StateRow) -> bytes:
     return _TIMEOUT.pack(row.timeout_ms) + codec.encode(row.value)
-
-
-def _row_timeout(raw: bytes | None) -> int:
-    return NO_TIMEOUT_MS if raw is None else _TIMEOUT.unpack_from(raw)[0]
-
-
-def open_rocksdb(path: str, *, read_only: bool) -> Rdict:
-    """Open a state store directory with its column families (read-only never creates).
-
-    Raises:
-        StateError: another process holds the store.
-        StateCorruptedError: RocksDB cannot open it (the message names the path).
-    """
-    cache = Cache(BLOCK_CACHE_BYTES)
-    cfs = {name: _cf_options(cache) for name in COLUMN_FAMILIES}
-    access = AccessType.read_only() if read_only else AccessType.read_write()
-    try:
-        return Rdict(path, _options(cache, create=not read_only), column_families=cfs, access_type=access)
-    except Exception as exc:  # rocksdict raises bare Exception with RocksDB's status text
-        if "lock" in str(exc).lower():
-            msg = f"state store {path} is in use by another process (RocksDB: {exc}); stop that app first"
-            raise StateError(msg, path=path) from exc
-        msg = f"state store {path} cannot be opened, it is damaged or not a statefulstream store: {exc}. {_REMEDY}"
-        raise StateCorruptedError(msg, path=path) from exc
-
-
-def read_meta(db: Rdict, path: str) -> tuple[int, str, CommitRecord | None]:
-    """Return ``(format_version, signature JSON, last commit)`` of an open store.
-
-    Raises:
-        StateCorruptedError: the metadata is missing or unreadable.
-    """
-    meta = db.get_column_family("meta")
-    values: list[bytes | None] = meta.get([_META_VERSION, _META_SIGNATURE, _META_COMMIT])  # type: ignore[assignment]
-    version, signature, commit = values
-    if version is None or signature is None:
-        msg = f"state store {path} has no statefulstream metadata (format version, signature). {_REMEDY}"
-        raise StateCorruptedError(msg, path=path)
-    try:
-        record = None if commit is None else CommitRecord.from_dict(json.loads(commit))
-        return int(version), signature.decode(), record
-    except (ValueError, KeyError, TypeError) as exc:
-        msg = f"state store {path}: the last commit record cannot be read ({exc}). {_REMEDY}"
-        raise StateCorruptedError(msg, path=path) from exc
-
-
-def check_meta(path: str, version: int, stored: str, wanted: str) -> None:
-    """Raise ``IncompatibleStateError`` when format version or signature differ from this app's."""
-    if version != CHECKPOINT_FORMAT_VERSION:
-        msg = (f"state store {path} has checkpoint format version {version}; this statefulstream reads version "
-               f"{CHECKPOINT_FORMAT_VERSION}. Run the statefulstream version that wrote it, or start with a new "
-               "checkpoint_dir.")
-        raise IncompatibleStateError(msg, path=path)
-    if stored != wanted:
-        msg = (f"state store {path} was written by an operator with signature {stored}, but this app's operator "
-               f"has signature {wanted}. Changing the key, timeout kind or output mode makes old state "
-               "meaningless: revert that change, or start the changed app with a new checkpoint_dir.")
-        raise IncompatibleStateError(msg, path=path)
 
 
 class RocksDBStateStore(StateStore):
@@ -189,7 +87,8 @@ class RocksDBStateStore(StateStore):
 
     The contract is ``StateStore``'s. Beyond it: ``snapshot(dest)`` makes a
     consistent copy; ``open`` writes nothing (see the module docstring).
-    Not thread-safe: one executor thread uses it.
+    Not thread-safe: one executor thread uses it; only ``snapshot`` and
+    ``committed_view`` may be called from another thread.
     """
 
     def __init__(self, path: str, cache_keys: int = DEFAULT_CACHE_KEYS, *, codec: Codec = DEFAULT_CODEC,
@@ -199,21 +98,32 @@ class RocksDBStateStore(StateStore):
         self._cache_keys = max(0, int(cache_keys))
         self._codec = codec
         self._db: Rdict | None = None
+        self._db_path = self.path  # a staging directory until a new store's first commit is published
         self._writable = False
         self._new = False
         self._signature = ""
         self._lock_fd: int | None = None
         self._cf: dict[str, Rdict] = {}
         self._handles: dict[str, Any] = {}
+        self._timers = RocksDBTimerIndex()
+        self._num_rows = 0
         self._cache: collections.OrderedDict[bytes, bytes | None] = collections.OrderedDict()
         self._staged: dict[bytes, bytes | None] = {}
         self._sync = WriteOptions()
         self._sync.sync = True
+        # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
+        # ``snapshot`` and ``committed_view`` from another thread never see a closing database.
+        self._swap = threading.Lock()
 
     @property
     def signature(self) -> dict[str, Any]:
         """The operator signature given to ``open`` (as stored: JSON data)."""
         return dict(json.loads(self._signature)) if self._signature else {}
+
+    @property
+    def timer_floor_ms(self) -> int:
+        """No committed timer has a deadline below this; ``expired`` starts reading here."""
+        return self._timers.floor_ms
 
     # --- lifecycle
 
@@ -221,7 +131,8 @@ class RocksDBStateStore(StateStore):
         """Open read-only, check format version and signature, return the last commit.
 
         A missing or empty directory is a new store: nothing is created until the
-        first commit, and ``None`` is returned.
+        first commit, and ``None`` is returned. Staging directories of a run
+        killed during its first commit are removed (they never held a commit).
 
         Raises:
             IncompatibleStateError: another format version or operator signature.
@@ -230,52 +141,60 @@ class RocksDBStateStore(StateStore):
         """
         self.close()
         self._signature = normalize_signature(signature)
-        if not os.path.isdir(self.path) or not os.listdir(self.path):
+        if not self.read_only:
+            remove_abandoned(self.path)
+        if is_new(self.path):
             self._new = True
             return None
         if not self.read_only:
-            self._lock()
+            self._lock_fd = lock_dir(self.path)
         try:
-            self._attach(open_rocksdb(self.path, read_only=True))
-            version, stored, last = read_meta(self._db, self.path)  # type: ignore[arg-type]
-            check_meta(self.path, version, stored, self._signature)
+            self._attach(open_rocksdb(self.path, read_only=True), self.path)
+            meta = read_meta(self._db, self.path)  # type: ignore[arg-type]
+            check_meta(self.path, meta, self._signature)
         except BaseException:
             self.close()
             raise
-        logger.info("state store %r opened at batch %s", self.path, None if last is None else last.batch_id)
+        self._num_rows = self._count("state") if meta.num_rows is None else meta.num_rows
+        self._timers.count = self._count("timers") if meta.num_timers is None else meta.num_timers
+        self._timers.floor_ms = MIN_DEADLINE_MS if meta.timer_floor_ms is None else meta.timer_floor_ms
+        last = meta.commit
+        logger.info("state store %r opened at batch %s (%d rows)", self.path,
+                    None if last is None else last.batch_id, self._num_rows)
         return last
+
+    def _count(self, family: str) -> int:
+        # A store written before the counts were kept: count once; the next commit stores them.
+        logger.info("state store %r: counting its %s once (written by an older statefulstream)", self.path, family)
+        return sum(1 for _ in self._cf[family].keys())
 
     def close(self) -> None:
         """Release RocksDB and the directory lock; staged changes are dropped. Idempotent."""
-        self._detach()
+        with self._swap:
+            self._detach()
         self._cache.clear()
         self._staged.clear()
+        self._timers = RocksDBTimerIndex()
+        self._num_rows = 0
+        if self._new and self._db_path != self.path:
+            shutil.rmtree(self._db_path, ignore_errors=True)  # a staging store that never committed
+        self._db_path = self.path
         self._new = False
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
 
-    def _lock(self) -> None:
-        if self._lock_fd is not None:
-            return
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            msg = f"state store {self.path} is in use by another process; stop that app first"
-            raise StateError(msg, path=self.path) from exc
-        self._lock_fd = fd
-
-    def _attach(self, db: Rdict) -> None:
-        self._db = db
+    def _attach(self, db: Rdict, path: str) -> None:
+        self._db, self._db_path = db, path
         self._cf = {name: db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self._timers.bind(self._cf["timers"], self._handles["timers"])
 
     def _detach(self) -> None:
         db, self._db = self._db, None
         # Column-family objects keep RocksDB alive: drop them before closing.
         self._cf, self._handles = {}, {}
+        self._timers.unbind()
         self._writable = False
         if db is not None:
             db.close()
@@ -286,11 +205,26 @@ class RocksDBStateStore(StateStore):
         if self.read_only:
             msg = f"state store {self.path} was opened read-only (for inspection); it cannot commit"
             raise StateError(msg, path=self.path)
-        self._detach()
-        os.makedirs(self.path, exist_ok=True)
-        self._lock()
-        self._attach(open_rocksdb(self.path, read_only=False))
-        self._writable = True
+        with self._swap:
+            self._detach()
+            if self._new:  # built aside, renamed into place by the first commit (see rocksdb_dir)
+                path = staging_dir(self.path)
+                self._db_path = path
+                self._lock_fd = lock_dir(path)
+            else:
+                path = self.path
+            self._attach(open_rocksdb(path, read_only=False), path)
+            self._writable = True
+
+    def _publish(self) -> None:
+        """Move a new store's first commit into place; the lock moves with the directory."""
+        with self._swap:
+            staging = self._db_path
+            self._detach()
+            publish(staging, self.path)
+            self._new = False
+            self._attach(open_rocksdb(self.path, read_only=False), self.path)
+            self._writable = True
 
     # --- reads
 
@@ -334,29 +268,21 @@ class RocksDBStateStore(StateStore):
     def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows with a timeout below ``threshold_ms`` in ``(deadline, key bytes)`` order.
 
-        Reads only the timer index from its start up to the threshold, plus one
-        multi-get per chunk of timers: O(expired), not O(state).
+        Reads the timer index from its floor up to the threshold, plus one
+        multi-get per chunk of timers: O(expired), not O(state) nor O(timers ever set).
 
         Raises:
             StateCorruptedError: a timer points at a row that is not there.
         """
         if self._db is None:
             return
-        bound = deadline_prefix(min(threshold_ms, (1 << 63) - 1))
-        opts = ReadOptions()
-        opts.set_iterate_upper_bound(bound)
-        it = self._cf["timers"].iter(opts)
-        it.seek_to_first()
+        due = self._timers.due(threshold_ms)
         decode_key = self._codec.decode_key
-        while it.valid():
-            chunk: list[tuple[int, bytes]] = []
-            while it.valid() and len(chunk) < _EXPIRED_CHUNK:
-                chunk.append(split_timer_key(it.key()))
-                it.next()
+        while chunk := list(itertools.islice(due, _EXPIRED_CHUNK)):
             for (deadline, kb), raw in zip(chunk, self._committed([kb for _, kb in chunk]), strict=True):
-                if raw is None or _row_timeout(raw) != deadline:
+                if raw is None or _TIMEOUT.unpack_from(raw)[0] != deadline:
                     msg = (f"state store {self.path}: the timer index has a timer at {deadline} for key "
-                           f"{decode_key(kb)!r} that its state row does not have. {_REMEDY}")
+                           f"{decode_key(kb)!r} that its state row does not have. {REMEDY}")
                     raise StateCorruptedError(msg, path=self.path)
                 yield decode_key(kb), self._decode(raw)
 
@@ -368,26 +294,28 @@ class RocksDBStateStore(StateStore):
         for kb, raw in self._cf["state"].items():
             yield decode_key(kb), self._decode(raw)  # type: ignore[arg-type]  # raw mode: always bytes
 
-    def approx_size(self) -> tuple[int, int]:
-        """Return RocksDB's estimate of ``(keys, bytes)`` of the state and timer families."""
-        if self._db is None:
-            return 0, 0
-        state, timers = self._cf["state"], self._cf["timers"]
-        keys = state.property_int_value("rocksdb.estimate-num-keys") or 0
-        size = sum((cf.property_int_value("rocksdb.total-sst-files-size") or 0)
-                   + (cf.property_int_value("rocksdb.cur-size-all-mem-tables") or 0) for cf in (state, timers))
-        return keys, size
+    def num_rows(self) -> int:
+        """Return the exact number of committed rows (kept in ``meta``, moved by every commit)."""
+        return self._num_rows
 
-    def approx_timers(self) -> int:
-        """Return RocksDB's estimate of the entries in the timer index."""
-        if self._db is None:
-            return 0
-        return self._cf["timers"].property_int_value("rocksdb.estimate-num-keys") or 0
+    def disk_bytes(self) -> int:
+        """Return the bytes of the store directory's files (0 before the first commit)."""
+        return 0 if self._new else disk_bytes(self.path)
+
+    def num_timers(self) -> int:
+        """Return the exact number of committed timers (kept in ``meta``, moved by every commit)."""
+        return self._timers.count
 
     def committed_view(self) -> CommittedView | None:
-        """Return a snapshot of the committed rows for another thread (``rocksdb_view``); no lock, no cache."""
-        # _attach/_detach replace self._cf, never mutate it: this reference stays whole.
-        return take_view(self._cf, _META_COMMIT, self._decode, self._codec.decode_key)
+        """Return a snapshot of the committed rows for another thread (``rocksdb_view``); no cache.
+
+        ``None`` until the first commit is in place: the staging store of a new
+        checkpoint is renamed under its readers' feet.
+        """
+        with self._swap:  # held by the loop only while RocksDB is reopened or the first commit renamed
+            if self._new:
+                return None
+            return take_view(self._cf, META_COMMIT, self._decode, self._codec.decode_key)
 
     # --- writes
 
@@ -395,12 +323,17 @@ class RocksDBStateStore(StateStore):
         """Stage a row; its value is encoded now, so a bad type fails at the call that stored it.
 
         Raises:
-            codec.StateEncodeError: the value or key holds a type the codec cannot store.
+            codec.StateEncodeError: the value or key holds a type the codec cannot store, or the
+                timeout is outside the int64 range.
         """
         try:
             self._staged[self._codec.encode_key(key)] = _encode_row(self._codec, row)
         except StateEncodeError as exc:
             msg = f"state of key {key!r}: {exc}"
+            raise StateEncodeError(msg) from exc
+        except struct.error as exc:
+            msg = (f"state of key {key!r}: timeout {row.timeout_ms} is outside the range a stored timeout can "
+                   f"hold (a signed 64-bit number of epoch milliseconds)")
             raise StateEncodeError(msg) from exc
 
     def delete(self, key: Hashable) -> None:
@@ -410,43 +343,47 @@ class RocksDBStateStore(StateStore):
     def abort(self) -> None:
         """Discard staged changes."""
         self._staged.clear()
+        self._timers.discard()
 
     def commit(self, record: CommitRecord) -> None:
-        """Write staged rows, timer moves and ``record`` as one synced RocksDB write batch.
+        """Write staged rows, timer moves, row count, timer floor and ``record`` as one synced write batch.
 
         Raises:
             StateError: RocksDB refused the write (disk full, I/O error); nothing of the
                 batch is applied and the staged changes are kept for ``abort``.
         """
         self._ensure_writable()
-        h_state, h_timers, h_meta = self._handles["state"], self._handles["timers"], self._handles["meta"]
-        staged = self._staged
+        h_state, h_meta = self._handles["state"], self._handles["meta"]
+        staged, timers = self._staged, self._timers
         batch = WriteBatch(raw_mode=True)
+        timers.begin(batch)
+        rows = self._num_rows
         if staged:
-            put, delete, unpack = batch.put, batch.delete, _TIMEOUT.unpack_from
+            put, delete, unpack, move = batch.put, batch.delete, _TIMEOUT.unpack_from, timers.move
             for (kb, new), old in zip(staged.items(), self._committed(list(staged)), strict=True):
                 if new is None:
                     delete(kb, h_state)
                     new_t = NO_TIMEOUT_MS
+                    rows -= old is not None
                 else:
                     put(kb, new, h_state)
                     new_t = unpack(new)[0]
-                old_t = NO_TIMEOUT_MS if old is None else unpack(old)[0]
-                if old_t != new_t:  # move the timer: (old deadline, key) out, (new deadline, key) in
-                    if old_t != NO_TIMEOUT_MS:
-                        delete(timer_key(old_t, kb), h_timers)
-                    if new_t != NO_TIMEOUT_MS:
-                        put(timer_key(new_t, kb), b"", h_timers)
-        if self._new:
-            batch.put(_META_VERSION, str(CHECKPOINT_FORMAT_VERSION).encode(), h_meta)
-            batch.put(_META_SIGNATURE, self._signature.encode(), h_meta)
-        batch.put(_META_COMMIT, json.dumps(record.to_dict(), sort_keys=True).encode(), h_meta)
+                    rows += old is None
+                move(kb, NO_TIMEOUT_MS if old is None else unpack(old)[0], new_t)
+        floor = timers.staged_floor()
+        header = self._signature if self._new else None
+        for name, value in meta_items(commit=record, num_rows=rows, num_timers=timers.staged_count(),
+                                      timer_floor_ms=floor, signature=header):
+            batch.put(name, value, h_meta)
         try:
             self._db.write(batch, self._sync)  # type: ignore[union-attr]
         except Exception as exc:
             msg = f"state store {self.path}: writing batch {record.batch_id} failed: {exc}"
             raise StateError(msg, path=self.path) from exc
-        self._new = False
+        if self._new:
+            self._publish()
+        self._num_rows = rows
+        timers.committed(floor)
         if self._cache_keys:
             cache = self._cache
             for kb, new in staged.items():
@@ -465,10 +402,11 @@ class RocksDBStateStore(StateStore):
         Raises:
             StateError: ``dest`` exists, or nothing has been committed yet.
         """
-        if self._db is None:
-            msg = f"state store {self.path} has no committed batch yet; nothing to snapshot"
-            raise StateError(msg, path=self.path)
-        create_rocksdb_checkpoint(self._db, dest)
+        with self._swap:
+            if self._db is None or self._new:
+                msg = f"state store {self.path} has no committed batch yet; nothing to snapshot"
+                raise StateError(msg, path=self.path)
+            create_rocksdb_checkpoint(self._db, dest)
 
 
 def inspect_store(path: str, *, codec: Codec = DEFAULT_CODEC) -> tuple[RocksDBStateStore, CommitRecord | None]:
@@ -485,36 +423,8 @@ def inspect_store(path: str, *, codec: Codec = DEFAULT_CODEC) -> tuple[RocksDBSt
         raise StateCorruptedError(msg, path=path)
     db = open_rocksdb(path, read_only=True)
     try:
-        _, signature, _ = read_meta(db, path)
+        signature = read_meta(db, path).signature
     finally:
         db.close()
     store = RocksDBStateStore(path, cache_keys=0, codec=codec, read_only=True)
     return store, store.open(json.loads(signature))
-
-
-def store_in_use(path: str) -> bool:
-    """Return whether an open ``RocksDBStateStore`` (of any process) holds the directory's lock."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # releases the lock taken to test
-    return False
-
-
-def create_rocksdb_checkpoint(db: Rdict, dest: str) -> None:
-    """Create a RocksDB checkpoint of an open store at ``dest`` (which must not exist).
-
-    Raises:
-        StateError: ``dest`` exists or RocksDB cannot create the checkpoint.
-    """
-    if os.path.exists(dest):
-        msg = f"snapshot destination {dest} already exists; give a new path"
-        raise StateError(msg, path=dest)
-    try:
-        Checkpoint(db).create_checkpoint(dest)
-    except Exception as exc:
-        msg = f"cannot create a RocksDB checkpoint at {dest}: {exc}"
-        raise StateError(msg, path=dest) from exc

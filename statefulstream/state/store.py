@@ -1,10 +1,11 @@
 """The ``StateStore`` interface: per-key state rows, the timer index, atomic commits.
 
 A store holds, for one stateful operator, a ``StateRow`` per group key, an
-ordered timer index of ``(deadline, key)``, and the record of the last
-committed batch. Changes of a batch are staged with ``put``/``delete`` and
-become visible to a restarted app only through ``commit``, which writes them
-together with the batch's ``CommitRecord`` in one atomic step.
+ordered timer index of ``(deadline, key)`` (``statefulstream.state.timers``),
+the exact number of rows, and the record of the last committed batch.
+Changes of a batch are staged with ``put``/``delete`` and become visible to
+a restarted app only through ``commit``, which writes them together with the
+batch's ``CommitRecord`` in one atomic step.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class StateStore(ABC):
       and ``record`` atomically and durably (for persistent stores: a synced
       write), so after a crash either all of the batch is there or none.
     * ``abort`` discards staged changes; the store is as after the last commit.
+    * ``num_rows`` and ``num_timers`` are exact and move with ``commit`` (never estimates).
     * ``open`` returns the last ``CommitRecord`` (``None`` for a new store) and
       raises ``IncompatibleStateError`` when ``signature`` differs from the one
       stored, ``StateCorruptedError`` when the store cannot be read.
@@ -143,13 +145,20 @@ class StateStore(ABC):
     def items(self) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield every committed row (inspection and tests; not on the hot path)."""
 
-    def approx_size(self) -> tuple[int, int]:
-        """Return an estimate of ``(keys, bytes)`` for metrics; ``(-1, -1)`` if unknown."""
-        return -1, -1
+    @abstractmethod
+    def num_rows(self) -> int:
+        """Return the exact number of committed rows (Spark's ``numRowsTotal``), in O(1).
 
-    def approx_timers(self) -> int:
-        """Return an estimate of the timers set (rows with a timeout); -1 if unknown."""
+        A row kept only for its timeout after ``remove()`` counts: it is a row.
+        """
+
+    def disk_bytes(self) -> int:
+        """Return the bytes the store takes on disk now, or -1 for a store that keeps nothing on disk."""
         return -1
+
+    @abstractmethod
+    def num_timers(self) -> int:
+        """Return the exact number of committed timers (rows with a timeout), in O(1)."""
 
     def committed_view(self) -> CommittedView | None:
         """Return a view of the committed state for another thread, or ``None`` (not open, or unsupported)."""

@@ -15,7 +15,7 @@
     { id: "durations", title: "Batch duration by phase (ms, stacked)", stacked: true,
       series: (s) => PHASES.map((p) => [p, s.duration_ms[p]]) },
     { id: "state_rows", title: "State rows", series: (s) => [["rows", s.state_keys]] },
-    { id: "state_bytes", title: "State bytes (RocksDB estimate)", series: (s) => [["bytes", s.state_bytes]] },
+    { id: "state_bytes", title: "State bytes on disk", series: (s) => [["bytes", s.state_bytes]] },
     { id: "timers", title: "Timers pending and fired",
       series: (s) => [["pending", s.timers_pending], ["fired", s.timers_fired]] },
     { id: "watermark", title: "Watermark lag behind processing time (s)",

@@ -1,0 +1,253 @@
+"""The timer index of a state store: which rows time out next, in ``(deadline, key)`` order.
+
+Both stores keep one, with the same rule (:meth:`TimerIndex.move`): a row's
+timer moves when its timeout changes, and only then. ``due(threshold)``
+lists the committed timers below a threshold and costs O(due), never a
+scan of every timer:
+
+* :class:`HeapTimerIndex` (memory store): a heap with lazy deletion; a
+  removed timer's entry is skipped when it surfaces, and the heap is rebuilt
+  when stale entries outnumber live ones, so it stays O(timers).
+* :class:`RocksDBTimerIndex` (RocksDB store): a column family whose keys
+  are :func:`timer_key` (an 8-byte big-endian deadline offset by 2**63, so
+  negative deadlines sort first, then the encoded group key). Moves are
+  written into the commit's ``WriteBatch``. A scan seeks to the index's
+  *floor* and stops at the threshold (``iterate_upper_bound``): the floor is the lowest deadline a live timer
+  may have, committed with the batch, so the tombstones of timers that fired
+  or moved before it are never read again, not even after a restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterator
+from typing import Any, Generic, TypeVar
+
+from rocksdict import Rdict, ReadOptions, WriteBatch
+
+from statefulstream.state.store import NO_TIMEOUT_MS
+
+K = TypeVar("K", bound=Hashable)
+"""The key type of an index: group keys (memory) or encoded group keys (RocksDB)."""
+
+MIN_DEADLINE_MS = -(1 << 63)
+"""The lowest deadline the persistent index can hold (int64)."""
+
+MAX_DEADLINE_MS = (1 << 63) - 1
+"""The highest deadline the persistent index can hold (int64)."""
+
+_DEADLINE = struct.Struct(">Q")
+_DEADLINE_OFFSET = 1 << 63
+TIMER_PREFIX_BYTES = _DEADLINE.size
+"""Length of the deadline prefix of a timer-index key."""
+
+
+def timer_key(deadline_ms: int, key_bytes: bytes) -> bytes:
+    """Return the timer-index key of a deadline and an encoded group key.
+
+    >>> timer_key(-1, b"a") < timer_key(0, b"a") < timer_key(1, b"") < timer_key(1, b"a")
+    True
+    """
+    return _DEADLINE.pack(deadline_ms + _DEADLINE_OFFSET) + key_bytes
+
+
+def deadline_prefix(deadline_ms: int) -> bytes:
+    """Return the 8-byte prefix every timer key with this deadline starts with.
+
+    Every timer with a deadline below ``deadline_ms`` sorts before it, so it
+    is the exclusive upper bound of a scan for ``deadline < deadline_ms``
+    and the inclusive lower bound of one for ``deadline >= deadline_ms``.
+    Deadlines outside the int64 range are clamped to it.
+    """
+    return _DEADLINE.pack(min(max(deadline_ms, MIN_DEADLINE_MS), MAX_DEADLINE_MS) + _DEADLINE_OFFSET)
+
+
+def split_timer_key(data: bytes) -> tuple[int, bytes]:
+    """Return ``(deadline_ms, key_bytes)`` of a timer-index key."""
+    return _DEADLINE.unpack_from(data)[0] - _DEADLINE_OFFSET, data[TIMER_PREFIX_BYTES:]
+
+
+class TimerIndex(ABC, Generic[K]):
+    """Ordered ``(deadline, key)`` pairs of the committed rows that have a timeout.
+
+    A store calls :meth:`move` for every row its commit changes and
+    :meth:`due` to find expired timers. Each key has at most one timer.
+    """
+
+    def move(self, key: K, old_ms: int, new_ms: int) -> None:
+        """Record a row's timeout change from ``old_ms`` to ``new_ms`` (``NO_TIMEOUT_MS``: none).
+
+        Nothing happens when they are equal: a row rewritten with the same
+        timeout keeps its timer (and writes no tombstone).
+        """
+        if old_ms == new_ms:
+            return
+        if old_ms != NO_TIMEOUT_MS:
+            self._remove(old_ms, key)
+        if new_ms != NO_TIMEOUT_MS:
+            self._add(new_ms, key)
+
+    @abstractmethod
+    def due(self, threshold_ms: int) -> Iterator[tuple[int, K]]:
+        """Yield committed timers with ``deadline < threshold_ms`` in ``(deadline, key)`` order, in O(due)."""
+
+    @abstractmethod
+    def _add(self, deadline_ms: int, key: K) -> None:
+        """Add the timer ``(deadline_ms, key)``."""
+
+    @abstractmethod
+    def _remove(self, deadline_ms: int, key: K) -> None:
+        """Remove the timer ``(deadline_ms, key)``."""
+
+
+class HeapTimerIndex(TimerIndex[Hashable]):
+    """The memory store's index: a heap of ``(deadline, seq, key)`` with lazy deletion.
+
+    ``move`` applies at once (the memory store calls it while applying a
+    commit). An entry is live while its key's current ``seq`` is its own;
+    ties on a deadline come out in the order the timers were set.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Hashable]] = []
+        self._live: dict[Hashable, tuple[int, int]] = {}  # key -> (deadline, seq) of its one live entry
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def due(self, threshold_ms: int) -> Iterator[tuple[int, Hashable]]:
+        """Yield live timers below the threshold; they stay in the index until a commit moves them."""
+        heap, live = self._heap, self._live
+        due: list[tuple[int, int, Hashable]] = []
+        while heap and heap[0][0] < threshold_ms:
+            entry = heapq.heappop(heap)
+            if live.get(entry[2]) == entry[:2]:
+                due.append(entry)  # stale entries are dropped for good here
+        for entry in due:
+            heapq.heappush(heap, entry)  # an aborted batch must still find them
+        for deadline, _, key in due:
+            yield deadline, key
+
+    def _add(self, deadline_ms: int, key: Hashable) -> None:
+        seq = next(self._seq)
+        self._live[key] = (deadline_ms, seq)
+        heapq.heappush(self._heap, (deadline_ms, seq, key))
+        if len(self._heap) > 2 * len(self._live) + 64:  # mostly stale: rebuild, so memory stays O(timers)
+            self._heap = [(d, s, k) for k, (d, s) in self._live.items()]
+            heapq.heapify(self._heap)
+
+    def _remove(self, deadline_ms: int, key: Hashable) -> None:
+        self._live.pop(key, None)  # a key has one timer; its heap entry is now stale
+
+
+class RocksDBTimerIndex(TimerIndex[bytes]):
+    """The RocksDB store's index: one column family, keys :func:`timer_key`, empty values.
+
+    A commit stages its moves with :meth:`begin` (into the commit's
+    ``WriteBatch``), then :meth:`staged_floor` gives the floor to store with
+    it, and :meth:`committed` or :meth:`discard` ends it. ``due`` sees only
+    committed timers.
+
+    The floor: after a complete ``due(T)`` scan no committed timer lies in
+    ``[floor, T)`` except the ones it yielded, so the next floor is the
+    lowest of ``T``, the yielded timers this commit keeps, and the timers it
+    adds. No live timer is ever below the floor.
+
+    Args:
+        floor_ms: the committed floor (``MIN_DEADLINE_MS`` when unknown: scan from the start).
+
+    Attributes:
+        floor_ms: the committed floor.
+        count: the number of committed timers (the store keeps it in ``meta``).
+    """
+
+    def __init__(self, floor_ms: int = MIN_DEADLINE_MS) -> None:
+        self.floor_ms = floor_ms
+        self.count = 0  # committed timers
+        self._delta = 0  # staged: added minus removed
+        self._cf: Rdict | None = None
+        self._handle: Any = None
+        self._batch: WriteBatch | None = None
+        self._added_min = MAX_DEADLINE_MS
+        self._removed: set[bytes] = set()
+        self._scan: tuple[int, list[tuple[int, bytes]]] | None = None  # last complete due(): threshold, yielded
+
+    def bind(self, cf: Rdict, handle: Any) -> None:
+        """Use the ``timers`` column family of an open RocksDB (``handle`` for write-batch writes)."""
+        self._cf, self._handle = cf, handle
+
+    def unbind(self) -> None:
+        """Let go of the column family (before its RocksDB closes); staged moves and scans are kept."""
+        self._cf, self._handle = None, None
+
+    def due(self, threshold_ms: int) -> Iterator[tuple[int, bytes]]:
+        """Yield committed timers in ``[floor, threshold_ms)``: reads nothing below the floor."""
+        if threshold_ms <= self.floor_ms:
+            self._scanned(threshold_ms, [])
+            return
+        floor = deadline_prefix(self.floor_ms)
+        opts = ReadOptions()
+        opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
+        it = self._cf.iter(opts)  # type: ignore[union-attr]
+        it.seek(floor)  # not seek_to_first: that walks every tombstone below the floor
+        yielded: list[tuple[int, bytes]] = []
+        while it.valid():
+            timer = split_timer_key(it.key())
+            yielded.append(timer)
+            yield timer
+            it.next()
+        self._scanned(threshold_ms, yielded)
+
+    def _scanned(self, threshold_ms: int, yielded: list[tuple[int, bytes]]) -> None:
+        if self._scan is None or threshold_ms >= self._scan[0]:
+            self._scan = (threshold_ms, yielded)
+
+    def begin(self, batch: WriteBatch) -> None:
+        """Stage the following moves into ``batch`` (a commit's write batch)."""
+        self._batch = batch
+        self._added_min = MAX_DEADLINE_MS
+        self._removed = set()
+        self._delta = 0
+
+    def _add(self, deadline_ms: int, key: bytes) -> None:
+        self._batch.put(timer_key(deadline_ms, key), b"", self._handle)  # type: ignore[union-attr]
+        self._added_min = min(self._added_min, deadline_ms)
+        self._delta += 1
+
+    def _remove(self, deadline_ms: int, key: bytes) -> None:
+        self._batch.delete(timer_key(deadline_ms, key), self._handle)  # type: ignore[union-attr]
+        self._removed.add(key)
+        self._delta -= 1
+
+    def staged_count(self) -> int:
+        """Return the number of timers once the staged moves are committed."""
+        return self.count + self._delta
+
+    def staged_floor(self) -> int:
+        """Return the floor once the staged moves are committed."""
+        floor = self.floor_ms
+        if self._scan is not None:
+            threshold, yielded = self._scan
+            kept = [deadline for deadline, key in yielded if key not in self._removed]
+            floor = max(threshold, floor)  # nothing was below the floor, nor in [floor, threshold) but `yielded`
+            if kept:
+                floor = min(floor, min(kept))
+        return min(floor, self._added_min)
+
+    def committed(self, floor_ms: int) -> None:
+        """The batch with the staged moves was written: adopt its floor and count, start the next batch."""
+        self.floor_ms = floor_ms
+        self.count += self._delta
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget staged moves and scans (the batch was aborted or written)."""
+        self._batch = None
+        self._added_min = MAX_DEADLINE_MS
+        self._removed = set()
+        self._delta = 0
+        self._scan = None
