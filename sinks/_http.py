@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-import tenacity
 
-from statefulstream.durations import positive_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.json_rows import dumps
 from statefulstream.records import DeadLetter
+from statefulstream.retry import RetryPolicy
 from statefulstream.sink import Sink, SinkContext
 
 logger = logging.getLogger(__name__)
@@ -36,55 +36,8 @@ _MISCONFIGURED_STATUS = frozenset({401, 403, 404, 405, 407})
 MASK = "***"
 
 
-class RetryPolicy:
-    """How a webhook sink retries one request before giving the batch back to the runtime.
-
-    Waits grow exponentially from ``initial_backoff`` (doubling, capped at
-    ``max_backoff``) with full jitter, so many sinks recovering at once do
-    not retry in step. A ``Retry-After`` from the server replaces the backoff;
-    one longer than ``max_retry_after`` ends the retries at once (the runtime
-    holds the batch and ``SinkUnavailableError.retry_after`` carries the wait).
-    Durations are strings (``"200 ms"``) or milliseconds.
-
-    >>> RetryPolicy(max_attempts=3, initial_backoff="50 ms")
-    RetryPolicy(max_attempts=3, initial_backoff_ms=50, max_backoff_ms=30000, max_retry_after_ms=300000)
-
-    Raises:
-        ConfigError: a value is not positive, or ``max_backoff < initial_backoff``.
-    """
-
-    __slots__ = ("initial_backoff_ms", "max_attempts", "max_backoff_ms", "max_retry_after_ms")
-
-    def __init__(self, *, max_attempts: int = 5, initial_backoff: int | str = "200 ms",
-                 max_backoff: int | str = "30 seconds", max_retry_after: int | str = "5 minutes") -> None:
-        if not isinstance(max_attempts, int) or max_attempts < 1:
-            msg = f"RetryPolicy max_attempts must be an int >= 1 (1 means no retry); got {max_attempts!r}"
-            raise ConfigError(msg)
-        self.max_attempts = max_attempts
-        self.initial_backoff_ms = positive_duration_ms(initial_backoff, name="RetryPolicy initial_backoff")
-        self.max_backoff_ms = positive_duration_ms(max_backoff, name="RetryPolicy max_backoff")
-        self.max_retry_after_ms = positive_duration_ms(max_retry_after, name="RetryPolicy max_retry_after")
-        if self.max_backoff_ms < self.initial_backoff_ms:
-            msg = (f"RetryPolicy max_backoff ({self.max_backoff_ms} ms) must not be below "
-                   f"initial_backoff ({self.initial_backoff_ms} ms)")
-            raise ConfigError(msg)
-
-    def _key(self) -> tuple[int, int, int, int]:
-        return self.max_attempts, self.initial_backoff_ms, self.max_backoff_ms, self.max_retry_after_ms
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RetryPolicy) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (f"RetryPolicy(max_attempts={self.max_attempts}, initial_backoff_ms={self.initial_backoff_ms}, "
-                f"max_backoff_ms={self.max_backoff_ms}, max_retry_after_ms={self.max_retry_after_ms})")
-
-
 DEFAULT_RETRY = RetryPolicy()
-"""5 attempts, 200 ms doubling to at most 30 s, Retry-After honoured up to 5 minutes."""
+"""5 attempts, 200 ms doubling to at most 30 s (jittered), Retry-After honoured up to 5 minutes."""
 
 
 class _RetriableError(Exception):
@@ -136,18 +89,6 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-class _StopOnLongRetryAfter(tenacity.stop.stop_base):
-    """Stop retrying when the server asks to wait longer than the policy allows; the runtime waits instead."""
-
-    def __init__(self, max_seconds: float) -> None:
-        self._max_seconds = max_seconds
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return (isinstance(exc, _RetriableError) and exc.retry_after is not None
-                and exc.retry_after > self._max_seconds)
-
-
 class _RateLimiter:
     """Spaces requests at least ``1 / per_second`` apart (retries included)."""
 
@@ -195,7 +136,7 @@ class HttpEventSink(Sink):
     """Delivery shared by the webhook sinks: one request per row, retried, rate-limited, redacted."""
 
     def __init__(self, url: str, *, mask_path: bool, headers: Mapping[str, str] | None, secrets: Sequence[str],
-                 timeout: int | str, retry: RetryPolicy, rate_limit_per_s: float | None) -> None:
+                 timeout: Duration, retry: RetryPolicy, rate_limit_per_s: float | None) -> None:
         try:
             scheme = httpx.URL(url).scheme
         except (httpx.InvalidURL, TypeError) as exc:
@@ -291,18 +232,24 @@ class HttpEventSink(Sink):
         return self._client
 
     def _deliver(self, client: httpx.Client, batch_id: int, index: int, event: Event) -> None:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_RetriableError),
-            stop=(tenacity.stop_after_attempt(self.retry.max_attempts)
-                  | _StopOnLongRetryAfter(self.retry.max_retry_after_ms / 1000)),
-            wait=self._wait,
-            before_sleep=lambda state: self._before_sleep(state, batch_id, index),
-            reraise=True)
+        attempts = 0
+
+        def send() -> str | None:
+            nonlocal attempts
+            attempts += 1
+            return self._send_once(client, event)
+
+        def on_retry(exc: BaseException, attempt: int, wait_s: float) -> None:
+            self.context.on_retry()
+            logger.warning("%s sink: batch %d row %d: %s (attempt %d of %s); retrying in %.3f s", self.name,
+                           batch_id, index, getattr(exc, "reason", exc), attempt,
+                           self.retry.max_attempts or "unlimited", wait_s)
+
         try:
-            rejection = retrying(self._send_once, client, event)
+            rejection = self.retry.call(send, retry_on=_RetriableError, on_retry=on_retry)
         except _RetriableError as exc:
             msg = (f"{self.name} sink: could not deliver batch {batch_id} row {index} to {self._display_url} "
-                   f"({exc.reason}, after {retrying.statistics.get('attempt_number', 1)} attempt(s)); "
+                   f"({exc.reason}, after {attempts} attempt(s)); "
                    f"the batch is held, not committed, and will be retried; check that the endpoint is up")
             raise SinkUnavailableError(msg, retry_after=exc.retry_after) from None
         if rejection is not None:
@@ -340,19 +287,3 @@ class HttpEventSink(Sink):
                    f"check the URL and credentials, then restart (the batch will be replayed)")
             raise SinkError(msg)
         return f"HTTP {status} from {self._display_url}: {detail or 'no body'}"
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetriableError) and exc.retry_after is not None:
-            return exc.retry_after
-        backoff = tenacity.wait_random_exponential(multiplier=self.retry.initial_backoff_ms / 1000,
-                                                   min=self.retry.initial_backoff_ms / 1000,
-                                                   max=self.retry.max_backoff_ms / 1000)
-        return float(backoff(state))
-
-    def _before_sleep(self, state: tenacity.RetryCallState, batch_id: int, index: int) -> None:
-        self.context.on_retry()
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning("%s sink: batch %d row %d: %s (attempt %d of %d); retrying in %.3f s", self.name, batch_id,
-                       index, getattr(exc, "reason", exc), state.attempt_number, self.retry.max_attempts, wait)

@@ -469,10 +469,11 @@ class TestBackpressure:
             super().write(batch_id, rows)
 
     def make(self, sink: MemorySink, max_seconds: float) -> App:
-        from statefulstream import SinkRetry
+        from statefulstream import RetryPolicy
 
         app = App("bp", source=MemorySource([{"k": "a"}]),
-                  sink_retry=SinkRetry(max_seconds=max_seconds, initial_backoff_s=0.001, max_backoff_s=0.01))
+                  sink_retry=RetryPolicy(max_attempts=None, max_elapsed=dt.timedelta(seconds=max_seconds),
+                                         initial_backoff="1 ms", max_backoff="10 ms"))
 
         @app.flat_map_groups_with_state(key="k", sink=sink)
         def f(key: Any, values: list, state: GroupState[int]) -> Any:

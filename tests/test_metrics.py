@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from kafka_broker import TansuBroker
 from prometheus_client.parser import text_string_to_metric_families
 
-from statefulstream import App, GroupState, GroupStateTimeout, SinkRetry, SinkUnavailableError, UserFunctionError
+from statefulstream import App, GroupState, GroupStateTimeout, RetryPolicy, SinkUnavailableError, UserFunctionError
 from statefulstream.errors import ConfigError, SinkError
 from statefulstream.memory_sink import MemorySink
 from statefulstream.observe.metrics import Metrics
@@ -227,7 +227,7 @@ class FlakySink(Sink):
         self.rows = list(rows)
 
 
-FAST_RETRY = SinkRetry(max_seconds=5, initial_backoff_s=0.001, max_backoff_s=0.005)
+FAST_RETRY = RetryPolicy(max_attempts=None, max_elapsed="5 seconds", initial_backoff="1 ms", max_backoff="5 ms")
 
 
 class TestFailureMetrics:
@@ -258,7 +258,7 @@ class TestFailureMetrics:
 
     def test_a_sink_that_stays_unavailable_counts_retries_and_one_failure(self) -> None:
         app = self.make(FlakySink(failures=10**9))
-        app.sink_retry = SinkRetry(max_seconds=0.05, initial_backoff_s=0.001, max_backoff_s=0.005)
+        app.sink_retry = RetryPolicy(max_attempts=None, max_elapsed="50 ms", initial_backoff="1 ms", max_backoff="5 ms")
         with pytest.raises(SinkError, match="stayed unavailable"):
             app.run("once")
         assert app.metrics.value("statefulstream_sink_failures_total", sink="flaky") == 1
@@ -417,7 +417,7 @@ class TestHealth:
 
     def test_health_timeout_must_be_positive(self) -> None:
         with pytest.raises(ConfigError, match="health_timeout must be a positive duration"):
-            App("clicks", health_timeout=0)
+            App("clicks", health_timeout="0 seconds")
 
 
 class TestProgressReports:
