@@ -39,7 +39,7 @@ from statefulstream.observe.server import MetricsServer, parse_address
 from statefulstream.observe.state_query import StateQueries
 from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
-from statefulstream.pipeline import Step
+from statefulstream.pipeline import Step, StepKind
 from statefulstream.records import DeadLetter
 from statefulstream.retry import RetryPolicy
 from statefulstream.script_runs import defer_run
@@ -156,21 +156,21 @@ class App:
 
     def map(self, func: F) -> F:
         """Add a stateless step: each record becomes ``func(record)``. Usable as a decorator."""
-        return self._step("map", func)
+        return self._step(StepKind.MAP, func)
 
     def filter(self, func: F) -> F:
         """Add a stateless step keeping records for which ``func(record)`` is true."""
-        return self._step("filter", func)
+        return self._step(StepKind.FILTER, func)
 
     def flat_map(self, func: F) -> F:
         """Add a stateless step: each record becomes the records of the iterable ``func(record)``."""
-        return self._step("flat_map", func)
+        return self._step(StepKind.FLAT_MAP, func)
 
-    def _step(self, kind: str, func: F) -> F:
+    def _step(self, kind: StepKind, func: F) -> F:
         if not callable(func):
-            raise ConfigError(f"app.{kind}() takes a function of one record; got {type(func).__name__}")
+            raise ConfigError(f"app.{kind.value}() takes a function of one record; got {type(func).__name__}")
         if self.operator is not None:
-            raise ConfigError(f"app.{kind}(): stateless steps run before the stateful operator; "
+            raise ConfigError(f"app.{kind.value}(): stateless steps run before the stateful operator; "
                               f"define them before @app.*_groups_with_state")
         self.steps.append(Step(kind, func))
         return func

@@ -331,8 +331,8 @@ class TestWriteConcurrently:
                                     5: [OperationTimedOut()]})
         sleeps: list[float] = []
         retries: list[int] = []
-        outcome = write_concurrently(session, list(range(8)), max_in_flight=8,
-                                     retry=RetryPolicy(max_attempts=4, initial_backoff="500 ms", multiplier=3, jitter=0),
+        policy = RetryPolicy(max_attempts=4, initial_backoff="500 ms", multiplier=3, jitter=0)
+        outcome = write_concurrently(session, list(range(8)), max_in_flight=8, retry=policy,
                                      doing="t", on_retry=lambda: retries.append(1), sleep=sleeps.append)
         assert sleeps == [0.5, 1.5]
         assert sorted(session.executed[8:]) == [3, 3, 5] and outcome.retried == 3 == len(retries)

@@ -142,7 +142,7 @@ class Reference:
 def clicks_app(**options: Any) -> tuple[App, MemorySource, MemorySink, list[BatchProgress]]:
     source, out, reports = MemorySource(), MemorySink(), []
     app = App("clicks", source=source, metrics_address="127.0.0.1:0", **options)
-    app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
+    app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=f"{DELAY_MS} ms",
                                    timeout=GroupStateTimeout.EVENT_TIME, sink=out)(count_handler)
     app.add_listener(reports.append)
     return app, source, out, reports
@@ -233,7 +233,7 @@ FAST_RETRY = RetryPolicy(max_attempts=None, max_elapsed="5 seconds", initial_bac
 class TestFailureMetrics:
     def make(self, sink: Sink, handler: Callable[..., Any] = count_handler) -> App:
         app = App("clicks", source=MemorySource(wave(0, "abc")), sink_retry=FAST_RETRY)
-        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
+        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=f"{DELAY_MS} ms",
                                        timeout=GroupStateTimeout.EVENT_TIME, sink=sink)(handler)
         return app
 
@@ -426,7 +426,7 @@ class TestProgressReports:
         records = wave(0, "abcabcabca")
         app = App("clicks", source=MemorySource(records), checkpoint_dir=tmp_path / "cp",
                   max_records_per_trigger=3, keep_batches=2)
-        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
+        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=f"{DELAY_MS} ms",
                                        timeout=GroupStateTimeout.EVENT_TIME, sink=MemorySink())(count_handler)
         with caplog.at_level(logging.DEBUG, logger="statefulstream.observe.progress"):  # JSON at DEBUG
             app.run("available_now")

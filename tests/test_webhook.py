@@ -440,7 +440,8 @@ class TestPagerDutyInApp:
     def app(self, receiver: Receiver, checkpoint_dir: Any, extra_sink: Any = None,
             dead: MemorySink | None = None) -> App:
         app = App("alerts", source=MemorySource(self.EVENTS), checkpoint_dir=checkpoint_dir, trigger="once",
-                  dead_letters=dead or MemorySink(), sink_retry=RetryPolicy(max_attempts=None, max_elapsed="2 seconds", initial_backoff="10 ms"))
+                  dead_letters=dead or MemorySink(),
+                  sink_retry=RetryPolicy(max_attempts=None, max_elapsed="2 seconds", initial_backoff="10 ms"))
         sink = PagerDutySink(ROUTING_KEY, url=receiver.url, retry=FAST)
 
         @app.flat_map_groups_with_state(key="host", sink=[sink, extra_sink] if extra_sink else sink)
