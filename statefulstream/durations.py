@@ -105,7 +105,7 @@ def ms_or_duration(value: int | Duration, *, name: str) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    return parse_duration_ms(value, name=name)
+    return parse_duration_ms(value, name=name)  # type: ignore[arg-type] # a bool is refused there
 
 
 def positive_duration_ms(value: Duration, *, name: str) -> int:

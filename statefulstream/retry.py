@@ -92,21 +92,16 @@ it would retry forever
             raise ConfigError(f"RetryPolicy multiplier must be a number >= 1; got {multiplier!r}")
         if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 1:
             raise ConfigError(f"RetryPolicy jitter must be a fraction from 0 to 1; got {jitter!r}")
-        values = {
-            "max_attempts": max_attempts,
-            "max_elapsed_ms": None if max_elapsed is None
-            else positive_duration_ms(max_elapsed, name="RetryPolicy max_elapsed"),
-            "initial_backoff_ms": positive_duration_ms(initial_backoff, name="RetryPolicy initial_backoff"),
-            "max_backoff_ms": positive_duration_ms(max_backoff, name="RetryPolicy max_backoff"),
-            "multiplier": float(multiplier),
-            "jitter": float(jitter),
-            "max_retry_after_ms": positive_duration_ms(max_retry_after, name="RetryPolicy max_retry_after"),
-        }
-        if values["max_backoff_ms"] < values["initial_backoff_ms"]:
-            msg = (f"RetryPolicy max_backoff ({values['max_backoff_ms']} ms) must not be below "
-                   f"initial_backoff ({values['initial_backoff_ms']} ms)")
+        elapsed_ms = None if max_elapsed is None else positive_duration_ms(max_elapsed, name="RetryPolicy max_elapsed")
+        initial_ms = positive_duration_ms(initial_backoff, name="RetryPolicy initial_backoff")
+        max_ms = positive_duration_ms(max_backoff, name="RetryPolicy max_backoff")
+        if max_ms < initial_ms:
+            msg = f"RetryPolicy max_backoff ({max_ms} ms) must not be below initial_backoff ({initial_ms} ms)"
             raise ConfigError(msg)
-        for field, value in values.items():
+        values = {"max_attempts": max_attempts, "max_elapsed_ms": elapsed_ms, "initial_backoff_ms": initial_ms,
+                  "max_backoff_ms": max_ms, "multiplier": float(multiplier), "jitter": float(jitter),
+                  "max_retry_after_ms": positive_duration_ms(max_retry_after, name="RetryPolicy max_retry_after")}
+        for field, value in values.items():  # frozen: the dataclass's own __setattr__ refuses
             object.__setattr__(self, field, value)
 
     def limit_text(self) -> str:
@@ -145,7 +140,7 @@ it would retry forever
             BaseException: the last exception, when the policy gives up, or
                 the first exception not in ``retry_on``.
         """
-        stop = _StopOnLongRetryAfter(self.max_retry_after_ms / 1000)
+        stop: tenacity.stop.stop_base = _StopOnLongRetryAfter(self.max_retry_after_ms / 1000)
         if self.max_attempts is not None:
             stop = stop | tenacity.stop_after_attempt(self.max_attempts)
         if self.max_elapsed_ms is not None:

@@ -67,10 +67,10 @@ class FakeClock:
         self.now_ms = ms
 
     def advance(self, duration: int | str) -> None:
-        """Move the time forward by ms or a string like ``"1 minute"``."""
-        from statefulstream.durations import parse_duration_ms
+        """Move the time forward by ms (a clock value, like Spark's ``ManualClock``) or a string like ``"1 minute"``."""
+        from statefulstream.durations import ms_or_duration
 
-        self.now_ms += parse_duration_ms(duration, name="advance")
+        self.now_ms += ms_or_duration(duration, name="advance")
 
 
 def make_group_state(value: Any = None, *, timeout: GroupStateTimeout | str | None = None,

@@ -25,7 +25,7 @@ def recorder_app(timeout: GroupStateTimeout = GroupStateTimeout.NO_TIMEOUT, **op
     app = App("rec")
     if timeout is ET:
         options.setdefault("event_time", "ts")
-        options.setdefault("watermark_delay", 10)
+        options.setdefault("watermark_delay", "10 ms")
 
     @app.flat_map_groups_with_state(key="k", timeout=timeout, **options)
     def handler(key: Any, values: list, state: GroupState[int]) -> Any:

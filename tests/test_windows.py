@@ -445,9 +445,10 @@ class TestAggregateApi:
 
     def test_a_second_operator_is_refused(self) -> None:
         app = App("twice")
-        app.aggregate(key="k", event_time="ts", window=tumbling("1 second"), watermark_delay="0 ms", aggs={"n": count()})
+        options = {"key": "k", "event_time": "ts", "window": tumbling("1 second"), "watermark_delay": "0 ms"}
+        app.aggregate(**options, aggs={"n": count()})
         with pytest.raises(ConfigError, match="already has the stateful operator"):
-            app.aggregate(key="k", event_time="ts", window=tumbling("1 second"), watermark_delay="0 ms", aggs={"n": count()})
+            app.aggregate(**options, aggs={"n": count()})
 
 
 # --- restarts with a durable checkpoint
