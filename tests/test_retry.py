@@ -137,3 +137,23 @@ def test_every_retrying_part_takes_the_policy_and_refuses_anything_else() -> Non
         App("a", sink_retry={"max_seconds": 5})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="retry must be a statefulstream RetryPolicy"):
         CassandraSink(hosts="127.0.0.1", keyspace="k", table="t", retry={"attempts": 3})
+
+
+def test_the_kafka_source_retries_metadata_requests_per_policy_then_names_the_broker(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import socket
+
+    from statefulstream import SourceError
+    from statefulstream.sources.kafka import KafkaSource
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    caplog.set_level(logging.INFO, logger="statefulstream.sources.kafka")
+    src = KafkaSource("t", bootstrap_servers=f"127.0.0.1:{port}", read_timeout="1 second")
+    try:
+        with pytest.raises(SourceError, match=rf"list topics on 127.0.0.1:{port} failed for 1s: .*is the broker up"):
+            src.available({})
+    finally:
+        src.close()
