@@ -174,6 +174,8 @@ def test_http_sink_secrets_stay_out_of_every_channel(option: str, receiver: Echo
     assert isinstance(refused, SinkError) and "HTTP 401" in str(refused) and "Content-Type" in str(refused)
     assert isinstance(down, SinkError) and "stayed unavailable" in str(down)
     assert "HTTP Request" in caplog.text and "retrying" in caplog.text and "receive_response_headers" in caplog.text
+    assert list((tmp_path / "rejected" / "progress").glob("*.json"))  # a progress report was kept and is searched
+    assert all(f'sink="{sink.name}"' in text for text in run_job.texts)  # type: ignore[attr-defined]
     texts = [caplog.text, repr(sink), dead, files_text(tmp_path / "refused"), files_text(tmp_path / "down"),
              *exception_texts(refused), *exception_texts(down), *run_job.texts]  # type: ignore[attr-defined]
     assert_hidden(secrets, texts)
