@@ -221,7 +221,7 @@ class App:
 
     def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: Duration | None = None,
                   output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
-                  name: str | None = None, max_event_time_ahead: int | str | None = None) -> StatefulOperator:
+                  name: str | None = None, max_event_time_ahead: Duration | None = None) -> StatefulOperator:
         """Make this app's stateful operator an event-time windowed aggregation (Spark's
         ``groupBy(key, window(ts, ...)).agg(...)`` with ``withWatermark``).
 

@@ -34,6 +34,11 @@ def _aggregate(delay: Any) -> None:
                        aggs={"n": count()})
 
 
+def _ahead(ahead: Any) -> None:
+    App("a").flat_map_groups_with_state(key="k", event_time="ts", watermark_delay="1 minute",
+                                        max_event_time_ahead=ahead)(lambda k, v, s: [])
+
+
 # parameter family -> (a call taking the duration, the name the message must start with)
 FAMILIES: dict[str, tuple[Callable[[Any], object], str]] = {
     "App health_timeout": (lambda v: App("a", health_timeout=v), "health_timeout"),
@@ -41,6 +46,7 @@ FAMILIES: dict[str, tuple[Callable[[Any], object], str]] = {
     "Trigger.processing_time": (Trigger.processing_time, "trigger interval"),
     "operator watermark_delay": (_decorate, "flat_map_groups_with_state: watermark_delay"),
     "aggregate watermark_delay": (_aggregate, "aggregate: watermark_delay"),
+    "max_event_time_ahead": (_ahead, "flat_map_groups_with_state: max_event_time_ahead"),
     "tumbling size": (tumbling, "tumbling: size"),
     "tumbling offset": (lambda v: tumbling("1 hour", offset=v), "tumbling: offset"),
     "sliding every": (lambda v: sliding("1 hour", v), "sliding: every"),

@@ -197,7 +197,7 @@ def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | Session
                       aggs: Mapping[str, Aggregator], watermark_delay: Duration | None = None,
                       output_mode: OutputMode | str = OutputMode.APPEND, sink: Sink | Sequence[Sink] | None = None,
                       name: str | None = None,
-                      max_event_time_ahead: int | str | None = None) -> AggregationOperator:
+                      max_event_time_ahead: Duration | None = None) -> AggregationOperator:
     """Validate ``app.aggregate(...)`` arguments and return the operator.
 
     Args:
