@@ -23,6 +23,7 @@ aborted one's (:func:`committed_attempts`).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.json_rows import dumps
 from statefulstream.records import DeadLetter
@@ -108,7 +109,7 @@ class KafkaSink(Sink):
     def __init__(self, topic: str, *, bootstrap_servers: str, key: str | KeyFunc | None = None,
                  value_format: str | Serializer = "json", transactional_id: str | None = None,
                  marker_topic: str | None = None, config: Mapping[str, Any] | None = None,
-                 headers: HeaderFunc | None = None, timeout: str | int | float = "30 seconds") -> None:
+                 headers: HeaderFunc | None = None, timeout: Duration = "30 seconds") -> None:
         self.topic = topic
         self.bootstrap_servers = bootstrap_servers
         self._key: KeyFunc | None = (lambda row: row.get(key)) if isinstance(key, str) else key
@@ -278,7 +279,7 @@ class KafkaSink(Sink):
     def _read_last_marker(self) -> int | None:
         """Return the highest batch id in this transactional id's markers, reading the tail first."""
         reader = KafkaSource(self.marker_topic, bootstrap_servers=self.bootstrap_servers, value_format="raw",
-                             config=self._client_config(), read_timeout=self.timeout_s)
+                             config=self._client_config(), read_timeout=dt.timedelta(seconds=self.timeout_s))
         try:
             start, latest = reader.available({})
             tail = {p: max(start[p], end - _MARKER_TAIL) for p, end in latest.items()}

@@ -13,6 +13,7 @@ a read goes on until the consumer's position reaches ``end``.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import time
@@ -25,9 +26,10 @@ import orjson
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError, SourceError
 from statefulstream.records import DeadLetter, Offsets
+from statefulstream.retry import RetryPolicy
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source
 
@@ -126,7 +128,7 @@ class KafkaSource(Source):
         key_field: str | None = None,
         schema: Schema | None = None,
         starting_offsets: str | Mapping[str, int] = "earliest",
-        read_timeout: str | int | float = "60 seconds",
+        read_timeout: Duration = "60 seconds",
         watermark_probe: bool = False,
         poll_records: int = 10_000,
     ) -> None:
@@ -153,7 +155,7 @@ class KafkaSource(Source):
                    f"{{'topic:partition': offset}}; got {starting_offsets!r}")
             raise ConfigError(msg)
         self.starting_offsets = starting_offsets
-        self.read_timeout_s = parse_duration_ms(read_timeout, name="read_timeout") / 1000
+        self.read_timeout_s = positive_duration_ms(read_timeout, name="read_timeout") / 1000
         self.watermark_probe = watermark_probe
         self.poll_records = poll_records
         self._consumer: Consumer | None = None
@@ -423,17 +425,15 @@ class KafkaSource(Source):
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         """Call ``call`` until it succeeds or ``read_timeout`` passes (the broker may be restarting)."""
-        deadline = time.monotonic() + self.read_timeout_s
-        while True:
-            try:
-                return call()
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for {self.read_timeout_s:g}s: "
-                           f"{exc}; is the broker up and reachable?")
-                    raise SourceError(msg) from exc
-                logger.info("KafkaSource: %s failed (%s); retrying", what, exc)
-                time.sleep(0.5)
+        policy = RetryPolicy(max_attempts=None, max_elapsed=dt.timedelta(seconds=self.read_timeout_s),
+                             initial_backoff="500 ms", max_backoff="500 ms", jitter=0)
+        try:
+            return policy.call(call, retry_on=KafkaException, on_retry=lambda exc, _, __: logger.info(
+                "KafkaSource: %s failed (%s); retrying", what, exc))
+        except KafkaException as exc:
+            msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for {self.read_timeout_s:g}s: "
+                   f"{exc}; is the broker up and reachable?")
+            raise SourceError(msg) from exc
 
 
 def _where(msg: Message) -> tuple[str, int]:
