@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql.streaming.state import GroupState as SparkGroupState
 
-OUTPUT_SCHEMA = "kind int, key binary, timed_out boolean, payload binary"
-"""What the operator emits: an output row, a state change or a dead letter (``kind``), msgpack payload."""
+OUTPUT_SCHEMA = "kind int, key binary, deadline long, payload binary"
+"""What the operator emits: an output row, a state change or a dead letter (``kind``), msgpack payload.
+``deadline`` is the expired timeout of a timeout call and -1 otherwise: it orders rows as the embedded
+engine writes them (calls with data by key, then timeout calls by deadline)."""
 
 STATE_SCHEMA = "value binary, timeout long"
 """Spark's state row per key."""
@@ -72,7 +74,7 @@ class StatefulCall:
             if parts else None
         payloads = list(data["payload"]) if data is not None else []
         if dead:
-            yield _frame(DEAD_LETTER, key_bytes, False, payloads)
+            yield _frame(DEAD_LETTER, key_bytes, NO_TIMESTAMP, payloads)
             return
         decode = DEFAULT_CODEC.decode
         group_key = DEFAULT_CODEC.decode_key(key_bytes)
@@ -86,10 +88,11 @@ class StatefulCall:
             watermark_present=self.op.has_watermark, has_timed_out=timed_out)
         rows = self._call(group_key, [decode(p) for p in payloads], state)
         encode = DEFAULT_CODEC.encode
-        out = _frame(OUTPUT, key_bytes, timed_out, [encode(r) for r in rows])
+        deadline = stored_ts if timed_out else NO_TIMESTAMP
+        out = _frame(OUTPUT, key_bytes, deadline, [encode(r) for r in rows])
         change = self._write_back(state, stored_ts, spark_state)
         if change is not None and self.track_state:
-            out = pd.concat([out, _frame(STATE_CHANGE, key_bytes, timed_out, [encode(change)])], ignore_index=True)
+            out = pd.concat([out, _frame(STATE_CHANGE, key_bytes, deadline, [encode(change)])], ignore_index=True)
         yield out
 
     def _call(self, key: Hashable, values: list[Any], state: GroupState[Any]) -> list[Any]:
@@ -129,9 +132,9 @@ class StatefulCall:
         return (value, value is None, timeout) if action == "put" else None
 
 
-def _frame(kind: int, key: bytes, timed_out: bool, payloads: list[bytes]) -> pd.DataFrame:
+def _frame(kind: int, key: bytes, deadline: int, payloads: list[bytes]) -> pd.DataFrame:
     import pandas as pd
 
     n = len(payloads)
     return pd.DataFrame({"kind": pd.Series([kind] * n, dtype="int32"), "key": [key] * n,
-                         "timed_out": pd.Series([timed_out] * n, dtype="bool"), "payload": payloads})
+                         "deadline": pd.Series([deadline] * n, dtype="int64"), "payload": payloads})

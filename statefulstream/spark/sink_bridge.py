@@ -21,6 +21,7 @@ from statefulstream.sink import Sink, SinkContext
 from statefulstream.spark.adapter import DEAD_LETTER, OUTPUT, STATE_CHANGE
 from statefulstream.spark.prepare import NO_BATCH, decode_dead_letter
 from statefulstream.state.codec import DEFAULT_CODEC
+from statefulstream.state.group_state import NO_TIMESTAMP
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -40,22 +41,24 @@ class BatchOutput:
 
 
 def decode_batch(rows: list[Any], batch_id: int) -> BatchOutput:
-    """Decode collected ``(kind, key, timed_out, payload)`` rows into outputs, state changes and dead letters."""
+    """Decode collected ``(kind, key, deadline, payload)`` rows into outputs, state changes and dead letters."""
     decode, decode_key = DEFAULT_CODEC.decode, DEFAULT_CODEC.decode_key
-    keyed: list[tuple[int, bool, Hashable, Any]] = []
-    dead: list[tuple[str, DeadLetter]] = []
-    for kind, key, timed_out, payload in rows:
+    keyed: list[tuple[int, int, bytes, Hashable, Any]] = []
+    dead: list[tuple[bytes, DeadLetter]] = []
+    for kind, key, deadline, payload in rows:
         if kind == DEAD_LETTER:
             dl = decode_dead_letter(payload)
             if dl.position.get("batch_id") == NO_BATCH:  # a pipeline dead letter: now the batch is known
                 dl = dataclasses.replace(dl, position={**dl.position, "batch_id": batch_id})
             dead.append((key, dl))
         else:
-            keyed.append((kind, timed_out, decode_key(key), decode(payload)))
-    rank = {k: i for i, k in enumerate(sorted_keys({k for _, _, k, _ in keyed}))}
-    keyed.sort(key=lambda r: (r[1], rank[r[2]]))  # stable: a call's rows stay in the handler's order
-    outputs = [p for kind, _, _, p in keyed if kind == OUTPUT]
-    changes = [StateChange(k, p[0], p[1], p[2]) for kind, _, k, p in keyed if kind == STATE_CHANGE]
+            keyed.append((kind, deadline, key, decode_key(key), decode(payload)))
+    rank = {k: i for i, k in enumerate(sorted_keys({r[3] for r in keyed if r[1] == NO_TIMESTAMP}))}
+    # Calls with data by key, then timeout calls by (deadline, key bytes) as the embedded timer index
+    # orders them; the sort is stable, so a call's rows keep the handler's order.
+    keyed.sort(key=lambda r: (0, rank[r[3]], b"") if r[1] == NO_TIMESTAMP else (1, r[1], r[2]))
+    outputs = [r[4] for r in keyed if r[0] == OUTPUT]
+    changes = [StateChange(r[3], r[4][0], r[4][1], r[4][2]) for r in keyed if r[0] == STATE_CHANGE]
     dead.sort(key=lambda d: d[0])
     return BatchOutput(outputs, changes, [dl for _, dl in dead])
 
