@@ -18,6 +18,7 @@ and add missing fields as nulls). CSV and Parquet use Spark's readers.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import sys
@@ -159,12 +160,16 @@ def _file_stream(spark: SparkSession, source: FileSource, options: Mapping[str, 
 
     fmt = file_format(source)
     reader = spark.readStream
-    if source.format is None and os.path.isdir(source.path):
+    path = source.path
+    if os.path.isfile(path):  # Spark streams folders and globs: read the folder, keep the one file
+        path, name = os.path.split(path)
+        reader = reader.option("pathGlobFilter", glob.escape(name))
+    elif source.format is None and os.path.isdir(path):
         # The embedded source reads only files with a known extension when no format is given.
         reader = reader.option("pathGlobFilter", "*{" + ",".join(e for e, f in EXTENSIONS.items() if f == fmt) + "}")
     meta = [F.col("_metadata.file_path").alias("src"), F.col("_metadata.file_block_start").alias("blk")]
     if fmt == "jsonl":
-        df = reader.options(**options).format("text").load(source.path)
+        df = reader.options(**options).format("text").load(path)
         return df.select("value", *meta), FileDecoder("jsonl", source.schema, ["value"])
     # Spark needs the columns up front: take them from the files present now.
     try:
@@ -178,9 +183,9 @@ def _file_stream(spark: SparkSession, source: FileSource, options: Mapping[str, 
         schema = StructType([StructField(c, StringType()) for c in columns] + [StructField(CORRUPT, StringType())])
         df = (reader.options(header="true", enforceSchema="false", mode="PERMISSIVE",
                              columnNameOfCorruptRecord=CORRUPT, **options)
-              .schema(schema).format("csv").load(source.path))
+              .schema(schema).format("csv").load(path))
         return df.select(*columns, CORRUPT, *meta), FileDecoder("csv", source.schema, columns)
-    df = reader.options(**options).schema(found).format("parquet").load(source.path)
+    df = reader.options(**options).schema(found).format("parquet").load(path)
     columns = found.fieldNames()
     return df.select(*columns, *meta), FileDecoder("parquet", source.schema, columns)
 
