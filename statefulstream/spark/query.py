@@ -40,15 +40,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-POLL_S = 0.5
-"""How often the driver checks whether the App was asked to stop while the query runs."""
+POLL_S = 1
+"""How often (seconds) the driver checks whether the App was asked to stop while the query runs."""
 
 
 class SparkQueryError(StatefulStreamError):
     """The Spark query failed (a handler or a sink raised, or Spark itself failed); the message has Spark's cause."""
 
 
-def build_query(spark: SparkSession, plan: SparkPlan, writer: BatchWriter, checkpoint_location: str) -> DataStreamWriter:
+def build_query(spark: SparkSession, plan: SparkPlan, writer: BatchWriter,
+                checkpoint_location: str) -> DataStreamWriter:
     """Return the query of ``plan``, ready to ``start()``.
 
     Raises:
