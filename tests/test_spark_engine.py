@@ -259,3 +259,17 @@ def test_handler_error_fails_the_query_and_the_batch_is_run_again(spark: Any, tm
     sink = MemorySink()
     build(sink).run(engine="spark", spark=spark)
     assert sink.batches == {0: [{"user": f"u{i}", "n": 3} for i in range(3)]}
+
+
+def test_kafka_source_options_carry_topics_offsets_bound_and_client_settings() -> None:
+    from statefulstream.sources.kafka import KafkaSource
+    from statefulstream.spark.sources import kafka_options
+
+    source = KafkaSource(["a", "b"], bootstrap_servers="127.0.0.1:9", config={"security.protocol": "SSL"},
+                         starting_offsets={"a:0": 5, "b:1": -2})
+    options = kafka_options(source, 100)
+    assert json.loads(options.pop("startingOffsets")) == {"a": {"0": 5}, "b": {"1": -2}}
+    assert options == {"kafka.bootstrap.servers": "127.0.0.1:9", "subscribe": "a,b", "maxOffsetsPerTrigger": "100",
+                       "kafka.security.protocol": "SSL"}
+    pattern = kafka_options(KafkaSource(pattern="ev.*", bootstrap_servers="h:1"), None)
+    assert pattern["subscribePattern"] == "ev.*" and "maxOffsetsPerTrigger" not in pattern

@@ -77,7 +77,11 @@ class Prepare:
                             ("payload", pa.binary())])
         lines: dict[tuple[str, int], int] = {}
         counters: dict[tuple[str, int], int] = {}
-        encode, encode_key = DEFAULT_CODEC.encode, DEFAULT_CODEC.encode_key
+        encode, encode_key, key = DEFAULT_CODEC.encode, DEFAULT_CODEC.encode_key, self.key
+
+        def key_bytes(record: Any) -> bytes:
+            return encode_key(key(record))
+
         for batch in batches:
             out: dict[str, list[Any]] = {name: [] for name in schema.names}
             for run in self.decoder.runs(batch, lines):
@@ -88,10 +92,8 @@ class Prepare:
                 times: list[int] | None = None
                 if self.event_time is not None:
                     records, times = event_times_ms(self.event_time, records, batch_id=NO_BATCH, dead=dead)
-                key = self.key
-                records, keys, kept = apply_each(lambda r: encode_key(key(r)), records, error="key",  # noqa: B023
-                                                 what="group key missing or not storable", batch_id=NO_BATCH,
-                                                 dead=dead)
+                records, keys, kept = apply_each(key_bytes, records, error="key", what="group key missing or not "
+                                                 "storable", batch_id=NO_BATCH, dead=dead)
                 if kept is not None and times is not None:
                     times = [times[i] for i in kept]
                 where = (run.src, run.base)

@@ -116,10 +116,11 @@ def spark_session(app_name: str, master: str | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(app_name)
     if master is not None:
         builder = builder.master(master)
-        local = re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]|local", master)
+        local = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", master)
         if local is not None:
-            cores = local.group(1) if local.group(1) not in (None, "*") else str(os.cpu_count() or 1)
-            builder = builder.config("spark.sql.shuffle.partitions", cores if master != "local" else "1")
+            threads = local.group(1)
+            cores = "1" if threads is None else str(os.cpu_count() or 1) if threads == "*" else threads
+            builder = builder.config("spark.sql.shuffle.partitions", cores)
     return builder.getOrCreate()
 
 

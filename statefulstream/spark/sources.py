@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import urllib.parse
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -54,16 +55,16 @@ class Run:
     dead: list[DeadLetter]
 
 
-class Decoder:
+class Decoder(ABC):
     """Turns the source DataFrame's Arrow batches into runs of records (runs on Spark executors).
 
     ``lines`` counts rows per ``(src, base)`` within one task, for dead-letter
     positions; the caller owns it (one per task).
     """
 
+    @abstractmethod
     def runs(self, batch: pa.RecordBatch, lines: dict[tuple[str, int], int]) -> Iterator[Run]:
         """Yield the runs of ``batch`` in order."""
-        raise NotImplementedError
 
 
 def _spans(src: list[str], blk: list[int]) -> Iterator[tuple[int, int]]:
