@@ -7,9 +7,10 @@ in arrival order, and a statefulstream :class:`GroupState` built from Spark's
 (same watermark, batch timestamp, timeout kind, ``has_timed_out``). After the
 call, the outcome (SEMANTICS.md A.3) is written back to Spark's state:
 
-* state is one row ``(value binary, timeout long)``: the value msgpack-encoded
-  by statefulstream's codec, so any value the embedded engine can keep can be
-  kept here; ``value`` is null for a row that only carries a timeout;
+* state is one binary column per key: ``[value, timeout]`` msgpack-encoded by
+  statefulstream's codec, so any value the embedded engine can keep can be
+  kept here (``value`` is ``None`` for a row that only carries a timeout, as
+  ``None`` is never a state value);
 * Spark resets a group's timeout on every call, as statefulstream does, so a
   timeout the handler set is set again on Spark's state (event time: the
   timestamp; processing time: the duration from the batch timestamp).
@@ -40,8 +41,8 @@ OUTPUT_SCHEMA = "kind int, key binary, deadline long, payload binary"
 ``deadline`` is the expired timeout of a timeout call and -1 otherwise: it orders rows as the embedded
 engine writes them (calls with data by key, then timeout calls by deadline)."""
 
-STATE_SCHEMA = "value binary, timeout long"
-"""Spark's state row per key."""
+STATE_SCHEMA = "state binary"
+"""Spark's state row per key: msgpack of ``[value, timeout_ms]``."""
 
 OUTPUT, STATE_CHANGE, DEAD_LETTER = 0, 1, 2
 """The ``kind`` of an emitted row."""
@@ -80,9 +81,9 @@ class StatefulCall:
         group_key = DEFAULT_CODEC.decode_key(key_bytes)
         timed_out = spark_state.hasTimedOut
         stored = spark_state.getOption
-        stored_value, stored_ts = (stored[0], stored[1]) if stored is not None else (None, NO_TIMESTAMP)
+        stored_value, stored_ts = decode(stored[0]) if stored is not None else (None, NO_TIMESTAMP)
         state: GroupState[Any] = GroupState(
-            decode(stored_value) if stored_value is not None else None, stored_value is not None,
+            stored_value, stored_value is not None,
             timeout=self.op.timeout, batch_processing_time_ms=spark_state.getCurrentProcessingTimeMs(),
             watermark_ms=spark_state.getCurrentWatermarkMs() if self.op.has_watermark else NO_TIMESTAMP,
             watermark_present=self.op.has_watermark, has_timed_out=timed_out)
@@ -123,7 +124,7 @@ class StatefulCall:
             spark_state.remove()
             return None, True, NO_TIMESTAMP
         if action == "put":
-            spark_state.update((DEFAULT_CODEC.encode(value) if value is not None else None, timeout))
+            spark_state.update((DEFAULT_CODEC.encode([value, timeout]),))
         if timeout != NO_TIMESTAMP:  # Spark clears the timeout of every called group unless set again
             if self.op.timeout is GroupStateTimeout.EVENT_TIME:
                 spark_state.setTimeoutTimestamp(timeout)
