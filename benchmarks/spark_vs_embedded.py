@@ -45,7 +45,7 @@ def sessionize(user: str, events: list[dict[str, Any]], state: Any) -> list[tupl
             session = None
         if session is None:
             session = [ts, ts, 0, 0.0]
-        session[1] = max(session[1], ts)
+        session[0], session[1] = min(session[0], ts), max(session[1], ts)  # events come up to 2 s out of order
         session[2] += 1
         session[3] += event["value"]
     assert session is not None
