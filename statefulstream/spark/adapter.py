@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from statefulstream.errors import UserFunctionError
+from statefulstream.checkpoint.plan_log import BatchPlan
+from statefulstream.executor.keyed_calls import key_caller
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
+from statefulstream.records import StateChange
 from statefulstream.spark.prepare import NO_BATCH
 from statefulstream.state.codec import DEFAULT_CODEC
 from statefulstream.state.group_state import NO_TIMESTAMP, GroupState
+from statefulstream.state.store import StateRow, StateStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,6 +60,11 @@ SPARK_TIMEOUTS = {GroupStateTimeout.NO_TIMEOUT: "NoTimeout",
 class StatefulCall:
     """The ``applyInPandasWithState`` function for one operator.
 
+    The handler is called through the embedded engine's own per-key call
+    (``executor.keyed_calls.key_caller``: the result rules, ``UserFunctionError``,
+    the write-back rule); its write-back lands in a one-key stand-in store and is
+    then applied to Spark's state.
+
     Args:
         op: the operator (its handler, flat or map, timeout kind, watermark).
         track_state: emit state changes (the operator has ``state_sink``).
@@ -77,60 +85,63 @@ class StatefulCall:
         if dead:
             yield _frame(DEAD_LETTER, key_bytes, NO_TIMESTAMP, payloads)
             return
-        decode = DEFAULT_CODEC.decode
-        group_key = DEFAULT_CODEC.decode_key(key_bytes)
+        op, decode, encode = self.op, DEFAULT_CODEC.decode, DEFAULT_CODEC.encode
         timed_out = spark_state.hasTimedOut
         stored = spark_state.getOption
-        stored_value, stored_ts = decode(stored[0]) if stored is not None else (None, NO_TIMESTAMP)
-        state: GroupState[Any] = GroupState(
-            stored_value, stored_value is not None,
-            timeout=self.op.timeout, batch_processing_time_ms=spark_state.getCurrentProcessingTimeMs(),
-            watermark_ms=spark_state.getCurrentWatermarkMs() if self.op.has_watermark else NO_TIMESTAMP,
-            watermark_present=self.op.has_watermark, has_timed_out=timed_out)
-        rows = self._call(group_key, [decode(p) for p in payloads], state)
-        encode = DEFAULT_CODEC.encode
+        value, stored_ts = decode(stored[0]) if stored is not None else (None, NO_TIMESTAMP)
+        batch_ts = spark_state.getCurrentProcessingTimeMs()
+        watermark = spark_state.getCurrentWatermarkMs() if op.has_watermark else 0
+        # The checks the embedded engine makes once per batch, before its first call.
+        GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=batch_ts, watermark_ms=watermark,
+                   watermark_present=op.has_watermark)
+        outputs: list[Any] = []
+        changes: list[StateChange] = []
+        store = _OneKeyStore()
+        call = key_caller(op, cast(StateStore, store), BatchPlan(NO_BATCH, {}, {}, batch_ts, watermark, watermark),
+                          outputs, changes)
+        call(DEFAULT_CODEC.decode_key(key_bytes), [decode(p) for p in payloads],
+             StateRow(value, stored_ts) if stored is not None else None, timed_out)
+        self._write_back(store.written, stored_ts, spark_state)
         deadline = stored_ts if timed_out else NO_TIMESTAMP
-        out = _frame(OUTPUT, key_bytes, deadline, [encode(r) for r in rows])
-        change = self._write_back(state, stored_ts, spark_state)
-        if change is not None and self.track_state:
-            out = pd.concat([out, _frame(STATE_CHANGE, key_bytes, deadline, [encode(change)])], ignore_index=True)
+        out = _frame(OUTPUT, key_bytes, deadline, [encode(r) for r in outputs])
+        if changes and self.track_state:
+            rows = [encode([c.value, c.removed, c.timeout_ms]) for c in changes]
+            out = pd.concat([out, _frame(STATE_CHANGE, key_bytes, deadline, rows)], ignore_index=True)
         yield out
 
-    def _call(self, key: Hashable, values: list[Any], state: GroupState[Any]) -> list[Any]:
-        """Call the handler; return its rows (flat: any number; map: exactly one)."""
-        op = self.op
-        try:
-            result = op.func(key, values, state)
-            if not op.flat:
-                if result is None:
-                    raise TypeError("map_groups_with_state handler must return exactly one row; got None "
-                                    "(use flat_map_groups_with_state to emit zero rows)")
-                return [result]
-            if isinstance(result, (dict, str, bytes)):
-                raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
-                                f"(or yield them), not a {type(result).__name__}")
-            return list(result) if result is not None else []  # consuming a generator may still change state
-        except Exception as exc:
-            msg = (f"handler {op.name!r} raised {type(exc).__name__}: {exc} (key {key!r}"
-                   f"{', timeout call' if state.has_timed_out else ''}, on Spark); the batch is not committed "
-                   f"and is run again when the query restarts from its checkpoint")
-            raise UserFunctionError(msg, key=key, batch_id=NO_BATCH) from exc
-
-    def _write_back(self, state: GroupState[Any], stored_ts: int,
-                    spark_state: SparkGroupState) -> tuple[Any, bool, int] | None:
-        """Apply the call's outcome to Spark's state; return the state change ``(value, removed, timeout)``."""
-        action, value, timeout = state.outcome(stored_ts)
-        if action == "delete":
+    def _write_back(self, written: tuple[bytes, int] | None | bool, stored_ts: int,
+                    spark_state: SparkGroupState) -> None:
+        """Apply the call's write-back (``(state bytes, timeout)``, ``None`` = delete, ``False`` = keep)."""
+        if written is None:
             spark_state.remove()
-            return None, True, NO_TIMESTAMP
-        if action == "put":
-            spark_state.update((DEFAULT_CODEC.encode([value, timeout]),))
+            return
+        timeout = stored_ts  # keep: the handler set the stored timeout again
+        if isinstance(written, tuple):
+            data, timeout = written
+            spark_state.update((data,))
         if timeout != NO_TIMESTAMP:  # Spark clears the timeout of every called group unless set again
             if self.op.timeout is GroupStateTimeout.EVENT_TIME:
                 spark_state.setTimeoutTimestamp(timeout)
             else:
                 spark_state.setTimeoutDuration(timeout - spark_state.getCurrentProcessingTimeMs())
-        return (value, value is None, timeout) if action == "put" else None
+
+
+class _OneKeyStore:
+    """Receives the write-back of one handler call.
+
+    ``written`` is ``(state bytes, timeout)`` after a put, ``None`` after a
+    delete, ``False`` when nothing was written. Encoding in ``put`` makes a
+    value the codec cannot store fail inside the call, as with a real store.
+    """
+
+    def __init__(self) -> None:
+        self.written: tuple[bytes, int] | None | bool = False
+
+    def put(self, key: Hashable, row: StateRow) -> None:
+        self.written = (DEFAULT_CODEC.encode([row.value, row.timeout_ms]), row.timeout_ms)
+
+    def delete(self, key: Hashable) -> None:
+        self.written = None
 
 
 def _frame(kind: int, key: bytes, deadline: int, payloads: list[bytes]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from statefulstream.errors import ConfigError
+from statefulstream.executor.sink_writer import SinkRetry
 from statefulstream.operator import StatefulOperator
 from statefulstream.pipeline import Step
 from statefulstream.sink import Sink
@@ -50,6 +51,7 @@ class SparkPlan:
         max_records_per_trigger: the App's batch bound (Kafka: ``maxOffsetsPerTrigger``).
         source_options: extra options for Spark's reader, as given by the user.
         dead_letters: the App's dead-letter sink.
+        sink_retry: how long a failing sink holds the stream.
     """
 
     app_name: str
@@ -61,6 +63,7 @@ class SparkPlan:
     max_records_per_trigger: int | None
     source_options: dict[str, str]
     dead_letters: Sink
+    sink_retry: SinkRetry
 
 
 def plan_for_spark(app: App, trigger: Trigger, source_options: Mapping[str, Any] | None = None) -> SparkPlan:
@@ -95,7 +98,8 @@ def plan_for_spark(app: App, trigger: Trigger, source_options: Mapping[str, Any]
                 if app.checkpoint_dir is not None else None)
     return SparkPlan(app_name=app.name, source=source, steps=list(app.steps), operator=op, trigger=trigger,
                      checkpoint_location=location, max_records_per_trigger=app.max_records_per_trigger,
-                     source_options=options, dead_letters=app.dead_letter_sink)
+                     source_options=options, dead_letters=app.dead_letter_sink,
+                     sink_retry=app.sink_retry)
 
 
 def _source_problems(source: Source, max_records: int | None, options: Mapping[str, str]) -> list[str]:

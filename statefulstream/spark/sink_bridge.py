@@ -2,7 +2,8 @@
 
 Spark replays a batch that did not commit with the same batch id and the same
 rows, and every statefulstream sink is idempotent per batch id, so each sink
-gets exactly-once effects on Spark as on the embedded engine. The batch's rows
+gets exactly-once effects on Spark as on the embedded engine. The writes go
+through the embedded engine's ``SinkWriter`` (backpressure, dead-letter logs). The batch's rows
 are collected on the driver (where the sinks live) and written in the embedded
 engine's order: output rows, state changes, then dead letters; rows ordered by
 calls with data before timeout calls, then by key.
@@ -15,9 +16,9 @@ import logging
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from statefulstream.executor.sink_writer import SinkWriter
 from statefulstream.pipeline import sorted_keys
 from statefulstream.records import DeadLetter, StateChange
-from statefulstream.sink import Sink, SinkContext
 from statefulstream.spark.adapter import DEAD_LETTER, OUTPUT, STATE_CHANGE
 from statefulstream.spark.prepare import NO_BATCH, decode_dead_letter
 from statefulstream.state.codec import DEFAULT_CODEC
@@ -64,52 +65,39 @@ def decode_batch(rows: list[Any], batch_id: int) -> BatchOutput:
 
 
 class BatchWriter:
-    """The ``foreachBatch`` function: opens the App's sinks once, writes every batch to them.
+    """The ``foreachBatch`` function: the embedded engine's ``SinkWriter`` fed with each Spark batch.
+
+    Opening and writing hold the stream while a sink raises
+    ``SinkUnavailableError``, per the App's ``sink_retry``, as on the embedded
+    engine; a sink that stays down fails the query.
 
     Args:
-        plan: the Spark plan (sinks, state sinks, dead-letter sink, app name).
+        plan: the Spark plan (sinks, state sinks, dead-letter sink, retry policy, app name).
     """
 
     def __init__(self, plan: SparkPlan) -> None:
         self.app_name = plan.app_name
-        self.sinks = list(plan.operator.sinks)
-        self.state_sinks = list(plan.operator.state_sinks)
-        self.dead_letters = plan.dead_letters
-        self._sink_dead: list[DeadLetter] = []
-        self._opened: list[Sink] = []
+        self.sinks = SinkWriter(app_name=plan.app_name, sinks=plan.operator.sinks,
+                                state_sinks=plan.operator.state_sinks, dead_letters=plan.dead_letters,
+                                retry=plan.sink_retry)
 
     def open(self) -> None:
         """Open every sink (before the query starts)."""
-        context = SinkContext(app_name=self.app_name, dead_letter=self._sink_dead.append)
-        for sink in dict.fromkeys([*self.sinks, *self.state_sinks, self.dead_letters]):
-            sink.open(context)
-            self._opened.append(sink)
+        self.sinks.open()
 
     def close(self) -> None:
-        """Close the opened sinks; idempotent."""
-        while self._opened:
-            sink = self._opened.pop()
+        """Close every sink, each guarded."""
+        for close in self.sinks.close():
             try:
-                sink.close()
+                close()
             except Exception:  # noqa: BLE001 - close the rest
-                logger.exception("app %r: error while closing sink %r", self.app_name, sink)
+                logger.exception("app %r: error while closing a sink", self.app_name)
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
-        batch = decode_batch(df.collect(), batch_id)
-        self.write(batch, batch_id)
+        self.write(decode_batch(df.collect(), batch_id), batch_id)
 
     def write(self, batch: BatchOutput, batch_id: int) -> None:
-        """Write one decoded batch: outputs, state changes, dead letters (including the sinks' own)."""
-        self._sink_dead.clear()
-        if batch.outputs:
-            for sink in self.sinks:
-                sink.write(batch_id, batch.outputs)
-        if batch.changes:
-            for sink in self.state_sinks:
-                sink.write(batch_id, batch.changes)
-        dead = batch.dead + self._sink_dead
-        if dead:
-            for dl in dead[:5]:
-                logger.warning("app %r batch %d: dead letter (%s) %s at %s", self.app_name, batch_id, dl.error,
-                               dl.reason, dict(dl.position))
-            self.dead_letters.write(batch_id, [dl.to_row(batch_id) for dl in dead])
+        """Write one decoded batch: outputs, state changes, dead letters (with the sinks' own)."""
+        self.sinks.new_batch()
+        self.sinks.dead.extend(batch.dead)
+        self.sinks.emit(batch_id, batch.outputs, batch.changes)
