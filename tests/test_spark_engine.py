@@ -210,11 +210,12 @@ def test_csv_and_parquet_sources_update_mode_and_state_sink(spark: Any, tmp_path
 def test_what_cannot_be_mapped_fails_before_anything_starts(tmp_path: pathlib.Path) -> None:
     """Custom sources, initial state, complete mode and a record bound on files fail with one clear message."""
     app = App("x", source=MemorySource([{"k": 1}]), checkpoint_dir=tmp_path / "c")
-    app.flat_map_groups_with_state(key="k", initial_state={1: 5})(lambda k, v, s: [])
+    app.flat_map_groups_with_state(key="k", initial_state={1: 5}, event_time="ts", watermark_delay="1 second",
+                                   max_event_time_ahead="1 day")(lambda k, v, s: [])
     with pytest.raises(ConfigError) as err:
         app.run(engine="spark")
     assert "MemorySource has no Spark counterpart" in str(err.value)
-    assert "initial_state" in str(err.value)
+    assert "initial_state" in str(err.value) and "max_event_time_ahead" in str(err.value)
     windows = App("w", source=FileSource(tmp_path), max_records_per_trigger=10)
     windows.aggregate(key="k", event_time="ts", window=tumbling("1 minute"), aggs={"n": count()},
                       output_mode="complete")

@@ -127,6 +127,10 @@ def _operator_problems(op: StatefulOperator) -> list[str]:
         problems.append(f"operator {op.name!r} uses output_mode='complete', which calls every stored key each "
                         f"batch; applyInPandasWithState calls only keys with data or a timeout. Use 'append' or "
                         f"'update'")
+    if op.max_event_time_ahead_ms is not None:
+        problems.append(f"operator {op.name!r} has max_event_time_ahead: it is checked against the batch's processing "
+                        f"time, which Spark does not give the stage that reads event times. Drop it, or filter "
+                        f"far-future events in an app.filter step")
     if op.initial_state:
         problems.append(f"operator {op.name!r} has initial_state: PySpark's applyInPandasWithState takes no "
                         f"initial state. Seed the state through the stream (a first batch of seed records) or "

@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from statefulstream.lineage import Lineage
 from statefulstream.pipeline import Step, apply_each, event_times_ms, run_steps
 from statefulstream.records import DeadLetter
 from statefulstream.spark.sources import Decoder
@@ -51,6 +52,16 @@ def encode_dead_letter(dl: DeadLetter) -> bytes:
 def decode_dead_letter(data: bytes) -> DeadLetter:
     """The dead letter of :func:`encode_dead_letter` bytes."""
     return DeadLetter(**DEFAULT_CODEC.decode(data))
+
+
+def _times_of_kept(records: list[Any], kept: list[Any], times: list[int]) -> list[int]:
+    """The times of ``kept``, a subsequence of ``records`` (the same objects, in order)."""
+    out, k = [], 0
+    for record, t in zip(records, times, strict=True):
+        if k < len(kept) and record is kept[k]:
+            out.append(t)
+            k += 1
+    return out
 
 
 @dataclasses.dataclass
@@ -87,15 +98,19 @@ class Prepare:
             for run in self.decoder.runs(batch, lines):
                 dead = run.dead
                 records = run.records
+                lineage = Lineage(run.position, batch_id=NO_BATCH)
                 if self.steps:
-                    records = run_steps(self.steps, records, batch_id=NO_BATCH, dead=dead)
+                    records = run_steps(self.steps, records, lineage=lineage, dead=dead)
                 times: list[int] | None = None
                 if self.event_time is not None:
-                    records, times = event_times_ms(self.event_time, records, batch_id=NO_BATCH, dead=dead)
-                records, keys, kept = apply_each(key_bytes, records, error="key", what="group key missing or not "
-                                                 "storable", batch_id=NO_BATCH, dead=dead)
-                if kept is not None and times is not None:
-                    times = [times[i] for i in kept]
+                    # No max_event_time_ahead here: plan_for_spark refuses it (no batch time on executors).
+                    records, times, _, _ = event_times_ms(self.event_time, records, lineage=lineage, dead=dead,
+                                                          batch_ts_ms=0)
+                keyed, keys = apply_each(key_bytes, records, error="key", what="group key missing or not storable",
+                                         lineage=lineage, dead=dead)
+                if times is not None and len(keyed) < len(records):
+                    times = _times_of_kept(records, keyed, times)
+                records = keyed
                 where = (run.src, run.base)
                 first = counters.get(where, 0)
                 counters[where] = first + len(records) + len(dead)

@@ -24,14 +24,16 @@ import os
 import sys
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from statefulstream.errors import ConfigError
 from statefulstream.records import DeadLetter
 from statefulstream.schema import Schema
 from statefulstream.sources.base import Source
-from statefulstream.sources.file import EXTENSIONS, FileSource, _decode_jsonl
+from statefulstream.sources.file import EXTENSIONS, FileSource
+from statefulstream.sources.line_decode import decode_jsonl
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,20 +41,22 @@ if TYPE_CHECKING:
 
     from statefulstream.sources.kafka import KafkaSource
 
-ORDER_COLUMNS = ("src", "blk")
-"""Columns every source DataFrame carries for arrival order: origin and split/run start."""
-
 CORRUPT = "_corrupt_record"
 
 
 @dataclasses.dataclass
 class Run:
-    """Consecutive records of one origin, in arrival order, with the origin's dead letters."""
+    """Consecutive records of one origin, in arrival order, with the origin's dead letters.
+
+    ``position(i)`` tells where ``records[i]`` was read (called only when the
+    record fails later, for its dead letter).
+    """
 
     src: str
     base: int
     records: list[Any]
     dead: list[DeadLetter]
+    position: Callable[[int], Mapping[str, Any]]
 
 
 class Decoder(ABC):
@@ -99,16 +103,19 @@ class FileDecoder(Decoder):
             part = batch.slice(lo, hi - lo)
             if self.format == "jsonl":
                 raw = [v.encode() for v in part.column("value").to_pylist()]
-                records, where, bad = _decode_jsonl(raw)
+                records, where, bad = decode_jsonl(raw)
             else:
                 raw, records, where, bad = self._rows(part)
             path = local_path(src)
             dead = [self._dead(path, base, first + i, raw[i], reason, "decode") for i, reason in bad]
+            kept = list(where)
             if self.schema is not None:
                 records, violations = self.schema.conform(records, from_text=self.format == "csv")
                 dead += [self._dead(path, base, first + where[j], raw[where[j]], reason, "schema")
                          for j, reason in violations]
-            yield Run(src, base, records, dead)
+                rejected = {j for j, _ in violations}
+                kept = [w for j, w in enumerate(where) if j not in rejected]
+            yield Run(src, base, records, dead, partial(self._position, path, base, first, kept))
 
     def _rows(self, part: pa.RecordBatch) -> tuple[list[Any], list[Any], list[int], list[tuple[int, str]]]:
         rows = part.select(self.columns).to_pylist()
@@ -126,11 +133,17 @@ class FileDecoder(Decoder):
             records, where, bad
 
     def _dead(self, path: str, base: int, index: int, raw: Any, reason: str, error: str) -> DeadLetter:
+        return DeadLetter(reason, "file", self._where(path, base, index), raw, error)
+
+    def _position(self, path: str, base: int, first: int, kept: list[int], i: int) -> dict[str, Any]:
+        return self._where(path, base, first + kept[i])
+
+    def _where(self, path: str, base: int, index: int) -> dict[str, Any]:
+        """The position of the ``index``-th row (0-based) of the split starting at byte ``base``."""
         unit = "line" if self.format != "parquet" else "row"
         # Line numbers are exact only in a file's first split; later splits say where the split starts.
-        position: dict[str, Any] = ({"file": path, unit: index + 1 + (self.format == "csv")} if base == 0
-                                    else {"file": path, "split_start_byte": base, f"{unit}_in_split": index + 1})
-        return DeadLetter(reason, "file", position, raw, error)
+        return ({"file": path, unit: index + 1 + (self.format == "csv")} if base == 0
+                else {"file": path, "split_start_byte": base, f"{unit}_in_split": index + 1})
 
 
 def file_format(source: FileSource) -> str:
@@ -230,8 +243,14 @@ class KafkaDecoder(Decoder):
                 good, violations = source.schema.conform(good)
                 dead += [DeadLetter(reason, "kafka", where[kept[j]], values[lo + kept[j]], "schema")
                          for j, reason in violations]
-            yield Run(src[lo], offsets[lo], good, dead)
+                rejected = {j for j, _ in violations}
+                kept = [k for j, k in enumerate(kept) if j not in rejected]
+            yield Run(src[lo], offsets[lo], good, dead, partial(_kafka_position, where, kept))
             lo = i
+
+
+def _kafka_position(where: list[dict[str, Any]], kept: list[int], i: int) -> dict[str, Any]:
+    return where[kept[i]]
 
 
 def is_kafka_source(source: Source) -> bool:
