@@ -29,7 +29,7 @@ from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.executor.keyed_calls import key_caller
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
-from statefulstream.records import StateChange
+from statefulstream.records import GroupValues, StateChange
 from statefulstream.spark.prepare import NO_BATCH
 from statefulstream.state.codec import DEFAULT_CODEC
 from statefulstream.state.group_state import NO_TIMESTAMP, GroupState
@@ -99,7 +99,7 @@ class StatefulCall:
         store = _OneKeyStore()
         call = key_caller(op, cast(StateStore, store), BatchPlan(NO_BATCH, {}, {}, batch_ts, watermark, watermark),
                           outputs, changes)
-        call(DEFAULT_CODEC.decode_key(key_bytes), [decode(p) for p in payloads],
+        call(DEFAULT_CODEC.decode_key(key_bytes), GroupValues(map(decode, payloads)),
              StateRow(value, stored_ts) if stored is not None else None, timed_out)
         self._write_back(store.written, stored_ts, spark_state)
         deadline = stored_ts if timed_out else NO_TIMESTAMP
