@@ -29,10 +29,10 @@ from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.executor.keyed_calls import key_caller
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
-from statefulstream.records import GroupValues, StateChange
+from statefulstream.records import NO_TIMEOUT_MS, GroupValues, StateChange
 from statefulstream.spark.prepare import NO_BATCH
 from statefulstream.state.codec import DEFAULT_CODEC
-from statefulstream.state.group_state import NO_TIMESTAMP, GroupState
+from statefulstream.state.group_state import GroupState
 from statefulstream.state.store import StateRow, StateStore
 
 if TYPE_CHECKING:
@@ -83,12 +83,12 @@ class StatefulCall:
             if parts else None
         payloads = list(data["payload"]) if data is not None else []
         if dead:
-            yield _frame(DEAD_LETTER, key_bytes, NO_TIMESTAMP, payloads)
+            yield _frame(DEAD_LETTER, key_bytes, NO_TIMEOUT_MS, payloads)
             return
         op, decode, encode = self.op, DEFAULT_CODEC.decode, DEFAULT_CODEC.encode
         timed_out = spark_state.hasTimedOut
         stored = spark_state.getOption
-        value, stored_ts = decode(stored[0]) if stored is not None else (None, NO_TIMESTAMP)
+        value, stored_ts = decode(stored[0]) if stored is not None else (None, NO_TIMEOUT_MS)
         batch_ts = spark_state.getCurrentProcessingTimeMs()
         watermark = spark_state.getCurrentWatermarkMs() if op.has_watermark else 0
         # The checks the embedded engine makes once per batch, before its first call.
@@ -102,7 +102,7 @@ class StatefulCall:
         call(DEFAULT_CODEC.decode_key(key_bytes), GroupValues(map(decode, payloads)),
              StateRow(value, stored_ts) if stored is not None else None, timed_out)
         self._write_back(store.written, stored_ts, spark_state)
-        deadline = stored_ts if timed_out else NO_TIMESTAMP
+        deadline = stored_ts if timed_out else NO_TIMEOUT_MS
         out = _frame(OUTPUT, key_bytes, deadline, [encode(r) for r in outputs])
         if changes and self.track_state:
             rows = [encode([c.value, c.removed, c.timeout_ms]) for c in changes]
@@ -119,7 +119,7 @@ class StatefulCall:
         if isinstance(written, tuple):
             data, timeout = written
             spark_state.update((data,))
-        if timeout != NO_TIMESTAMP:  # Spark clears the timeout of every called group unless set again
+        if timeout != NO_TIMEOUT_MS:  # Spark clears the timeout of every called group unless set again
             if self.op.timeout is GroupStateTimeout.EVENT_TIME:
                 spark_state.setTimeoutTimestamp(timeout)
             else:

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from statefulstream.errors import ConfigError
-from statefulstream.executor.sink_writer import SinkRetry
 from statefulstream.operator import StatefulOperator
 from statefulstream.pipeline import Step
+from statefulstream.retry import RetryPolicy
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
 from statefulstream.sources.file import FileSource
@@ -63,7 +63,7 @@ class SparkPlan:
     max_records_per_trigger: int | None
     source_options: dict[str, str]
     dead_letters: Sink
-    sink_retry: SinkRetry
+    sink_retry: RetryPolicy
 
 
 def plan_for_spark(app: App, trigger: Trigger, source_options: Mapping[str, Any] | None = None) -> SparkPlan:

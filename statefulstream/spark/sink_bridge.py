@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from statefulstream.executor.sink_writer import SinkWriter
 from statefulstream.pipeline import sorted_keys
-from statefulstream.records import DeadLetter, StateChange
+from statefulstream.records import NO_TIMEOUT_MS, DeadLetter, StateChange
 from statefulstream.spark.adapter import DEAD_LETTER, OUTPUT, STATE_CHANGE
 from statefulstream.spark.prepare import NO_BATCH, decode_dead_letter
 from statefulstream.state.codec import DEFAULT_CODEC
-from statefulstream.state.group_state import NO_TIMESTAMP
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -54,10 +53,10 @@ def decode_batch(rows: list[Any], batch_id: int) -> BatchOutput:
             dead.append((key, dl))
         else:
             keyed.append((kind, deadline, key, decode_key(key), decode(payload)))
-    rank = {k: i for i, k in enumerate(sorted_keys({r[3] for r in keyed if r[1] == NO_TIMESTAMP}))}
+    rank = {k: i for i, k in enumerate(sorted_keys({r[3] for r in keyed if r[1] == NO_TIMEOUT_MS}))}
     # Calls with data by key, then timeout calls by (deadline, key bytes) as the embedded timer index
     # orders them; the sort is stable, so a call's rows keep the handler's order.
-    keyed.sort(key=lambda r: (0, rank[r[3]], b"") if r[1] == NO_TIMESTAMP else (1, r[1], r[2]))
+    keyed.sort(key=lambda r: (0, rank[r[3]], b"") if r[1] == NO_TIMEOUT_MS else (1, r[1], r[2]))
     outputs = [r[4] for r in keyed if r[0] == OUTPUT]
     changes = [StateChange(r[3], r[4][0], r[4][1], r[4][2]) for r in keyed if r[0] == STATE_CHANGE]
     dead.sort(key=lambda d: d[0])
