@@ -254,17 +254,21 @@ class App:
 
     # --- running
 
-    def run(self, trigger: Trigger | str | timedelta | None = None) -> None:
+    def run(self, trigger: Trigger | str | timedelta | None = None, *, engine: str = "embedded", **spark: Any) -> None:
         """Run until the trigger is done (``once``/``available_now``) or :meth:`stop` / SIGTERM / SIGINT.
 
         A stop lets the running batch finish and commit. Errors propagate:
         ``UserFunctionError`` when the handler raised, ``SinkError`` when a
         sink stayed down, ``CheckpointError``/``StateError`` for an unusable
         checkpoint; in every case the uncommitted batch is replayed next start.
+        ``engine="spark"`` runs it as a Spark query: ``spark=``, ``master=``, ``source_options=`` (docs/spark.md).
         """
         if defer_run(self, trigger):  # statefulstream run is loading the file: it runs the app itself
             return
         trig = Trigger.parse(trigger) if trigger is not None else self.trigger
+        if engine != "embedded" or spark:  # statefulstream.spark checks the engine name and its options
+            from statefulstream.spark import run_on_spark
+            return run_on_spark(self, trig, self._stop, self._install_signal_handlers, engine=engine, **spark)
         executor = self.build_executor()
         self.metrics.declare_sinks(executor.sink_names)
         bar = ProgressBar(self.name) if trig.kind is TriggerKind.AVAILABLE_NOW else None
