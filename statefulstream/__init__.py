@@ -14,6 +14,7 @@ from statefulstream.errors import (
     IncompatibleStateError,
     InvalidStateValueError,
     InvalidTimeoutError,
+    ProcessorHandleError,
     RecordError,
     SinkError,
     SinkRejectedError,
@@ -29,6 +30,16 @@ from statefulstream.errors import (
 )
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout, OutputMode
+from statefulstream.processor import (
+    ExpiredTimerInfo,
+    ListState,
+    MapState,
+    StatefulProcessor,
+    StatefulProcessorHandle,
+    TimeMode,
+    TimerValues,
+    ValueState,
+)
 from statefulstream.records import DeadLetter, GroupValues, StateChange
 from statefulstream.retry import RetryPolicy
 from statefulstream.schema import Schema
@@ -47,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DeadLetter",
+    "ExpiredTimerInfo",
     "GroupState",
     "GroupStateError",
     "GroupStateTimeout",
@@ -54,7 +66,10 @@ __all__ = [
     "IncompatibleStateError",
     "InvalidStateValueError",
     "InvalidTimeoutError",
+    "ListState",
+    "MapState",
     "OutputMode",
+    "ProcessorHandleError",
     "RecordError",
     "RetryPolicy",
     "Schema",
@@ -68,10 +83,15 @@ __all__ = [
     "StateCorruptedError",
     "StateError",
     "StateNotFoundError",
+    "StatefulProcessor",
+    "StatefulProcessorHandle",
     "StatefulStreamError",
+    "TimeMode",
     "TimeoutNotConfiguredError",
+    "TimerValues",
     "Trigger",
     "UserFunctionError",
+    "ValueState",
     "WatermarkNotDefinedError",
     "register_type",
 ]

@@ -219,6 +219,43 @@ class App:
 
         return register
 
+    def transform_with_state(self, processor: Any = None, /, **options: Any) -> Any:
+        """Make this app's stateful operator a stateful processor (Spark 4's ``transformWithState``).
+
+        Call it with a processor instance, or use it as a class decorator::
+
+            app.transform_with_state(DeviceAlerts(), key="device", time_mode="processing_time")
+
+            @app.transform_with_state(key="device", time_mode="processing_time")
+            class DeviceAlerts(StatefulProcessor): ...
+
+        Options (keyword only): ``key`` (required), ``event_time`` and
+        ``watermark_delay`` (as for ``flat_map_groups_with_state``; late rows
+        are dropped whenever a watermark is set), ``time_mode`` (``"none"``
+        default, ``"processing_time"``, ``"event_time"``), ``output_mode``
+        (``"append"`` default or ``"update"``), ``sink``, ``initial_state``
+        (mapping key -> value given to ``handle_initial_state`` in batch 0),
+        ``name``. See docs/processors.md.
+
+        Returns:
+            the processor given, or (as a decorator) the decorated class unchanged.
+
+        Raises:
+            ConfigError: when applied, for any wrong option, or if the app already has its operator.
+        """
+        from statefulstream.processor.definition import build_processor_operator
+
+        def register(target: Any) -> Any:
+            if self.operator is not None:
+                raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
+                                  f"an App runs one stateful operator (chain apps through Kafka for more)")
+            self.operator = build_processor_operator(target, options)
+            return target
+
+        if processor is None:
+            return register
+        return register(processor)
+
     def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: Duration | None = None,
                   output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
                   name: str | None = None, max_event_time_ahead: Duration | None = None) -> StatefulOperator:
@@ -339,7 +376,8 @@ class App:
     def _defined_operator(self) -> StatefulOperator:
         if self.operator is None:
             raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
-                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...), "
+                              f"or give a processor to app.transform_with_state(...)")
         return self.operator
 
     def _progress_log(self) -> ProgressLog:

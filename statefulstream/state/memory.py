@@ -12,6 +12,7 @@ from typing import Any
 
 from statefulstream.errors import IncompatibleStateError, StateError
 from statefulstream.records import NO_TIMEOUT_MS
+from statefulstream.state.kv import MemoryKV, StagedKV
 from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import HeapTimerIndex
 
@@ -30,6 +31,8 @@ class MemoryStateStore(StateStore):
         self._signature: dict[str, Any] | None = None
         # Odd while a commit applies: readers on other threads copy the rows only between commits.
         self._generation = 0
+        self._kv_committed = MemoryKV()
+        self._kv = StagedKV(self._kv_committed)
 
     def open(self, signature: Mapping[str, Any]) -> CommitRecord | None:
         """Check the signature against an earlier ``open`` of this instance."""
@@ -79,6 +82,8 @@ class MemoryStateStore(StateStore):
                     rows[key] = row
                     move(key, old_ms, row.timeout_ms)
             self._staged.clear()
+            self._kv_committed.apply(self._kv.staged())
+            self._kv.discard()
             self._last = record
         finally:
             self._generation += 1
@@ -86,6 +91,7 @@ class MemoryStateStore(StateStore):
     def abort(self) -> None:
         """Forget staged rows."""
         self._staged.clear()
+        self._kv.discard()
 
     def items(self) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows."""
@@ -94,6 +100,10 @@ class MemoryStateStore(StateStore):
     def num_rows(self) -> int:
         """Return the number of committed rows."""
         return len(self._rows)
+
+    def kv(self) -> StagedKV:
+        """Return the ordered namespace (committed with the rows)."""
+        return self._kv
 
     def num_timers(self) -> int:
         """Return the number of committed rows with a timeout."""
