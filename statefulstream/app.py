@@ -356,7 +356,13 @@ class App:
 
     def _committed_view(self) -> CommittedView | None:
         executor = self.executor
-        return executor.store.committed_view() if executor is not None else None
+        if executor is None:
+            return None
+        if executor.op.processor is not None:
+            from statefulstream.processor.view import processor_view
+
+            return processor_view(executor.store)
+        return executor.store.committed_view()
 
     def build_executor(self, *, clock: Clock | None = None) -> Executor:
         """Build the executor for this app (used by ``run`` and the testing kit)."""

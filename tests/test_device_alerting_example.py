@@ -125,7 +125,8 @@ def test_alerts_match_an_offline_reading_of_the_input(tmp_path: pathlib.Path) ->
     for device in {a[1] for a in expected}:  # and in the same order per device
         assert [a for a in got if a[1] == device] == [a for a in expected if a[1] == device], device
     kinds = Counter((a[2], a[3]) for a in expected)
-    assert kinds[(da.SILENT, "trigger")] and kinds[(da.ERROR_RATE, "trigger")] and kinds[("silent-escalated", "trigger")]
+    assert kinds[(da.SILENT, "trigger")] and kinds[(da.ERROR_RATE, "trigger")]
+    assert kinds[(da.escalated(da.SILENT), "trigger")]
     assert kinds[(da.ERROR_RATE, "resolve")] and kinds[(da.SILENT, "resolve")]
 
 

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Hashable
 from typing import TypeVar
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ProcessorHandleError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from statefulstream.processor import layout
 from statefulstream.state.codec import DEFAULT_CODEC, Codec

@@ -21,6 +21,7 @@ Every write is staged in the store's ``kv`` namespace, so the batch commits
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from functools import partial
 from typing import Any
 
 from statefulstream.checkpoint.plan_log import BatchPlan
@@ -59,16 +60,16 @@ def run_processor(op: StatefulOperator, store: StateStore, plan: BatchPlan, grou
     outputs: list[Any] = []
     call = _caller(op, plan, scope, outputs)
 
-    call(None, "init", lambda: processor.init(handle))
+    call(None, "init", partial(processor.init, handle))
     initial = op.initial_state if plan.batch_id == 0 and op.initial_state else None
     if initial:
         handle.phase = Phase.INITIAL_STATE
         for key in sorted_keys(initial):
-            call(key, "handle_initial_state", lambda k=key: processor.handle_initial_state(k, initial[k], values))
+            call(key, "handle_initial_state", partial(processor.handle_initial_state, key, initial[key], values))
     handle.phase = Phase.DATA
     keys = sorted_keys(groups)
     for key in keys:
-        call(key, "handle_input_rows", lambda k=key: processor.handle_input_rows(k, groups[k], values))
+        call(key, "handle_input_rows", partial(processor.handle_input_rows, key, groups[key], values))
     progress.groups_called = len(keys)
     if time_mode is not TimeMode.NONE:
         handle.phase = Phase.TIMER
@@ -78,7 +79,7 @@ def run_processor(op: StatefulOperator, store: StateStore, plan: BatchPlan, grou
             if not timers.exists(key_bytes, ts):  # deleted by an earlier timer handler of this batch
                 continue
             key, info = decode_key(key_bytes), ExpiredTimerInfo(ts)
-            call(key, "handle_expired_timer", lambda k=key, i=info: processor.handle_expired_timer(k, values, i))
+            call(key, "handle_expired_timer", partial(processor.handle_expired_timer, key, values, info))
             timers.delete(key_bytes, ts)
             stats.timers_expired += 1
         progress.timeouts_fired = stats.timers_expired

@@ -12,11 +12,12 @@ element and map entry is its own key, so an append rewrites nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from rocksdict import Rdict, ReadOptions, WriteBatch
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
 KV_COLUMN_FAMILY = "kv"
 """The RocksDB column family of the namespace."""
@@ -57,8 +58,8 @@ class _Empty:
 class MemoryKV:
     """Committed entries in a sorted dict (``MemoryStateStore``)."""
 
-    def __init__(self) -> None:
-        self.entries: SortedDict = SortedDict()
+    def __init__(self, entries: SortedDict | None = None) -> None:
+        self.entries: SortedDict = SortedDict() if entries is None else entries
 
     def get(self, key: bytes) -> bytes | None:
         """Return the committed value of ``key``, or ``None``."""
@@ -102,6 +103,42 @@ class RocksDBKV:
         while it.valid():
             yield it.key(), it.value()
             it.next()
+
+
+class SnapshotKV:
+    """Committed entries of a RocksDB snapshot of the ``kv`` family: readable from any thread."""
+
+    def __init__(self, snapshot: Any) -> None:
+        self._snapshot = snapshot
+
+    def get(self, key: bytes) -> bytes | None:
+        """Return the value of ``key`` in the snapshot, or ``None``."""
+        it = self._snapshot.iter()
+        it.seek(key)
+        return it.value() if it.valid() and it.key() == key else None
+
+    def range(self, lo: bytes, hi: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """Yield the snapshot's entries in ``[lo, hi)`` in key order."""
+        it = self._snapshot.iter()  # ReadOptions of our own would replace the snapshot's: bound by hand
+        it.seek(lo)
+        while it.valid() and (hi is None or it.key() < hi):
+            yield it.key(), it.value()
+            it.next()
+
+
+@dataclasses.dataclass(frozen=True)
+class KVSnapshot:
+    """The committed namespace as of one batch, for a reader on another thread (state queries).
+
+    Attributes:
+        entries: the committed entries (read through a fresh ``StagedKV``).
+        batch_id: the batch whose commit it shows, or ``None`` before the first.
+        batch_ts_ms: that batch's processing time (TTL visibility), or ``None``.
+    """
+
+    entries: CommittedKV
+    batch_id: int | None
+    batch_ts_ms: int | None
 
 
 class StagedKV:

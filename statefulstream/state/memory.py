@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from statefulstream.errors import IncompatibleStateError, StateError
 from statefulstream.records import NO_TIMEOUT_MS
-from statefulstream.state.kv import MemoryKV, StagedKV
+from statefulstream.state.kv import KVSnapshot, MemoryKV, StagedKV
 from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import HeapTimerIndex
 
+_T = TypeVar("_T")
 _DELETED = object()
 _VIEW_ATTEMPTS = 1000  # a commit applies in microseconds to milliseconds; a reader retries, never blocks it
 
@@ -116,12 +117,30 @@ class MemoryStateStore(StateStore):
             StateError: commits kept overlapping the copy (a reader on a
                 starved thread); asking again normally succeeds.
         """
+        rows, last = self._between_commits(self._rows.copy)
+        return _MemoryView(rows, None if last is None else last.batch_id)
+
+    def committed_kv(self) -> KVSnapshot:
+        """Return a copy of the committed kv namespace, taken between two commits as ``committed_view``.
+
+        Raises:
+            StateError: commits kept overlapping the copy; asking again normally succeeds.
+        """
+        entries, last = self._between_commits(self._kv_committed.entries.copy)
+        return KVSnapshot(MemoryKV(entries), None if last is None else last.batch_id,
+                          None if last is None else last.batch_ts_ms)
+
+    def _between_commits(self, copy: Callable[[], _T]) -> tuple[_T, CommitRecord | None]:
+        """Run ``copy`` while no commit applies (a seqlock: the loop never waits); return it and the last commit."""
         for _ in range(_VIEW_ATTEMPTS):
             generation = self._generation
             if generation % 2 == 0:
-                rows, last = self._rows.copy(), self._last
+                try:
+                    copied, last = copy(), self._last
+                except RuntimeError:  # a commit resized what was being copied: retry
+                    continue
                 if self._generation == generation:
-                    return _MemoryView(rows, None if last is None else last.batch_id)
+                    return copied, last
             time.sleep(0.001)
         raise StateError("the in-memory state kept changing while it was copied for a state query; ask again")
 

@@ -42,7 +42,7 @@ from rocksdict import Rdict, WriteBatch, WriteOptions
 from statefulstream.errors import StateCorruptedError, StateError
 from statefulstream.records import NO_TIMEOUT_MS
 from statefulstream.state.codec import DEFAULT_CODEC, Codec, StateEncodeError
-from statefulstream.state.kv import KV_COLUMN_FAMILY, RocksDBKV, StagedKV
+from statefulstream.state.kv import KV_COLUMN_FAMILY, KVSnapshot, RocksDBKV, SnapshotKV, StagedKV
 from statefulstream.state.rocksdb_dir import (
     COLUMN_FAMILIES,
     META_COMMIT,
@@ -61,7 +61,7 @@ from statefulstream.state.rocksdb_dir import (
     remove_abandoned,
     staging_dir,
 )
-from statefulstream.state.rocksdb_view import take_view
+from statefulstream.state.rocksdb_view import snapshot_at_commit, take_view
 from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import MIN_DEADLINE_MS, RocksDBTimerIndex
 
@@ -326,6 +326,16 @@ class RocksDBStateStore(StateStore):
             if self._new:
                 return None
             return take_view(self._cf, META_COMMIT, self._decode, self._codec.decode_key)
+
+    def committed_kv(self) -> KVSnapshot | None:
+        """Return a snapshot of the committed ``kv`` family for another thread (as ``committed_view``)."""
+        with self._swap:
+            taken = None if self._new else snapshot_at_commit(self._cf, KV_COLUMN_FAMILY, META_COMMIT)
+        if taken is None:
+            return None
+        snapshot, commit = taken
+        return KVSnapshot(SnapshotKV(snapshot), None if commit is None else int(commit["batch_id"]),
+                          None if commit is None else int(commit["batch_ts_ms"]))
 
     # --- writes
 

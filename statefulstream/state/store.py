@@ -16,7 +16,7 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from statefulstream.state.kv import StagedKV
+    from statefulstream.state.kv import KVSnapshot, StagedKV
 
 from statefulstream.records import NO_TIMEOUT_MS
 
@@ -173,6 +173,10 @@ class StateStore(ABC):
         the same atomic write as the rows and the commit record, ``abort``
         drops them. Stateful processors keep their variables and timers there.
         """
+        return None
+
+    def committed_kv(self) -> KVSnapshot | None:
+        """Return the committed ``kv`` namespace for another thread (like ``committed_view``), or ``None``."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
