@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rocksdict import Options, Rdict
 
 from statefulstream.state.kv import StagedKV, prefix_end
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.rocksdb import RocksDBStateStore
+from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store
 from statefulstream.state.store import CommitRecord, StateRow, StateStore
 
 
@@ -64,6 +65,28 @@ class TestStagedKV:
         assert again.open({"op": "kv-test"}) == record(0)
         assert kv_of(again).scan(b"") == [(b"k", b"v")]
         assert dict(again.items()) == {"row": StateRow(1)}
+        again.close()
+
+    def test_a_store_from_before_the_kv_family_opens_and_gains_it_at_the_next_commit(self, tmp_path: Path) -> None:
+        path = str(tmp_path / "state")
+        store = RocksDBStateStore(path)
+        store.open({"op": "kv-test"})
+        store.put("row", StateRow(1))
+        store.commit(record(0))
+        store.close()
+        db = Rdict(path, Options(raw_mode=True), column_families={n: Options(raw_mode=True) for n in
+                                                                   ("state", "timers", "meta", "kv")})
+        db.drop_column_family("kv")  # as an older statefulstream left it
+        db.close()
+        assert "kv" not in Rdict.list_cf(path)
+        old, _ = inspect_store(path)
+        assert kv_of(old).scan(b"") == [] and dict(old.items()) == {"row": StateRow(1)}
+        old.close()
+        again = RocksDBStateStore(path)
+        assert again.open({"op": "kv-test"}) == record(0)
+        kv_of(again).put(b"k", b"v")
+        again.commit(record(1))
+        assert kv_of(again).scan(b"") == [(b"k", b"v")] and "kv" in Rdict.list_cf(path)
         again.close()
 
     def test_delete_prefix_removes_committed_and_staged_keys_only_under_the_prefix(self, store: StateStore) -> None:

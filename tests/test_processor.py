@@ -213,6 +213,24 @@ class TestTimers:
         assert out[1] == {"key": "a", "fired": 500, "now": 1_000}
         assert t.timers() == []
 
+    def test_timer_handlers_see_timers_as_they_stood_when_the_timer_phase_began(self) -> None:
+        class Chain(Recorder):
+            def handle_expired_timer(self, key: Hashable, timer_values: TimerValues,
+                                     expired_timer_info: ExpiredTimerInfo) -> Iterator[Any]:
+                yield from super().handle_expired_timer(key, timer_values, expired_timer_info)
+                if expired_timer_info.get_expiry_time_in_ms() == 2_000:
+                    self.handle.delete_timer(3_000)  # due too, but deleted before its turn: never fires
+                    self.handle.register_timer(2_500)  # due, but registered in the timer phase: next batch
+
+        p = Chain()
+        t = make_tester(p)
+        t.run_batch([{"k": "a", "op": "timer", "arg": 2_000}, {"k": "a", "op": "timer", "arg": 3_000}])
+        out = t.run_batch([], processing_time_ms=4_000)
+        assert [o["fired"] for o in out] == [2_000]
+        assert t.timers("a") == [2_500]
+        out = t.run_batch([], processing_time_ms=4_001)
+        assert [o["fired"] for o in out] == [2_500] and t.timers() == []
+
     def test_delete_and_duplicate_register(self) -> None:
         p = Recorder()
         t = make_tester(p)
