@@ -211,34 +211,20 @@ class App:
             raise ConfigError(f"@app.{decorator} needs arguments: write @app.{decorator}(key=...)")
 
         def register(handler: F) -> F:
-            if self.operator is not None:
-                raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
-                                  f"an App runs one stateful operator (chain apps through Kafka for more)")
+            self._check_no_operator()
             self.operator = build_operator(handler, flat=flat, options=options)
             return handler
 
         return register
 
     def transform_with_state(self, processor: Any = None, /, **options: Any) -> Any:
-        """Make this app's stateful operator a stateful processor (Spark 4's ``transformWithState``).
+        """Make this app's stateful operator a ``StatefulProcessor`` (Spark 4's ``transformWithState``).
 
-        Call it with a processor instance, or use it as a class decorator::
-
-            app.transform_with_state(DeviceAlerts(), key="device", time_mode="processing_time")
-
-            @app.transform_with_state(key="device", time_mode="processing_time")
-            class DeviceAlerts(StatefulProcessor): ...
-
-        Options (keyword only): ``key`` (required), ``event_time`` and
-        ``watermark_delay`` (as for ``flat_map_groups_with_state``; late rows
-        are dropped whenever a watermark is set), ``time_mode`` (``"none"``
-        default, ``"processing_time"``, ``"event_time"``), ``output_mode``
-        (``"append"`` default or ``"update"``), ``sink``, ``initial_state``
-        (mapping key -> value given to ``handle_initial_state`` in batch 0),
-        ``name``. See docs/processors.md.
-
-        Returns:
-            the processor given, or (as a decorator) the decorated class unchanged.
+        ``app.transform_with_state(Monitor(), key="device", time_mode="processing_time", sink=...)``,
+        or ``@app.transform_with_state(key=...)`` above the class. Options: ``key`` (required),
+        ``time_mode`` (``"none"``, ``"processing_time"``, ``"event_time"``), ``event_time``,
+        ``watermark_delay``, ``max_event_time_ahead``, ``output_mode``, ``sink``, ``initial_state``,
+        ``name``; see docs/processors.md. Returns what it was given.
 
         Raises:
             ConfigError: when applied, for any wrong option, or if the app already has its operator.
@@ -246,15 +232,16 @@ class App:
         from statefulstream.processor.definition import build_processor_operator
 
         def register(target: Any) -> Any:
-            if self.operator is not None:
-                raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
-                                  f"an App runs one stateful operator (chain apps through Kafka for more)")
+            self._check_no_operator()
             self.operator = build_processor_operator(target, options)
             return target
 
-        if processor is None:
-            return register
-        return register(processor)
+        return register if processor is None else register(processor)
+
+    def _check_no_operator(self) -> None:
+        if self.operator is not None:
+            raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
+                              f"an App runs one stateful operator (chain apps through Kafka for more)")
 
     def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: Duration | None = None,
                   output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
@@ -277,9 +264,7 @@ class App:
         """
         from statefulstream.windows.operator import build_aggregation
 
-        if self.operator is not None:
-            raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
-                              f"an App runs one stateful operator (chain apps through Kafka for more)")
+        self._check_no_operator()
         self.operator = build_aggregation(key=key, event_time=event_time, window=window, aggs=aggs,
                                           watermark_delay=watermark_delay, output_mode=output_mode, sink=sink,
                                           name=name, max_event_time_ahead=max_event_time_ahead)

@@ -128,6 +128,14 @@ class TestVariables:
         assert isinstance(info.value.__cause__, ProcessorHandleError)
         assert "'value'" in str(info.value) and "clear()" in str(info.value)
 
+    def test_a_value_the_codec_cannot_store_fails_the_batch_naming_the_key(self) -> None:
+        t = make_tester(Recorder())
+        t.run_batch([{"k": "a", "op": "map_put", "arg": ["m", 1]}])
+        with pytest.raises(UserFunctionError) as info:
+            t.run_batch([{"k": "a", "op": "map_put", "arg": ["m", object()]}])
+        assert info.value.key == "a" and "cannot" in str(info.value.__cause__)
+        assert t.variables("a")["table"] == {"m": 1}
+
     def test_declaring_a_stored_variable_as_another_kind_is_refused(self) -> None:
         p = Recorder()
         t = make_tester(p)

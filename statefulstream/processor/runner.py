@@ -35,6 +35,7 @@ from statefulstream.processor.handle import Phase, StatefulProcessorHandle
 from statefulstream.processor.timers import Timers
 from statefulstream.processor.variables import ProcessorStats, Scope
 from statefulstream.records import StateChange
+from statefulstream.state.codec import StateEncodeError
 from statefulstream.state.kv import StagedKV
 from statefulstream.state.store import StateStore
 
@@ -101,7 +102,7 @@ def _caller(op: StatefulOperator, plan: BatchPlan, scope: Scope,
         in_key = method not in ("init", "close")
         try:
             scope.set_key(key, encode_key(key) if in_key else None)
-        except StateError as exc:
+        except StateEncodeError as exc:
             msg = f"processor {op.name!r}: cannot store state of key {key!r} in batch {batch_id}: {exc}"
             raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
         try:
@@ -112,6 +113,8 @@ def _caller(op: StatefulOperator, plan: BatchPlan, scope: Scope,
                                     f"not a {type(result).__name__}")
                 extend(result)  # consuming a generator runs the handler's state changes too
         except Exception as exc:
+            if isinstance(exc, StateError) and not isinstance(exc, StateEncodeError):
+                raise  # the store failed (I/O, corruption), not the processor: keep the store's error
             where = f"key {key!r}, " if in_key else ""
             msg = (f"processor {op.name!r}: {method} raised {type(exc).__name__}: {exc} ({where}batch {batch_id}); "
                    f"the batch is not committed and is replayed on the next start")
