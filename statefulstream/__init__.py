@@ -2,7 +2,8 @@
 
 Spark's ``flatMapGroupsWithState`` contract (GroupState, processing- and
 event-time timeouts, watermarks, output modes) as a native Python runtime
-with durable RocksDB state and exactly-once checkpoints.
+with durable RocksDB state and exactly-once checkpoints; and stateful processors
+(Spark 4's ``transformWithState``: several state variables, TTL and timers per key).
 """
 
 from statefulstream.app import App

@@ -20,9 +20,9 @@ from statefulstream.errors import ProcessorHandleError
 from statefulstream.processor import layout
 from statefulstream.processor.api import TimeMode
 from statefulstream.processor.timers import Timers
-from statefulstream.processor.variables import ListState, MapState, Scope, ValueState, _Variable
+from statefulstream.processor.variables import ListState, MapState, Scope, StateVariable, ValueState
 
-V = TypeVar("V", bound=_Variable)
+V = TypeVar("V", bound=StateVariable)
 
 
 class Phase(enum.Enum):
@@ -51,7 +51,7 @@ class StatefulProcessorHandle:
         self.time_mode = time_mode
         self.batch_id = batch_id
         self.phase = Phase.INIT
-        self.variables: dict[str, _Variable] = {}
+        self.variables: dict[str, StateVariable] = {}
 
     # --- variables (in init)
 

@@ -13,6 +13,8 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from statefulstream.processor import layout
+from statefulstream.processor.timers import Timers
+from statefulstream.processor.variables import ProcessorStats
 from statefulstream.state.codec import DEFAULT_CODEC, Codec
 from statefulstream.state.kv import StagedKV
 
@@ -23,16 +25,11 @@ def declared(kv: StagedKV) -> dict[str, dict[str, Any]]:
     return {key[start:].decode(): dict(msgpack.unpackb(raw)) for key, raw in kv.scan(layout.VARIABLES)}
 
 
-def _live(raw: bytes, now_ms: int | None) -> bool:
-    expiry = layout.value_expiry(raw)
-    return now_ms is None or expiry == layout.NO_EXPIRY or expiry > now_ms
-
-
 def variable(kv: StagedKV, name: str, kind: str, key: Hashable, *, now_ms: int | None = None,
              codec: Codec = DEFAULT_CODEC) -> Any:
     """Return one variable of ``key``: a value (or ``None``), a list, or a dict."""
     prefix = layout.entry_prefix(name, codec.encode_key(key)) + layout.VALUE_SUFFIX
-    entries = [(k, raw) for k, raw in kv.scan(prefix) if _live(raw, now_ms)]
+    entries = [(k, raw) for k, raw in kv.scan(prefix) if not layout.is_expired(raw, now_ms)]
     if kind == "value":
         return next((layout.decode_value(raw, codec) for k, raw in entries if k == prefix), None)
     if kind == "list":
@@ -49,15 +46,12 @@ def key_state(kv: StagedKV, key: Hashable, *, now_ms: int | None = None,
 
 def timers_of(kv: StagedKV, key: Hashable, *, codec: Codec = DEFAULT_CODEC) -> list[int]:
     """Return ``key``'s timer timestamps, ascending."""
-    prefix = layout.TIMERS_BY_KEY + layout.length_prefixed(codec.encode_key(key))
-    return [layout.ts_from(k, len(prefix)) for k, _ in kv.scan(prefix)]
+    return Timers(kv, ProcessorStats()).of_key(codec.encode_key(key))
 
 
 def all_timers(kv: StagedKV, *, codec: Codec = DEFAULT_CODEC) -> list[tuple[int, Hashable]]:
     """Return every ``(timestamp, key)`` timer in firing order."""
-    start = len(layout.TIMERS_BY_TIME)
-    return [(layout.ts_from(k, start), codec.decode_key(k[start + layout.TS_BYTES:]))
-            for k, _ in kv.scan(layout.TIMERS_BY_TIME)]
+    return [(ts, codec.decode_key(kb)) for ts, kb in Timers(kv, ProcessorStats()).due(layout.MAX_TS)]
 
 
 def keys(kv: StagedKV, *, codec: Codec = DEFAULT_CODEC) -> list[Hashable]:
@@ -65,7 +59,6 @@ def keys(kv: StagedKV, *, codec: Codec = DEFAULT_CODEC) -> list[Hashable]:
     seen: dict[bytes, None] = {}
     for k, _ in kv.scan(layout.STATE):
         seen.setdefault(layout.split_state_key(k)[1])
-    start = len(layout.TIMERS_BY_TIME) + layout.TS_BYTES
-    for k, _ in kv.scan(layout.TIMERS_BY_TIME):
-        seen.setdefault(k[start:])
+    for _, key_bytes in Timers(kv, ProcessorStats()).due(layout.MAX_TS):
+        seen.setdefault(key_bytes)
     return [codec.decode_key(kb) for kb in seen]

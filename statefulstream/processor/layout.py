@@ -46,6 +46,8 @@ _LEN16 = struct.Struct(">H")
 _LEN32 = struct.Struct(">I")
 _SHIFT = 1 << 63
 TS_BYTES = 8
+MAX_TS = _SHIFT - 2
+"""The largest timestamp a due-timer scan can bound (``ts_bytes(MAX_TS + 1)`` still fits)."""
 
 
 def ts_bytes(ms: int) -> bytes:
@@ -98,6 +100,12 @@ def value_expiry(raw: bytes) -> int:
     """Return the expiry of stored value bytes."""
     expiry: int = _I64.unpack_from(raw)[0]
     return expiry
+
+
+def is_expired(raw: bytes, now_ms: int | None) -> bool:
+    """Whether stored value bytes are past their TTL at ``now_ms`` (``None``: never)."""
+    expiry = value_expiry(raw)
+    return now_ms is not None and expiry != NO_EXPIRY and expiry <= now_ms
 
 
 def decode_value(raw: bytes, codec: Codec = DEFAULT_CODEC) -> Any:

@@ -69,8 +69,7 @@ class Scope:
         """Return ``(live, value)`` of stored bytes; an expired value is deleted and counted."""
         if raw is None:
             return False, None
-        expiry = layout.value_expiry(raw)
-        if expiry != layout.NO_EXPIRY and expiry <= self.now_ms:
+        if layout.is_expired(raw, self.now_ms):
             self.kv.delete(entry)
             self.stats.values_removed_by_ttl += 1
             return False, None
@@ -90,8 +89,11 @@ def _not_none(value: Any, name: str) -> None:
         raise ProcessorHandleError(msg)
 
 
-class _Variable:
-    """A named variable bound to a scope; ``_prefix`` is its entries' prefix for the current key."""
+class StateVariable:
+    """Base of the state variables: a name, an optional TTL, and the scope it reads and writes through.
+
+    ``_prefix()`` is the variable's entries' prefix for the current key.
+    """
 
     kind = ""
 
@@ -119,7 +121,7 @@ class _Variable:
         self._scope.kv.delete_prefix(self._prefix())
 
 
-class ValueState(_Variable):
+class ValueState(StateVariable):
     """One value per key (Spark's ``ValueState``)."""
 
     kind = "value"
@@ -146,7 +148,7 @@ class ValueState(_Variable):
         self._scope.write(self._entry(), value, self.ttl_ms)
 
 
-class ListState(_Variable):
+class ListState(StateVariable):
     """A list per key; each element is its own store entry (Spark's ``ListState``)."""
 
     kind = "list"
@@ -185,7 +187,7 @@ class ListState(_Variable):
     append = append_value
 
 
-class MapState(_Variable):
+class MapState(StateVariable):
     """A map per key; each entry is its own store entry (Spark's ``MapState``)."""
 
     kind = "map"
@@ -237,6 +239,3 @@ class MapState(_Variable):
     remove_key = remove
     iterator = items
 
-
-VARIABLE_KINDS: dict[str, type[_Variable]] = {cls.kind: cls for cls in (ValueState, ListState, MapState)}
-"""The variable classes by the kind stored in the ``V`` entries."""
