@@ -6,13 +6,14 @@ Expected values are computed from the input records, not read back from the stor
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from running_app import running, wait_for
+from running_app import WAIT_S, running, wait_for
 from test_state_queries import get
 
 from statefulstream import App, StatefulProcessor, StatefulProcessorHandle, TimerValues
@@ -112,3 +113,39 @@ def test_http_state_query_serves_variables_by_name(tmp_path: Path, store: str) -
         assert status == 404
         status, body = get(f"{url}/state?prefix=an")
         assert status == 200 and [row["key"] for row in body["rows"]] == ["ann"]
+
+
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
+def test_a_query_during_a_batch_answers_from_the_last_commit(tmp_path: Path, store: str) -> None:
+    """The processor blocks mid-batch after staging appends; queries answer with the last commit's variables.
+
+    (Processing-time mode runs a batch on every trigger, so the last commit is a no-data batch after batch 0.)
+    """
+    entered, release = threading.Event(), threading.Event()
+
+    class Blocking(Pages):
+        def handle_input_rows(self, key: Hashable, rows: list[Any], timer_values: TimerValues) -> Iterator[Any]:
+            yield from super().handle_input_rows(key, rows, timer_values)
+            if key == "block":
+                entered.set()
+                assert release.wait(WAIT_S), "the test never released the processor"
+
+    source = MemorySource([{"user": "ann", "page": "a"}])
+    app = App("pages", source=source, checkpoint_dir=str(tmp_path / "cp") if store == "rocksdb" else None,
+              clock=lambda: NOW_MS, metrics_address="127.0.0.1:0")
+    app.transform_with_state(Blocking(), key="user", time_mode="processing_time", sink=MemorySink())
+    with running(app) as url:
+        wait_for(lambda: len(app.status.reports) >= 1, "batch 0 to commit")
+        source.add([{"user": "ann", "page": "b"}, {"user": "block", "page": "x"}])
+        try:
+            assert entered.wait(WAIT_S), "batch 1 never reached the blocking processor"
+            assert app.executor is not None
+            blocked = app.executor.next_batch_id  # moved only by a commit: the batch being run
+            status, body = get(f"{url}/state/ann")
+            assert status == 200 and body["batch_id"] == blocked - 1
+            assert body["value"]["variables"]["pages"] == ["a"]  # the staged append of "b" is not visible
+            assert get(f"{url}/state/block")[0] == 404
+        finally:
+            release.set()
+        wait_for(lambda: get(f"{url}/state/block")[0] == 200, "batch 1 to commit")
+        assert get(f"{url}/state/ann")[1]["value"]["variables"]["pages"] == ["a", "b"]
