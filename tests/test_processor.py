@@ -312,6 +312,17 @@ class TestBatches:
         t.run_batch([{"k": "a"}])
         assert ("initial", "a") not in p.calls
 
+    def test_a_batch_query_calls_each_key_once_fires_no_timer_and_keeps_nothing(self) -> None:
+        p = Recorder()
+        app = App("proc")
+        app.transform_with_state(p, key="k", time_mode="processing_time")
+        rows = [{"k": "b", "op": "append", "arg": 1}, {"k": "a", "op": "timer", "arg": 0},
+                {"k": "b", "op": "append", "arg": 2}]
+        out = app.run_batch(rows)
+        assert [(o["key"], o["items"]) for o in out] == [("a", []), ("b", [1, 2])]
+        assert [c[0] for c in p.calls] == ["init", "rows", "rows", "close"]  # the due timer is not fired
+        assert app.run_batch([{"k": "b"}])[0]["items"] == []  # nothing was kept
+
     def test_initial_state_needs_handle_initial_state(self) -> None:
         with pytest.raises(ConfigError, match="does not override handle_initial_state"):
             App("x").transform_with_state(Recorder(), key="k", initial_state={"a": 1})

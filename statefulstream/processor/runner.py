@@ -41,8 +41,12 @@ from statefulstream.state.store import StateStore
 
 
 def run_processor(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: dict[Hashable, list[Any]],
-                  progress: BatchProgress) -> tuple[list[Any], list[StateChange]]:
+                  progress: BatchProgress, *, batch_query: bool = False) -> tuple[list[Any], list[StateChange]]:
     """Run one batch of ``op.processor``; return ``(outputs, [])`` (processors have no state sink rows).
+
+    ``batch_query`` runs it for a bounded (non-streaming) query: no timer
+    phase and a watermark of -1; the caller discards the store afterwards
+    (Spark aborts the store of a batch ``transformWithState``).
 
     Raises:
         UserFunctionError: a processor method raised (key and batch attached); nothing is committed.
@@ -57,7 +61,7 @@ def run_processor(op: StatefulOperator, store: StateStore, plan: BatchPlan, grou
     scope = Scope(kv, plan.batch_ts_ms, stats)
     timers = Timers(kv, stats)
     handle = StatefulProcessorHandle(scope, timers, time_mode, plan.batch_id)
-    values = TimerValues(plan.batch_ts_ms, plan.watermark_ms if op.has_watermark else -1)
+    values = TimerValues(plan.batch_ts_ms, plan.watermark_ms if op.has_watermark and not batch_query else -1)
     outputs: list[Any] = []
     call = _caller(op, plan, scope, outputs)
 
@@ -72,7 +76,7 @@ def run_processor(op: StatefulOperator, store: StateStore, plan: BatchPlan, grou
     for key in keys:
         call(key, "handle_input_rows", partial(processor.handle_input_rows, key, groups[key], values))
     progress.groups_called = len(keys)
-    if time_mode is not TimeMode.NONE:
+    if time_mode is not TimeMode.NONE and not batch_query:
         handle.phase = Phase.TIMER
         threshold = plan.batch_ts_ms if time_mode is TimeMode.PROCESSING_TIME else plan.watermark_ms
         decode_key = scope.codec.decode_key
