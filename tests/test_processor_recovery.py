@@ -77,4 +77,5 @@ def test_sigkill_at_every_point_gives_the_uninterrupted_result(tmp_path: Path) -
     closed = [row for rows in got.values() for row in rows if row["kind"] == "closed"]
     seen = [i for row in closed for i in row["ids"]] + [i for user_ids in open_ids.values() for i in user_ids]
     assert sorted(seen) == sorted(ids), note
-    assert closed and any(row["kind"] == "long" for rows in got.values() for row in rows), note
+    # Timers fired (some inputs close no session: their pauses all fall where every user has data).
+    assert any(row["kind"] == "long" for rows in got.values() for row in rows), note
