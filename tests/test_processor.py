@@ -31,7 +31,7 @@ from statefulstream.testing import StreamTester
 class Recorder(StatefulProcessor):
     """Logs every call and applies scripted operations carried by the rows."""
 
-    def __init__(self, ttl: int | None = None) -> None:
+    def __init__(self, ttl: str | None = None) -> None:
         self.ttl = ttl
         self.calls: list[tuple[Any, ...]] = []
 
@@ -167,7 +167,7 @@ class TestVariables:
 
 class TestTTL:
     def test_expired_values_are_never_visible_and_removed_at_the_end_of_the_batch(self) -> None:
-        p = Recorder(ttl=1_000)
+        p = Recorder(ttl="1 second")
         t = make_tester(p, time_mode="none")
         t.run_batch([{"k": "a", "op": "set", "arg": 1}, {"k": "a", "op": "append", "arg": 1},
                      {"k": "a", "op": "map_put", "arg": ["m", 1]}], processing_time_ms=1_000)
@@ -183,8 +183,22 @@ class TestTTL:
         assert t.variables("a") == {"value": None, "items": [], "table": {}}
         assert t.store.kv().scan(layout.TTL_INDEX) == []
 
+    def test_ttl_in_milliseconds_by_name_and_a_bare_number_refused(self) -> None:
+        class Millis(Recorder):
+            def init(self, handle: StatefulProcessorHandle) -> None:
+                super().init(handle)
+                self.value = handle.get_value_state("millis", ttl_duration_ms=1_000)
+
+        t = make_tester(Millis(), time_mode="none")
+        t.run_batch([{"k": "a", "op": "set", "arg": 1}], processing_time_ms=1_000)
+        assert t.run_batch([{"k": "a"}], processing_time_ms=1_999)[0]["value"] == 1
+        assert t.run_batch([{"k": "a"}], processing_time_ms=2_000)[0]["value"] is None
+        with pytest.raises(UserFunctionError) as info:
+            make_tester(Recorder(ttl=1_000), time_mode="none").run_batch([{"k": "a"}])  # type: ignore[arg-type]
+        assert isinstance(info.value.__cause__, ConfigError) and "bare number" in str(info.value)
+
     def test_an_update_restarts_the_ttl(self) -> None:
-        t = make_tester(Recorder(ttl=1_000), time_mode="none")
+        t = make_tester(Recorder(ttl="1 second"), time_mode="none")
         t.run_batch([{"k": "a", "op": "set", "arg": 1}], processing_time_ms=1_000)
         t.run_batch([{"k": "a", "op": "set", "arg": 2}], processing_time_ms=1_900)
         out = t.run_batch([{"k": "a"}], processing_time_ms=2_500)
@@ -252,7 +266,7 @@ class TestTimers:
     def test_event_time_timers_fire_when_the_watermark_reaches_them(self) -> None:
         p = Recorder()
         app = App("proc")
-        app.transform_with_state(p, key="k", time_mode="event_time", event_time="ts", watermark_delay=1_000)
+        app.transform_with_state(p, key="k", time_mode="event_time", event_time="ts", watermark_delay="1 second")
         t = StreamTester(app, start_ms=1_000)
         t.run_batch([{"k": "a", "ts": 10_000, "op": "timer", "arg": 12_000}])
         assert t.watermark_ms == 9_000
@@ -267,7 +281,7 @@ class TestTimers:
     def test_late_rows_are_dropped_whenever_a_watermark_is_set(self) -> None:
         p = Recorder()
         app = App("proc")
-        app.transform_with_state(p, key="k", time_mode="none", event_time="ts", watermark_delay=0)
+        app.transform_with_state(p, key="k", time_mode="none", event_time="ts", watermark_delay="0 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 5_000}])
         t.run_batch([])

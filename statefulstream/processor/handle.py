@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ProcessorHandleError
 from statefulstream.processor import layout
 from statefulstream.processor.api import TimeMode
@@ -55,30 +55,36 @@ class StatefulProcessorHandle:
 
     # --- variables (in init)
 
-    def get_value_state(self, name: str, ttl: int | str | None = None) -> ValueState:
-        """Declare (or re-open) the value variable ``name``; ``ttl`` e.g. ``"10 minutes"`` or ms."""
-        return self._declare(ValueState, name, ttl)
+    def get_value_state(self, name: str, ttl: Duration | None = None, *,
+                        ttl_duration_ms: int | None = None) -> ValueState:
+        """Declare (or re-open) the value variable ``name``.
 
-    def get_list_state(self, name: str, ttl: int | str | None = None) -> ListState:
-        """Declare the list variable ``name``; the TTL applies per element."""
-        return self._declare(ListState, name, ttl)
+        Args:
+            name: the variable's name (part of the stored layout).
+            ttl: how long a value lives after its last write, e.g. ``"10 minutes"`` (a duration,
+                as every configuration duration), or ``None`` for no TTL.
+            ttl_duration_ms: the same in milliseconds (PySpark's argument); give one of the two.
+        """
+        return self._declare(ValueState, name, ttl, ttl_duration_ms)
 
-    def get_map_state(self, name: str, ttl: int | str | None = None) -> MapState:
-        """Declare the map variable ``name``; the TTL applies per entry."""
-        return self._declare(MapState, name, ttl)
+    def get_list_state(self, name: str, ttl: Duration | None = None, *,
+                       ttl_duration_ms: int | None = None) -> ListState:
+        """Declare the list variable ``name``; the TTL (as ``get_value_state``) applies per element."""
+        return self._declare(ListState, name, ttl, ttl_duration_ms)
 
-    def _declare(self, cls: type[V], name: str, ttl: int | str | None) -> V:
+    def get_map_state(self, name: str, ttl: Duration | None = None, *,
+                      ttl_duration_ms: int | None = None) -> MapState:
+        """Declare the map variable ``name``; the TTL (as ``get_value_state``) applies per entry."""
+        return self._declare(MapState, name, ttl, ttl_duration_ms)
+
+    def _declare(self, cls: type[V], name: str, ttl: Duration | None, ttl_duration_ms: int | None) -> V:
         self._require(Phase.INIT, f"declaring state variable {name!r}")
         if not isinstance(name, str) or not name:
             raise ProcessorHandleError(f"a state variable name must be a non-empty string; got {name!r}")
         if name in self.variables:
             msg = f"state variable {name!r} is declared twice in init (as {self.variables[name].kind} and {cls.kind})"
             raise ProcessorHandleError(msg)
-        ttl_ms = None
-        if ttl is not None:
-            ttl_ms = parse_duration_ms(ttl, name=f"state variable {name!r}: ttl")
-            if ttl_ms <= 0:
-                raise ProcessorHandleError(f"state variable {name!r}: ttl must be positive; got {ttl!r}")
+        ttl_ms = _ttl_ms(name, ttl, ttl_duration_ms)
         stored = self._scope.kv.get(layout.VARIABLES + name.encode())
         if stored is not None:
             kind = msgpack.unpackb(stored)["kind"]
@@ -158,3 +164,16 @@ class StatefulProcessorHandle:
     listTimers = list_timers  # noqa: N815
     deleteIfExists = delete_if_exists  # noqa: N815
 
+
+def _ttl_ms(name: str, ttl: Duration | None, ttl_duration_ms: int | None) -> int | None:
+    """Return a variable's TTL in ms from ``ttl`` (a duration) or ``ttl_duration_ms``, or ``None``."""
+    if ttl is not None and ttl_duration_ms is not None:
+        raise ProcessorHandleError(f"state variable {name!r}: give ttl= or ttl_duration_ms=, not both")
+    if ttl is not None:
+        return positive_duration_ms(ttl, name=f"state variable {name!r}: ttl")
+    if ttl_duration_ms is None:
+        return None
+    if isinstance(ttl_duration_ms, bool) or not isinstance(ttl_duration_ms, int) or ttl_duration_ms <= 0:
+        raise ProcessorHandleError(f"state variable {name!r}: ttl_duration_ms must be a positive int of "
+                                   f"milliseconds; got {ttl_duration_ms!r}")
+    return ttl_duration_ms
