@@ -23,6 +23,7 @@ from statefulstream import (
 from statefulstream.memory_sink import MemorySink
 from statefulstream.processor import layout
 from statefulstream.processor.variables import ListState, ProcessorStats, Scope
+from statefulstream.sources.file import FileSource
 from statefulstream.sources.memory import MemorySource
 from statefulstream.state.kv import MemoryKV, StagedKV
 from statefulstream.testing import StreamTester
@@ -336,6 +337,13 @@ class TestBatches:
         assert [(o["key"], o["items"]) for o in out] == [("a", []), ("b", [1, 2])]
         assert [c[0] for c in p.calls] == ["init", "rows", "rows", "close"]  # the due timer is not fired
         assert app.run_batch([{"k": "b"}])[0]["items"] == []  # nothing was kept
+
+    def test_the_spark_engine_refuses_a_processor_before_anything_starts(self, tmp_path: Path) -> None:
+        app = App("proc", source=FileSource(str(tmp_path)), checkpoint_dir=str(tmp_path / "cp"))
+        app.transform_with_state(Recorder(), key="k")
+        with pytest.raises(ConfigError, match="processors are not mapped to Spark's transformWithStateInPandas"):
+            app.run(engine="spark")
+        assert not (tmp_path / "cp").exists()
 
     def test_initial_state_needs_handle_initial_state(self) -> None:
         with pytest.raises(ConfigError, match="does not override handle_initial_state"):
