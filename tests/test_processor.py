@@ -339,10 +339,12 @@ class TestBatches:
         assert app.run_batch([{"k": "b"}])[0]["items"] == []  # nothing was kept
 
     def test_the_spark_engine_refuses_a_processor_before_anything_starts(self, tmp_path: Path) -> None:
+        from statefulstream.spark.plan import plan_for_spark  # what app.run(engine="spark") checks first
+
         app = App("proc", source=FileSource(str(tmp_path)), checkpoint_dir=str(tmp_path / "cp"))
         app.transform_with_state(Recorder(), key="k")
         with pytest.raises(ConfigError, match="processors are not mapped to Spark's transformWithStateInPandas"):
-            app.run(engine="spark")
+            plan_for_spark(app, app.trigger)
         assert not (tmp_path / "cp").exists()
 
     def test_initial_state_needs_handle_initial_state(self) -> None:
