@@ -2,7 +2,8 @@
 
 Spark's ``flatMapGroupsWithState`` contract (GroupState, processing- and
 event-time timeouts, watermarks, output modes) as a native Python runtime
-with durable RocksDB state and exactly-once checkpoints.
+with durable RocksDB state and exactly-once checkpoints; and stateful processors
+(Spark 4's ``transformWithState``: several state variables, TTL and timers per key).
 """
 
 from statefulstream.app import App
@@ -14,6 +15,7 @@ from statefulstream.errors import (
     IncompatibleStateError,
     InvalidStateValueError,
     InvalidTimeoutError,
+    ProcessorHandleError,
     RecordError,
     SinkError,
     SinkRejectedError,
@@ -29,6 +31,16 @@ from statefulstream.errors import (
 )
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout, OutputMode
+from statefulstream.processor import (
+    ExpiredTimerInfo,
+    ListState,
+    MapState,
+    StatefulProcessor,
+    StatefulProcessorHandle,
+    TimeMode,
+    TimerValues,
+    ValueState,
+)
 from statefulstream.records import DeadLetter, GroupValues, StateChange
 from statefulstream.retry import RetryPolicy
 from statefulstream.schema import Schema
@@ -47,6 +59,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DeadLetter",
+    "ExpiredTimerInfo",
     "GroupState",
     "GroupStateError",
     "GroupStateTimeout",
@@ -54,7 +67,10 @@ __all__ = [
     "IncompatibleStateError",
     "InvalidStateValueError",
     "InvalidTimeoutError",
+    "ListState",
+    "MapState",
     "OutputMode",
+    "ProcessorHandleError",
     "RecordError",
     "RetryPolicy",
     "Schema",
@@ -68,10 +84,15 @@ __all__ = [
     "StateCorruptedError",
     "StateError",
     "StateNotFoundError",
+    "StatefulProcessor",
+    "StatefulProcessorHandle",
     "StatefulStreamError",
+    "TimeMode",
     "TimeoutNotConfiguredError",
+    "TimerValues",
     "Trigger",
     "UserFunctionError",
+    "ValueState",
     "WatermarkNotDefinedError",
     "register_type",
 ]

@@ -211,13 +211,37 @@ class App:
             raise ConfigError(f"@app.{decorator} needs arguments: write @app.{decorator}(key=...)")
 
         def register(handler: F) -> F:
-            if self.operator is not None:
-                raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
-                                  f"an App runs one stateful operator (chain apps through Kafka for more)")
+            self._check_no_operator()
             self.operator = build_operator(handler, flat=flat, options=options)
             return handler
 
         return register
+
+    def transform_with_state(self, processor: Any = None, /, **options: Any) -> Any:
+        """Make this app's stateful operator a ``StatefulProcessor`` (Spark 4's ``transformWithState``).
+
+        ``app.transform_with_state(Monitor(), key="device", time_mode="processing_time", sink=...)``,
+        or ``@app.transform_with_state(key=...)`` above the class. Options: ``key`` (required),
+        ``time_mode`` (``"none"``, ``"processing_time"``, ``"event_time"``), ``event_time``,
+        ``watermark_delay``, ``max_event_time_ahead``, ``output_mode``, ``sink``, ``initial_state``,
+        ``name``; see docs/processors.md. Returns what it was given.
+
+        Raises:
+            ConfigError: when applied, for any wrong option, or if the app already has its operator.
+        """
+        from statefulstream.processor.definition import build_processor_operator
+
+        def register(target: Any) -> Any:
+            self._check_no_operator()
+            self.operator = build_processor_operator(target, options)
+            return target
+
+        return register if processor is None else register(processor)
+
+    def _check_no_operator(self) -> None:
+        if self.operator is not None:
+            raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
+                              f"an App runs one stateful operator (chain apps through Kafka for more)")
 
     def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: Duration | None = None,
                   output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
@@ -240,9 +264,7 @@ class App:
         """
         from statefulstream.windows.operator import build_aggregation
 
-        if self.operator is not None:
-            raise ConfigError(f"app {self.name!r} already has the stateful operator {self.operator.name!r}; "
-                              f"an App runs one stateful operator (chain apps through Kafka for more)")
+        self._check_no_operator()
         self.operator = build_aggregation(key=key, event_time=event_time, window=window, aggs=aggs,
                                           watermark_delay=watermark_delay, output_mode=output_mode, sink=sink,
                                           name=name, max_event_time_ahead=max_event_time_ahead)
@@ -319,7 +341,13 @@ class App:
 
     def _committed_view(self) -> CommittedView | None:
         executor = self.executor
-        return executor.store.committed_view() if executor is not None else None
+        if executor is None:
+            return None
+        if executor.op.processor is not None:
+            from statefulstream.processor.view import processor_view
+
+            return processor_view(executor.store)
+        return executor.store.committed_view()
 
     def build_executor(self, *, clock: Clock | None = None) -> Executor:
         """Build the executor for this app (used by ``run`` and the testing kit)."""
@@ -339,7 +367,8 @@ class App:
     def _defined_operator(self) -> StatefulOperator:
         if self.operator is None:
             raise ConfigError(f"app {self.name!r} has no stateful operator: decorate a handler with "
-                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...)")
+                              f"@app.flat_map_groups_with_state(...) or @app.map_groups_with_state(...), "
+                              f"or give a processor to app.transform_with_state(...)")
         return self.operator
 
     def _progress_log(self) -> ProgressLog:

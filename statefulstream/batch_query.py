@@ -6,7 +6,9 @@ Dataset too (SEMANTICS.md B.7): one call per key with all its values,
 checks) and ignored, the watermark ignored (``get_current_watermark_ms()`` is
 -1 when a watermark is declared), the initial state honoured, and no state
 kept afterwards. This runs the streaming path's per-key step
-(``executor.keyed_calls``) over one batch whose state store is thrown away.
+(``executor.keyed_calls``) over one batch whose state store is thrown away;
+a stateful processor runs its per-batch step (``processor.runner``) the same
+way, without a timer phase (as Spark's batch ``transformWithState``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from statefulstream.lineage import Lineage
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.operator import StatefulOperator
 from statefulstream.pipeline import Step, apply_each, group_by_key, run_steps
+from statefulstream.processor.runner import run_processor
 from statefulstream.records import DeadLetter
 from statefulstream.state.memory import MemoryStateStore
 from statefulstream.timeutil import Clock
@@ -67,7 +70,8 @@ def run_batch_query(op: StatefulOperator, steps: Iterable[Step], records: Iterab
     progress = BatchProgress(app=app_name, batch_id=0, batch_ts_ms=plan.batch_ts_ms)
     store = MemoryStateStore()
     try:
-        outputs, _ = call_keys(op, store, plan, groups, progress, batch_query=True)
+        call = call_keys if op.processor is None else run_processor
+        outputs, _ = call(op, store, plan, groups, progress, batch_query=True)
     finally:
         store.abort()  # updates and timeouts of a batch query have no effect (Spark aborts its store)
     return outputs

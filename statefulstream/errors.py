@@ -10,6 +10,7 @@ The tree, grouped by what the caller can do::
     │   ├─ TimeoutNotConfiguredError
     │   ├─ InvalidTimeoutError (also ValueError)
     │   └─ WatermarkNotDefinedError
+    ├─ ProcessorHandleError                  misuse of a stateful processor's handle or state variables
     ├─ UserFunctionError                     the handler raised; key and batch_id attached
     ├─ RecordError (also ValueError)         a batch query got records it cannot handle
     ├─ StateError                            the state store cannot be used
@@ -83,6 +84,16 @@ class WatermarkNotDefinedError(GroupStateError, RuntimeError):
 
 
 # --- Runtime errors.
+
+
+class ProcessorHandleError(StatefulStreamError):
+    """A stateful processor used its handle or a state variable where the contract forbids it.
+
+    For example a timer registered in ``init``, a variable declared outside
+    ``init`` or read without a current key, a name declared twice as
+    different kinds, or ``update(None)``. Operator action: fix the processor
+    as the message says (docs/processors.md lists what each method may call).
+    """
 
 
 class UserFunctionError(StatefulStreamError):

@@ -53,6 +53,10 @@ class StatefulOperator:
         max_event_time_ahead_ms: dead-letter records whose event time is more
             than this ahead of the batch's processing time, or ``None`` (the
             default, as Spark: any representable event time is accepted).
+        processor: the ``StatefulProcessor`` of a ``transform_with_state``
+            operator (then ``func`` is unused and ``timeout`` mirrors
+            ``time_mode``, so no-data batches run as for timeouts), or ``None``.
+        time_mode: the processor's ``TimeMode``, or ``None``.
     """
 
     func: Handler
@@ -70,14 +74,25 @@ class StatefulOperator:
     skip_emitting_initial_state_keys: bool = False
     call_all_keys: bool = False
     max_event_time_ahead_ms: int | None = None
+    processor: Any = None
+    time_mode: Any = None
 
     @property
     def has_watermark(self) -> bool:
         """Whether the operator declares a watermark (``watermark_delay``)."""
         return self.watermark_delay_ms is not None
 
+    @property
+    def drops_late_rows(self) -> bool:
+        """Whether rows at or below the late watermark are dropped: event-time timeouts, or a processor
+        with a watermark (Spark's transformWithState filters whenever a watermark exists)."""
+        return self.timeout is GroupStateTimeout.EVENT_TIME or (self.processor is not None and self.has_watermark)
+
     def signature(self) -> dict[str, Any]:
         """What a checkpoint must agree with to be resumed by this operator."""
+        if self.processor is not None:
+            return {"operator": self.name, "kind": "transform_with_state", "key": self.key_spec,
+                    "time_mode": self.time_mode.value, "output_mode": self.output_mode.value}
         return {"operator": self.name, "kind": "flat_map" if self.flat else "map", "key": self.key_spec,
                 "timeout": self.timeout.value, "output_mode": self.output_mode.value}
 
@@ -100,7 +115,7 @@ def build_operator(func: Handler, *, flat: bool, options: Mapping[str, Any]) -> 
     key_fn, key_spec = field_getter(options["key"], f"{decorator}: key")
     event_time = options.get("event_time")
     et_fn = field_getter(event_time, f"{decorator}: event_time")[0] if event_time is not None else None
-    delay_ms = _watermark_delay(options.get("watermark_delay"), et_fn is not None, decorator)
+    delay_ms = parse_watermark_delay(options.get("watermark_delay"), et_fn is not None, decorator)
     timeout = GroupStateTimeout.parse(options.get("timeout"), name=f"{decorator}: timeout")
     if timeout is GroupStateTimeout.EVENT_TIME and delay_ms is None:
         raise ConfigError(f"{decorator}: timeout=EVENT_TIME needs a watermark: give event_time= and "
@@ -112,7 +127,7 @@ def build_operator(func: Handler, *, flat: bool, options: Mapping[str, Any]) -> 
         key=key_fn, key_spec=key_spec, event_time=et_fn, watermark_delay_ms=delay_ms, output_mode=mode,
         timeout=timeout, sinks=as_sinks(options.get("sink"), f"{decorator}: sink"),
         state_sinks=as_sinks(options.get("state_sink"), f"{decorator}: state_sink"),
-        initial_state=_initial_state(options.get("initial_state"), decorator), max_event_time_ahead_ms=ahead_ms,
+        initial_state=parse_initial_state(options.get("initial_state"), decorator), max_event_time_ahead_ms=ahead_ms,
         skip_emitting_initial_state_keys=_flag(options, "skip_emitting_initial_state_keys", decorator))
 
 
@@ -161,7 +176,8 @@ def _check_handler(func: Any, decorator: str) -> None:
         return
 
 
-def _watermark_delay(value: Any, has_event_time: bool, decorator: str) -> int | None:
+def parse_watermark_delay(value: Any, has_event_time: bool, decorator: str) -> int | None:
+    """Return the watermark delay in ms (``None``: no watermark); ``decorator`` names the caller in errors."""
     if value is None:
         if has_event_time:
             raise ConfigError(f"{decorator}: event_time= needs watermark_delay= (e.g. '10 seconds'); "
@@ -203,7 +219,8 @@ def _flag(options: Mapping[str, Any], name: str, decorator: str) -> bool:
     return value
 
 
-def _initial_state(value: Any, decorator: str) -> dict[Any, Any] | None:
+def parse_initial_state(value: Any, decorator: str) -> dict[Any, Any] | None:
+    """Return the initial state as a dict key -> state (``None``: none), refusing repeated keys and ``None``."""
     if value is None:
         return None
     pairs: Iterable[Any] = value.items() if isinstance(value, Mapping) else value

@@ -167,6 +167,30 @@ class StreamTester:
         row = self._row(key)
         return row.timeout_ms if row is not None else NO_TIMEOUT_MS
 
+    # --- stateful processors (transform_with_state)
+
+    def variables(self, key: Hashable) -> dict[str, Any]:
+        """A processor's committed variables of ``key`` by name: values, lists and dicts (TTL-expired
+        values as of the last batch left out)."""
+        from statefulstream.processor.inspect import key_state
+
+        return key_state(self.store.kv(), key, now_ms=self._executor.last_batch_ts)
+
+    def variable(self, key: Hashable, name: str) -> Any:
+        """One committed variable of ``key`` (``None``, ``[]`` or ``{}`` when absent).
+
+        Raises:
+            KeyError: the processor never declared ``name``.
+        """
+        return self.variables(key)[name]
+
+    def timers(self, key: Hashable | None = None) -> list[Any]:
+        """A processor's committed timers: of ``key`` (timestamps), or all as ``(timestamp, key)`` in firing order."""
+        from statefulstream.processor.inspect import all_timers, timers_of
+
+        kv = self.store.kv()
+        return all_timers(kv) if key is None else list(timers_of(kv, key))
+
     def states(self) -> dict[Hashable, Any]:
         """Every key's committed state (state-less timeout rows excluded)."""
         return {k: r.value for k, r in self.store.items() if r.value is not None}

@@ -27,7 +27,9 @@ from test_sessionization_example import as_tuples, offline_sessions
 
 from statefulstream import App
 from statefulstream.memory_sink import MemorySink
+from statefulstream.processor import inspect
 from statefulstream.script_runs import deferring_runs
+from statefulstream.state.rocksdb import inspect_store
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -139,10 +141,47 @@ def check_batch_query(snippet: Snippet, tmp_path: pathlib.Path) -> None:
     assert app.run_batch(namespace["orders"]) == namespace["rows"]  # the query kept no state
 
 
+def check_device_silence(snippet: Snippet, tmp_path: pathlib.Path) -> None:
+    """The processor snippet: final variables and timers per device, and its silence alerts, from the data."""
+    namespace, _ = load(snippet)
+    silence, delay = namespace["SILENCE_MS"], 10_000
+    readings: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for line in (ROOT / "examples" / "data" / "device_events.jsonl").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "device" in event:
+            readings[event["device"]].append(event)
+    final_watermark = max(e["ts"] for rs in readings.values() for e in rs) - delay
+    expected = {device: {"recent": [r["latency_ms"] for r in rs[-3:]],
+                         "statuses": dict(collections.Counter(r["status"] for r in rs)),
+                         "last_ts": max(r["ts"] for r in rs)} for device, rs in readings.items()}
+    for size in SESSION_BATCH_SIZES:
+        rows = stream(snippet, tmp_path, size)
+        store, _ = inspect_store(str(tmp_path / f"checkpoint-{size}" / "state"))
+        try:
+            kv = store.kv()
+            state = {device: inspect.key_state(kv, device) for device in expected}
+            timers = {device: inspect.timers_of(kv, device) for device in expected}
+        finally:
+            store.close()
+        assert state == expected, f"{snippet.where} at {size} records per batch"
+        assert timers == {d: [] if v["last_ts"] + silence <= final_watermark else [v["last_ts"] + silence]
+                          for d, v in expected.items()}, f"{snippet.where} at {size} records per batch"
+        for alert in rows:  # each alert is a real silence: no reading of that device inside it
+            since = alert["silent_since"]
+            assert not [r for r in readings[alert["device"]] if since < r["ts"] <= since + silence], alert
+        final = {(d, v["last_ts"]) for d, v in expected.items() if v["last_ts"] + silence <= final_watermark}
+        assert final, "the sample should end with a silent device"
+        assert final <= {(a["device"], a["silent_since"]) for a in rows}, f"{snippet.where} at {size}"
+
+
 CHECKS: dict[str, Callable[[Snippet, pathlib.Path], None]] = {
     "sessions": check_sessions,
     "errors_per_minute": check_errors_per_minute,
     "batch_query": check_batch_query,
+    "device_silence": check_device_silence,
 }
 
 

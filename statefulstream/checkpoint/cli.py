@@ -24,6 +24,7 @@ import click
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.checkpoint.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_checkpoint
 from statefulstream.errors import StatefulStreamError
+from statefulstream.processor.state_cli import is_processor_signature, print_processor_rows, processor_rows
 from statefulstream.records import NO_TIMEOUT_MS
 from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store
 from statefulstream.state.rocksdb_dir import store_in_use
@@ -203,28 +204,39 @@ def _rows(store: RocksDBStateStore, key: str | None, limit: int | None) -> Itera
 @click.option("--key", help="Show one group key (JSON for non-strings: 42, null, '[\"a\", 1]' for a tuple).")
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
               help="Rows to show (0 for all).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: key, timeout_ms, value.")
-def show_state(directory: str, key: str | None, limit: int, as_json: bool) -> None:
+@click.option("--variable", help="A stateful processor's checkpoint: show only this state variable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: key, timeout_ms, value "
+              "(a processor's: key, variables, timers).")
+def show_state(directory: str, key: str | None, limit: int, variable: str | None, as_json: bool) -> None:
     """Show decoded state rows of checkpoint DIRECTORY with their timeouts, in key order.
 
+    For a stateful processor (transform_with_state): each key's variables by
+    name (values, lists, maps; TTL-expired values left out) and its timers.
     Opens the store read-only: safe beside a running app, never modifies DIRECTORY.
     State holding registered (custom) types cannot be decoded here; inspect it from
     the app's own code.
     """
     state_dir = os.path.join(directory, STATE_DIR)
     try:
-        store, _ = inspect_store(state_dir)
+        store, last = inspect_store(state_dir)
     except StatefulStreamError as exc:
         raise _fail(exc) from exc
     shown = 0
     try:
-        for k, row in _rows(store, key, limit or None):
-            shown += 1
-            if as_json:
-                click.echo(_dumps({"key": k, "timeout_ms": None if row.timeout_ms == NO_TIMEOUT_MS else row.timeout_ms,
-                                   "value": row.value}))
-            else:
-                click.echo(f"{_dumps(k)}\ttimeout {_ms(row.timeout_ms)}\t{_dumps(row.value)}")
+        if is_processor_signature(store.signature):
+            rows = processor_rows(store.kv(), _key_candidates(key) if key is not None else None, limit or None,
+                                  variable=variable, now_ms=None if last is None else last.batch_ts_ms)
+            shown = print_processor_rows(rows, as_json=as_json, dumps=_dumps)
+        else:
+            if variable is not None:
+                raise click.ClickException(f"--variable is for stateful processors; {directory} holds GroupState rows")
+            for k, row in _rows(store, key, limit or None):
+                shown += 1
+                if as_json:
+                    timeout = None if row.timeout_ms == NO_TIMEOUT_MS else row.timeout_ms
+                    click.echo(_dumps({"key": k, "timeout_ms": timeout, "value": row.value}))
+                else:
+                    click.echo(f"{_dumps(k)}\ttimeout {_ms(row.timeout_ms)}\t{_dumps(row.value)}")
     except StatefulStreamError as exc:
         raise _fail(exc) from exc
     finally:

@@ -26,8 +26,8 @@ from statefulstream.lineage import Lineage
 from statefulstream.observe.health import Heartbeat
 from statefulstream.observe.progress import PHASES, BatchFailure, BatchProgress, FailureListener, ProgressListener
 from statefulstream.operator import StatefulOperator
-from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import Step, apply_each, event_times_ms, group_by_key, run_steps
+from statefulstream.processor.runner import run_processor
 from statefulstream.records import StateChange
 from statefulstream.retry import RetryPolicy
 from statefulstream.sink import Sink
@@ -165,7 +165,8 @@ class Executor:
             records, max_et = self._drop_late(records, plan, lineage, progress)
             groups = self._group(records, lineage, progress)
             watch.lap("decode")
-            outputs, changes = call_keys(self.op, self.store, plan, groups, progress)
+            call = call_keys if self.op.processor is None else run_processor
+            outputs, changes = call(self.op, self.store, plan, groups, progress)
             watch.lap("handler")
             self._emit(plan, outputs, changes, progress)
             watch.lap("sink")
@@ -201,7 +202,8 @@ class Executor:
 
     def _drop_late(self, records: list[Any], plan: BatchPlan, lineage: Lineage,
                    progress: BatchProgress) -> tuple[list[Any], int | None]:
-        """Step 3: event times; with an event-time timeout, drop records at or below the late watermark.
+        """Step 3: event times; with an event-time timeout (or a processor with a watermark), drop records
+        at or below the late watermark.
 
         A record without a usable event time (or, with ``max_event_time_ahead``,
         one too far ahead of the batch's processing time) is dead-lettered.
@@ -220,7 +222,7 @@ class Executor:
         late_wm = plan.late_watermark_ms
         if earliest <= late_wm:
             late = sum(1 for et in times if et <= late_wm)
-            if op.timeout is GroupStateTimeout.EVENT_TIME:
+            if op.drops_late_rows:
                 on_time = [et > late_wm for et in times]
                 lineage.mask(on_time)
                 records = list(compress(records, on_time))

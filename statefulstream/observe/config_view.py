@@ -55,6 +55,8 @@ def app_config(app: App) -> dict[str, Any]:
                     "timeout": op.timeout.value, "watermark_delay_ms": op.watermark_delay_ms,
                     "sinks": [mask_text(repr(s)) for s in op.sinks],
                     "state_sinks": [mask_text(repr(s)) for s in op.state_sinks]}
+        if op.processor is not None:  # a transform_with_state operator: its timers follow the time mode
+            operator["time_mode"] = op.time_mode.value
     return {
         "name": app.name,
         "source": mask_text(repr(app.source)),

@@ -107,6 +107,18 @@ class Metrics:
                                   "Source data found lost and gone past (fail_on_data_loss=False).")
         self._sink_failures = counter("statefulstream_sink_failures",
                                       "Sink writes that failed the batch (gave up or not retriable).", "sink")
+        # Stateful processors (transform_with_state); Spark's numValueStateVars ... numValuesRemovedDueToTTLExpiry.
+        self._variables = gauge("statefulstream_processor_state_variables",
+                                "State variables the processor declared, by kind (value, list, map).", "kind")
+        self._variables_ttl = gauge("statefulstream_processor_state_variables_with_ttl",
+                                    "State variables declared with a TTL.")
+        self._processor_counts = {
+            name: counter(f"statefulstream_processor_{name}", doc) for name, doc in (
+                ("deleted_state_vars", "State variables deleted with delete_if_exists."),
+                ("timers_registered", "Timers registered."),
+                ("timers_deleted", "Timers deleted before they fired."),
+                ("timers_expired", "Timers that fired."),
+                ("values_removed_by_ttl", "State values removed because their TTL expired."))}
         for metric in (self._read, self._processed, self._late, self._late_kept, self._filtered, self._groups,
                        self._timeouts, self._updated, self._removed, self._output, self._batches, self._replayed,
                        self._handler_errors, self._data_loss):
@@ -149,11 +161,21 @@ class Metrics:
             self._duration.labels(app, phase).observe(seconds)
         self._observe_event_time(progress)
         self._observe_lag(progress)
+        if progress.processor is not None:
+            self._observe_processor(progress.processor)
         for sink, rows in progress.sink_rows.items():
             self._sink_writes.labels(app, sink).inc()
             self._sink_rows.labels(app, sink).inc(rows)
         for sink, retries in progress.sink_retries_by_sink.items():
             self._sink_retries.labels(app, sink).inc(retries)
+
+    def _observe_processor(self, figures: dict[str, int]) -> None:
+        app = self.app
+        for kind in ("value", "list", "map"):
+            self._variables.labels(app, kind).set(figures[f"{kind}_state_vars"])
+        self._variables_ttl.labels(app).set(figures["vars_with_ttl"])
+        for name, metric in self._processor_counts.items():
+            metric.labels(app).inc(figures[name])
 
     def _observe_event_time(self, progress: BatchProgress) -> None:
         if progress.max_event_time_ms is not None:

@@ -57,6 +57,9 @@ class BatchProgress:
             planned (the total lag; -1 unknown).
         data_loss_events: source data lost and gone past while planning or
             reading this batch (``fail_on_data_loss=False``).
+        processor: a stateful processor's figures (``ProcessorStats``: variables
+            declared by kind, timers registered/deleted/expired, values removed
+            by TTL), or ``None`` for other operators.
     """
 
     app: str
@@ -86,6 +89,7 @@ class BatchProgress:
     durations_s: dict[str, float] = dataclasses.field(default_factory=dict)
     sink_retries: int = 0
     pending_records: int = -1
+    processor: dict[str, int] | None = None
     sink_rows: dict[str, int] = dataclasses.field(default_factory=dict)
     sink_retries_by_sink: dict[str, int] = dataclasses.field(default_factory=dict)
     data_loss_events: int = 0

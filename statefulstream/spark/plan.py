@@ -122,6 +122,9 @@ def _source_problems(source: Source, max_records: int | None, options: Mapping[s
 
 
 def _operator_problems(op: StatefulOperator) -> list[str]:
+    if op.processor is not None:
+        return [f"operator {op.name!r} is a stateful processor (transform_with_state): processors are not mapped "
+                f"to Spark's transformWithStateInPandas yet; run it on the embedded engine (docs/processors.md)"]
     problems = []
     if op.call_all_keys:
         problems.append(f"operator {op.name!r} uses output_mode='complete', which calls every stored key each "

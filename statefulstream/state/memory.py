@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from statefulstream.errors import IncompatibleStateError, StateError
 from statefulstream.records import NO_TIMEOUT_MS
+from statefulstream.state.kv import KVSnapshot, MemoryKV, StagedKV
 from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import HeapTimerIndex
 
+_T = TypeVar("_T")
 _DELETED = object()
 _VIEW_ATTEMPTS = 1000  # a commit applies in microseconds to milliseconds; a reader retries, never blocks it
 
@@ -30,6 +32,8 @@ class MemoryStateStore(StateStore):
         self._signature: dict[str, Any] | None = None
         # Odd while a commit applies: readers on other threads copy the rows only between commits.
         self._generation = 0
+        self._kv_committed = MemoryKV()
+        self._kv = StagedKV(self._kv_committed)
 
     def open(self, signature: Mapping[str, Any]) -> CommitRecord | None:
         """Check the signature against an earlier ``open`` of this instance."""
@@ -79,6 +83,8 @@ class MemoryStateStore(StateStore):
                     rows[key] = row
                     move(key, old_ms, row.timeout_ms)
             self._staged.clear()
+            self._kv_committed.apply(self._kv.staged())
+            self._kv.discard()
             self._last = record
         finally:
             self._generation += 1
@@ -86,6 +92,7 @@ class MemoryStateStore(StateStore):
     def abort(self) -> None:
         """Forget staged rows."""
         self._staged.clear()
+        self._kv.discard()
 
     def items(self) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows."""
@@ -94,6 +101,10 @@ class MemoryStateStore(StateStore):
     def num_rows(self) -> int:
         """Return the number of committed rows."""
         return len(self._rows)
+
+    def kv(self) -> StagedKV:
+        """Return the ordered namespace (committed with the rows)."""
+        return self._kv
 
     def num_timers(self) -> int:
         """Return the number of committed rows with a timeout."""
@@ -106,12 +117,30 @@ class MemoryStateStore(StateStore):
             StateError: commits kept overlapping the copy (a reader on a
                 starved thread); asking again normally succeeds.
         """
+        rows, last = self._between_commits(self._rows.copy)
+        return _MemoryView(rows, None if last is None else last.batch_id)
+
+    def committed_kv(self) -> KVSnapshot:
+        """Return a copy of the committed kv namespace, taken between two commits as ``committed_view``.
+
+        Raises:
+            StateError: commits kept overlapping the copy; asking again normally succeeds.
+        """
+        entries, last = self._between_commits(self._kv_committed.entries.copy)
+        return KVSnapshot(MemoryKV(entries), None if last is None else last.batch_id,
+                          None if last is None else last.batch_ts_ms)
+
+    def _between_commits(self, copy: Callable[[], _T]) -> tuple[_T, CommitRecord | None]:
+        """Run ``copy`` while no commit applies (a seqlock: the loop never waits); return it and the last commit."""
         for _ in range(_VIEW_ATTEMPTS):
             generation = self._generation
             if generation % 2 == 0:
-                rows, last = self._rows.copy(), self._last
+                try:
+                    copied, last = copy(), self._last
+                except RuntimeError:  # a commit resized what was being copied: retry
+                    continue
                 if self._generation == generation:
-                    return _MemoryView(rows, None if last is None else last.batch_id)
+                    return copied, last
             time.sleep(0.001)
         raise StateError("the in-memory state kept changing while it was copied for a state query; ask again")
 

@@ -1,10 +1,12 @@
 """``RocksDBStateStore``: durable state, the timer index and commit records in one RocksDB.
 
-Layout (one RocksDB directory, ``<checkpoint_dir>/state``), three column families:
+Layout (one RocksDB directory, ``<checkpoint_dir>/state``), four column families:
 
 * ``state``: encoded group key -> 8-byte big-endian timeout (``NO_TIMEOUT_MS`` = none)
   followed by the msgpack value (``codec.Codec``).
 * ``timers``: the ``timers.RocksDBTimerIndex``, one entry per row with a timeout.
+* ``kv``: the ordered namespace of ``state.kv`` (stateful processors'
+  variables and timers; empty for ``*_groups_with_state`` operators).
 * ``meta``: ``format_version``, ``signature`` (the operator signature, JSON),
   ``commit`` (the last ``CommitRecord``, JSON), ``num_rows`` (the exact row
   count) and ``timer_floor`` (no live timer is below it).
@@ -40,6 +42,7 @@ from rocksdict import Rdict, WriteBatch, WriteOptions
 from statefulstream.errors import StateCorruptedError, StateError
 from statefulstream.records import NO_TIMEOUT_MS
 from statefulstream.state.codec import DEFAULT_CODEC, Codec, StateEncodeError
+from statefulstream.state.kv import KV_COLUMN_FAMILY, KVSnapshot, RocksDBKV, SnapshotKV, StagedKV
 from statefulstream.state.rocksdb_dir import (
     COLUMN_FAMILIES,
     META_COMMIT,
@@ -47,6 +50,7 @@ from statefulstream.state.rocksdb_dir import (
     check_meta,
     create_rocksdb_checkpoint,
     disk_bytes,
+    has_column_family,
     is_new,
     lock_dir,
     meta_items,
@@ -57,7 +61,7 @@ from statefulstream.state.rocksdb_dir import (
     remove_abandoned,
     staging_dir,
 )
-from statefulstream.state.rocksdb_view import take_view
+from statefulstream.state.rocksdb_view import snapshot_at_commit, take_view
 from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import MIN_DEADLINE_MS, RocksDBTimerIndex
 
@@ -107,6 +111,7 @@ class RocksDBStateStore(StateStore):
         self._cf: dict[str, Rdict] = {}
         self._handles: dict[str, Any] = {}
         self._timers = RocksDBTimerIndex()
+        self._kv = StagedKV()
         self._num_rows = 0
         self._cache: collections.OrderedDict[bytes, bytes | None] = collections.OrderedDict()
         self._staged: dict[bytes, bytes | None] = {}
@@ -175,6 +180,7 @@ class RocksDBStateStore(StateStore):
             self._detach()
         self._cache.clear()
         self._staged.clear()
+        self._kv.discard()
         self._timers = RocksDBTimerIndex()
         self._num_rows = 0
         if self._new and self._db_path != self.path:
@@ -187,15 +193,18 @@ class RocksDBStateStore(StateStore):
 
     def _attach(self, db: Rdict, path: str) -> None:
         self._db, self._db_path = db, path
-        self._cf = {name: db.get_column_family(name) for name in COLUMN_FAMILIES}
-        self._handles = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        names = [name for name in COLUMN_FAMILIES if name != KV_COLUMN_FAMILY or has_column_family(path, name)]
+        self._cf = {name: db.get_column_family(name) for name in names}
+        self._handles = {name: db.get_column_family_handle(name) for name in names}
         self._timers.bind(self._cf["timers"], self._handles["timers"])
+        self._kv.bind(RocksDBKV(self._cf[KV_COLUMN_FAMILY]) if KV_COLUMN_FAMILY in self._cf else None)
 
     def _detach(self) -> None:
         db, self._db = self._db, None
         # Column-family objects keep RocksDB alive: drop them before closing.
         self._cf, self._handles = {}, {}
         self._timers.unbind()
+        self._kv.bind(None)
         self._writable = False
         if db is not None:
             db.close()
@@ -318,6 +327,16 @@ class RocksDBStateStore(StateStore):
                 return None
             return take_view(self._cf, META_COMMIT, self._decode, self._codec.decode_key)
 
+    def committed_kv(self) -> KVSnapshot | None:
+        """Return a snapshot of the committed ``kv`` family for another thread (as ``committed_view``)."""
+        with self._swap:
+            taken = None if self._new else snapshot_at_commit(self._cf, KV_COLUMN_FAMILY, META_COMMIT)
+        if taken is None:
+            return None
+        snapshot, commit = taken
+        return KVSnapshot(SnapshotKV(snapshot), None if commit is None else int(commit["batch_id"]),
+                          None if commit is None else int(commit["batch_ts_ms"]))
+
     # --- writes
 
     def put(self, key: Hashable, row: StateRow) -> None:
@@ -345,6 +364,11 @@ class RocksDBStateStore(StateStore):
         """Discard staged changes."""
         self._staged.clear()
         self._timers.discard()
+        self._kv.discard()
+
+    def kv(self) -> StagedKV:
+        """Return the ordered namespace (the ``kv`` column family), committed with the rows."""
+        return self._kv
 
     def commit(self, record: CommitRecord) -> None:
         """Write staged rows, timer moves, row count, timer floor and ``record`` as one synced write batch.
@@ -376,6 +400,7 @@ class RocksDBStateStore(StateStore):
         for name, value in meta_items(commit=record, num_rows=rows, num_timers=timers.staged_count(),
                                       timer_floor_ms=floor, signature=header):
             batch.put(name, value, h_meta)
+        self._kv.write_to(batch, self._handles[KV_COLUMN_FAMILY])
         try:
             self._db.write(batch, self._sync)  # type: ignore[union-attr]
         except Exception as exc:
@@ -391,6 +416,7 @@ class RocksDBStateStore(StateStore):
                 if kb in cache:
                     cache[kb] = new
         staged.clear()
+        self._kv.discard()
 
     # --- snapshots
 

@@ -40,11 +40,12 @@ from rocksdict import (
 )
 
 from statefulstream.errors import IncompatibleStateError, StateCorruptedError, StateError
+from statefulstream.state.kv import KV_COLUMN_FAMILY
 from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, CommitRecord
 
 logger = logging.getLogger(__name__)
 
-COLUMN_FAMILIES = ("state", "timers", "meta")
+COLUMN_FAMILIES = ("state", "timers", "meta", KV_COLUMN_FAMILY)
 """Column families of a state store directory."""
 
 BLOCK_CACHE_BYTES = 32 << 20
@@ -90,8 +91,9 @@ def _cf_options(cache: Cache, name: str) -> Options:
     opts = Options(raw_mode=True)
     opts.set_block_based_table_factory(table)
     opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
-    if name == "timers":
-        # Every timer move leaves a tombstone; a file that is mostly tombstones is compacted away early.
+    if name in ("timers", KV_COLUMN_FAMILY):
+        # Every timer move (a processor's deleted timers and expired values too) leaves a tombstone;
+        # a file that is mostly tombstones is compacted away early.
         opts.add_compact_on_deletion_collector_factory(1000, 500, 0.5)
     return opts
 
@@ -109,6 +111,14 @@ def _options(cache: Cache, *, create: bool) -> Options:
     return opts
 
 
+def has_column_family(path: str, name: str) -> bool:
+    """Whether the RocksDB directory ``path`` has column family ``name`` (unreadable: say yes, opening says why)."""
+    try:
+        return name in Rdict.list_cf(path)
+    except Exception:  # noqa: BLE001 - not a RocksDB directory: opening it reports that, with the remedy
+        return True
+
+
 def open_rocksdb(path: str, *, read_only: bool) -> Rdict:
     """Open a state store directory with its column families (read-only never creates).
 
@@ -117,7 +127,10 @@ def open_rocksdb(path: str, *, read_only: bool) -> Rdict:
         StateCorruptedError: RocksDB cannot open it (the message names the path).
     """
     cache = Cache(BLOCK_CACHE_BYTES)
-    cfs = {name: _cf_options(cache, name) for name in COLUMN_FAMILIES}
+    names: tuple[str, ...] = COLUMN_FAMILIES
+    if read_only and not has_column_family(path, KV_COLUMN_FAMILY):  # a store from before the kv family
+        names = tuple(n for n in names if n != KV_COLUMN_FAMILY)
+    cfs = {name: _cf_options(cache, name) for name in names}
     access = AccessType.read_only() if read_only else AccessType.read_write()
     try:
         return Rdict(path, _options(cache, create=not read_only), column_families=cfs, access_type=access)

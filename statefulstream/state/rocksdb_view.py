@@ -1,4 +1,4 @@
-"""Read committed RocksDB state from another thread: a snapshot of the ``state`` column family.
+"""Read committed RocksDB state from another thread: a snapshot of the ``state`` (or ``kv``) column family.
 
 Only committed batches ever reach RocksDB (a batch's changes are staged in
 memory until its one atomic write), so any RocksDB read is committed state.
@@ -101,20 +101,33 @@ def take_view(column_families: dict[str, Any], commit_key: bytes, decode_row: Ca
               decode_key: Callable[[bytes], Hashable]) -> RocksDBView | None:
     """Snapshot the ``state`` family and name the batch it shows; ``None`` when the store is not open.
 
+    Raises:
+        StateError: commits kept landing in between (a starved reader thread).
+    """
+    taken = snapshot_at_commit(column_families, "state", commit_key)
+    if taken is None:
+        return None
+    snapshot, commit = taken
+    return RocksDBView(snapshot, None if commit is None else int(commit["batch_id"]), decode_row, decode_key)
+
+
+def snapshot_at_commit(column_families: dict[str, Any], name: str,
+                       commit_key: bytes) -> tuple[Any, dict[str, Any] | None] | None:
+    """Snapshot column family ``name``; return it with the commit record it shows (``None``: not open).
+
     The commit record is read before and after the snapshot (a seqlock): the
-    commit writes state and record atomically, so an unchanged record means
-    the snapshot shows exactly that batch.
+    commit writes every family and the record atomically, so an unchanged
+    record means the snapshot shows exactly that batch.
 
     Raises:
         StateError: commits kept landing in between (a starved reader thread).
     """
-    state, meta = column_families.get("state"), column_families.get("meta")
-    if state is None or meta is None:
+    family, meta = column_families.get(name), column_families.get("meta")
+    if family is None or meta is None:
         return None
     for _ in range(_ATTEMPTS):
         before = meta.get(commit_key)
-        snapshot = state.snapshot()
+        snapshot = family.snapshot()
         if meta.get(commit_key) == before:
-            batch_id = None if before is None else int(json.loads(before)["batch_id"])
-            return RocksDBView(snapshot, batch_id, decode_row, decode_key)
+            return snapshot, None if before is None else json.loads(before)
     raise StateError("commits kept landing while a state query took its snapshot; ask again")

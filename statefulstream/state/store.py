@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from statefulstream.state.kv import KVSnapshot, StagedKV
 
 from statefulstream.records import NO_TIMEOUT_MS
 
@@ -161,6 +164,19 @@ class StateStore(ABC):
 
     def committed_view(self) -> CommittedView | None:
         """Return a view of the committed state for another thread, or ``None`` (not open, or unsupported)."""
+        return None
+
+    def kv(self) -> StagedKV | None:
+        """Return the store's ordered key-value namespace (``state.kv``), or ``None`` if it has none.
+
+        Its staged writes are part of the batch: ``commit`` applies them in
+        the same atomic write as the rows and the commit record, ``abort``
+        drops them. Stateful processors keep their variables and timers there.
+        """
+        return None
+
+    def committed_kv(self) -> KVSnapshot | None:
+        """Return the committed ``kv`` namespace for another thread (like ``committed_view``), or ``None``."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
