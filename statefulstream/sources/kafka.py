@@ -13,20 +13,31 @@ a read goes on until the consumer's position reaches ``end``.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import orjson
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError, SourceError
+from statefulstream.kafka_client import (
+    RangeIncompleteError,
+    RangeReader,
+    admin_config,
+    list_offsets,
+    mask_config,
+    parse_partition_name,
+    partition_name,
+)
 from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source
@@ -38,41 +49,6 @@ Decoder = Callable[[Any], Any]
 
 FORMATS = ("json", "msgpack", "raw")
 """Built-in value formats. ``raw`` yields Spark-style rows (key, value, topic, partition, offset, timestamp)."""
-
-_SECRET_HINTS = ("password", "secret", "token", "key")
-# Consumer settings the admin client would warn about; everything else (security) is shared.
-_CONSUMER_ONLY = ("group.", "enable.auto", "enable.partition.eof", "auto.", "isolation.", "fetch.", "max.poll",
-                  "session.", "heartbeat.", "partition.assignment", "queued.", "check.crcs")
-
-
-def partition_name(topic: str, partition: int) -> str:
-    """Return the position key of a Kafka partition: ``"topic:partition"``.
-
-    >>> partition_name("events", 3)
-    'events:3'
-    """
-    return f"{topic}:{partition}"
-
-
-def parse_partition_name(name: str) -> tuple[str, int]:
-    """Split ``"topic:partition"`` (Kafka topic names never contain ``:``).
-
-    >>> parse_partition_name("events:3")
-    ('events', 3)
-    """
-    topic, _, partition = name.rpartition(":")
-    return topic, int(partition)
-
-
-def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of a client config with secret-looking values masked, for logs and reprs.
-
-    >>> mask_config({"bootstrap.servers": "b:9092", "sasl.password": "hunter2"})
-    {'bootstrap.servers': 'b:9092', 'sasl.password': '***'}
-    """
-    return {k: "***" if any(h in k.lower() for h in _SECRET_HINTS) and "servers" not in k else v
-            for k, v in config.items()}
-
 
 class KafkaSource(Source):
     """Records from Kafka topics, read per planned offset range, exactly once with the checkpoint.
@@ -104,6 +80,14 @@ class KafkaSource(Source):
             (tansu 0.6 reports the last batch's base offset + 1). Costs one
             fetch per partition with new data per trigger; off for Apache Kafka.
         poll_records: records asked for per ``consume`` call.
+        fail_on_data_loss: as Spark's ``failOnDataLoss``. When records the
+            checkpoint has not read yet are gone from the broker (aged out,
+            topic deleted or recreated shorter), ``True`` stops the app with a
+            ``SourceError`` naming topic, partition and offsets; ``False``
+            goes on from the earliest available offset with a WARNING, and
+            counts it in ``statefulstream_source_data_loss_total``.
+        read_ahead: records fetched beyond the planned range while a batch is
+            processed (the next batch starts where this one ends); 0 disables.
 
     Raises:
         ConfigError: conflicting or invalid arguments.
@@ -126,9 +110,11 @@ class KafkaSource(Source):
         key_field: str | None = None,
         schema: Schema | None = None,
         starting_offsets: str | Mapping[str, int] = "earliest",
-        read_timeout: str | int | float = "60 seconds",
+        read_timeout: str | int | float | dt.timedelta = "60 seconds",
         watermark_probe: bool = False,
         poll_records: int = 10_000,
+        fail_on_data_loss: bool = True,
+        read_ahead: int = 100_000,
     ) -> None:
         if (topics is None) == (pattern is None):
             msg = "KafkaSource needs exactly one of topics= (a name or a list) or pattern= (a regex)"
@@ -153,12 +139,20 @@ class KafkaSource(Source):
                    f"{{'topic:partition': offset}}; got {starting_offsets!r}")
             raise ConfigError(msg)
         self.starting_offsets = starting_offsets
-        self.read_timeout_s = parse_duration_ms(read_timeout, name="read_timeout") / 1000
+        self.read_timeout = dt.timedelta(milliseconds=parse_duration_ms(read_timeout, name="read_timeout"))
         self.watermark_probe = watermark_probe
         self.poll_records = poll_records
-        self._consumer: Consumer | None = None
+        self.fail_on_data_loss = fail_on_data_loss
+        if read_ahead < 0:
+            msg = f"KafkaSource read_ahead must be a number of records >= 0; got {read_ahead!r}"
+            raise ConfigError(msg)
+        self.read_ahead = read_ahead
+        self._reader: RangeReader | None = None
+        self._prober: Consumer | None = None
         self._admin: AdminClient | None = None
         self._probed: dict[str, tuple[int, int]] = {}  # partition -> (reported end, true end)
+        self._gone: set[str] = set()  # partitions reported gone (warned once)
+        self._lost: Counter[str] = Counter()  # data losses gone past since the last take_data_loss()
 
     def __repr__(self) -> str:
         what = f"topics={self.topics!r}" if self.pattern is None else f"pattern={self.pattern.pattern!r}"
@@ -168,58 +162,83 @@ class KafkaSource(Source):
     # --- lifecycle
 
     def open(self) -> None:
-        """Create the consumer and the admin client (idempotent)."""
-        if self._consumer is not None:
+        """Create the reader (consumer), the admin client and, with ``watermark_probe``, a probe consumer."""
+        if self._reader is not None:
             return
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id or f"statefulstream-{uuid.uuid4().hex}",
                 "isolation.level": "read_committed",
-                # The consumer is assigned only while reading: answer empty fetches fast.
+                # An empty fetch (the end of a partition) is answered fast, so a short batch is not held back.
                 "fetch.wait.max.ms": 50, **self.config,
+                # A fetch outside what the broker has is reported (data loss), never silently reset.
+                "auto.offset.reset": "error",
                 # End-of-partition events end a watermark probe; reads ignore them.
                 "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
-        admin_conf = {k: v for k, v in conf.items() if not k.startswith(_CONSUMER_ONLY)}
         try:
-            self._consumer = Consumer(conf)
-            self._admin = AdminClient(admin_conf)
+            self._admin = AdminClient(admin_config(conf))
+            self._reader = RangeReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
+                                       read_ahead=self.read_ahead)
+            if self.watermark_probe:
+                self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}"})
         except KafkaException as exc:
             msg = f"cannot create a Kafka consumer for {self!r}: {exc}; check the config"
             raise SourceError(msg) from exc
 
     def close(self) -> None:
-        """Close the consumer without committing. Idempotent."""
-        consumer, self._consumer, self._admin = self._consumer, None, None
-        if consumer is not None:
-            consumer.close()
+        """Close the consumers without committing. Idempotent."""
+        reader, prober, self._reader, self._prober, self._admin = self._reader, self._prober, None, None, None
+        if reader is not None:
+            reader.close()
+        if prober is not None:
+            prober.close()
 
-    def _clients(self) -> tuple[Consumer, AdminClient]:
-        if self._consumer is None or self._admin is None:
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
             self.open()
-        assert self._consumer is not None and self._admin is not None
-        return self._consumer, self._admin
+        assert self._admin is not None
+        return self._admin
+
+    def _range_reader(self) -> RangeReader:
+        if self._reader is None:
+            self.open()
+        assert self._reader is not None
+        return self._reader
 
     # --- planning
 
     def available(self, start: Offsets) -> tuple[dict[str, int], dict[str, int]]:
         """Return ``start`` completed for new partitions and the end of each partition.
 
+        A partition whose unread records are gone moves to its earliest offset
+        when ``fail_on_data_loss`` is off.
+
         Raises:
-            SourceError: a named topic does not exist, or the broker did not
-                answer within ``read_timeout``.
+            SourceError: a named topic does not exist, records not read yet
+                are gone (``fail_on_data_loss``), or the broker did not answer
+                within ``read_timeout``.
         """
         partitions = self._partitions()
         latest = self._list_offsets(partitions, OffsetSpec.latest())
         if self.watermark_probe:
-            latest = self._probe_ends(latest, start)
+            latest = self._probe_ends(latest)
         full = dict(start)
+        known = [tp for tp in partitions if partition_name(tp.topic, tp.partition) in start]
+        if known:
+            earliest = self._list_offsets(known, OffsetSpec.earliest())
+            full.update(self._check_loss(start, earliest, latest))
         new = [tp for tp in partitions if partition_name(tp.topic, tp.partition) not in start]
         if new:
             full.update(self._initial_offsets(new, latest, first_run=not start))
         return full, {p: max(end, full.get(p, 0)) for p, end in latest.items()}
 
+    def take_data_loss(self) -> dict[str, int]:
+        """Return how often each partition's unread data was found gone and skipped since the last call."""
+        lost, self._lost = dict(self._lost), Counter()
+        return lost
+
     def _partitions(self) -> list[TopicPartition]:
-        _, admin = self._clients()
-        meta = self._retry("list topics", lambda: admin.list_topics(timeout=5))
+        admin = self._admin_client()
+        meta = self._retry("list topics", lambda: admin.list_topics(timeout=self.read_timeout.total_seconds()))
         if self.pattern is not None:
             names = sorted(t for t in meta.topics if self.pattern.search(t) and not t.startswith("__"))
         else:
@@ -232,16 +251,46 @@ class KafkaSource(Source):
         return [TopicPartition(t, p) for t in names for p in sorted(meta.topics[t].partitions)]
 
     def _list_offsets(self, partitions: list[TopicPartition], spec: OffsetSpec) -> dict[str, int]:
-        if not partitions:
-            return {}
-        _, admin = self._clients()
+        admin = self._admin_client()
+        return self._retry("list offsets",  # type: ignore[no-any-return]
+                           lambda: list_offsets(admin, partitions, spec, timeout=self.read_timeout))
 
-        def request() -> dict[str, int]:
-            futures = admin.list_offsets({tp: spec for tp in partitions},
-                                         isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=5)
-            return {partition_name(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    def _check_loss(self, start: Offsets, earliest: Mapping[str, int],
+                    latest: Mapping[str, int]) -> dict[str, int]:
+        """Return new starts of partitions whose unread records are gone, or raise (``fail_on_data_loss``)."""
+        moved = {}
+        for p, pos in start.items():
+            if p not in latest:
+                if p not in self._gone:
+                    self._gone.add(p)
+                    self._data_lost(p, pos, None, None, "the partition no longer exists")
+                continue
+            low, high = earliest[p], latest[p]
+            if high < pos:
+                self._data_lost(p, pos, low, high, "the partition ends before that offset "
+                                "(the topic was deleted and recreated, or truncated)")
+            elif low > pos:
+                self._data_lost(p, pos, low, high, "records before the earliest offset were deleted "
+                                "(retention, or deleted records)")
+            else:
+                continue
+            moved[p] = low
+        return moved
 
-        return self._retry("list offsets", request)
+    def _data_lost(self, partition: str, expected: int, low: int | None, high: int | None, why: str) -> None:
+        """Raise the data-loss error, or (``fail_on_data_loss=False``) warn and count it."""
+        topic, number = parse_partition_name(partition)
+        has = "nothing" if low is None or high is None else f"offsets [{low}, {high})"
+        what = (f"Kafka data loss: topic {topic!r} partition {number}: the next offset to read is {expected}, "
+                f"but the broker {self.bootstrap_servers} has {has}: {why}. Records not read yet are gone")
+        if self.fail_on_data_loss:
+            msg = (f"{what}. If the loss is expected, restart with KafkaSource(fail_on_data_loss=False) to go "
+                   f"on from the earliest available offset, or start from a new checkpoint_dir; otherwise "
+                   f"restore the topic's data. Nothing was committed past offset {expected}.")
+            raise SourceError(msg)
+        where = "stays as it is" if low is None else f"goes on from offset {low}"
+        logger.warning("%s; fail_on_data_loss=False: the partition %s.", what, where)
+        self._lost[partition] += 1
 
     def _initial_offsets(self, new: list[TopicPartition], latest: Mapping[str, int], *,
                          first_run: bool) -> dict[str, int]:
@@ -255,19 +304,21 @@ class KafkaSource(Source):
             out[name] = latest[name] if wanted == -1 else low if wanted == -2 else max(low, wanted)
         return out
 
-    def _probe_ends(self, latest: dict[str, int], start: Offsets) -> dict[str, int]:
+    def _probe_ends(self, latest: dict[str, int]) -> dict[str, int]:
         """Raise each reported end to one past the last record actually in the partition.
 
-        Fetches from the reported last batch (or from ``start`` when that is
-        further) until the partition's end-of-partition event; the records
-        fetched say where the partition really ends.
+        Fetches from the reported last batch until the partition's
+        end-of-partition event; the records fetched say where the partition
+        really ends.
         """
-        consumer, _ = self._clients()
         # Same reported end, same last batch, same true end (logs are append-only): no fetch needed.
         ends = {p: self._probed[p][1] for p, end in latest.items() if self._probed.get(p, (-1, 0))[0] == end}
-        probe = {p: max(start.get(p, 0), end - 1, 0) for p, end in latest.items() if p not in ends}
+        probe = {p: max(end - 1, 0) for p, end in latest.items() if p not in ends}
         if probe:
-            ends.update(self._fetch_ends(consumer, probe, latest))
+            if self._prober is None:
+                self.open()
+            assert self._prober is not None
+            ends.update(self._fetch_ends(self._prober, probe, latest))
             self._probed.update({p: (latest[p], ends[p]) for p in probe})
         return ends
 
@@ -278,7 +329,7 @@ class KafkaSource(Source):
         consumer.assign(tps)
         consumer.resume(tps)
         ends, done = {p: latest[p] for p in probe}, set[str]()
-        deadline = time.monotonic() + self.read_timeout_s
+        deadline = time.monotonic() + self.read_timeout.total_seconds()
         while len(done) < len(probe) and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=self.poll_records, timeout=0.02):
                 name, off = _where(msg)
@@ -297,59 +348,50 @@ class KafkaSource(Source):
 
         Records come partition by partition in name order, each in offset
         order, so a replay returns the same list. Undecodable records and
-        schema violations become dead letters.
+        schema violations become dead letters. The consumer stays assigned
+        and reads on from ``end`` while the batch is processed.
 
         Raises:
             SourceError: the range could not be read completely within
-                ``read_timeout`` (broker down, topic deleted, data lost).
+                ``read_timeout`` (broker down), or its records are gone
+                (``fail_on_data_loss``).
         """
         todo = {p: (start.get(p, 0), e) for p, e in end.items() if e > start.get(p, 0)}
         if not todo:
             return ReadResult([])
-        messages = self._fetch(todo)
+        try:
+            messages = self._range_reader().read(todo)
+        except RangeIncompleteError as exc:
+            messages = self._read_after_loss(todo, exc)
         result = ReadResult([])
         for name in sorted(messages):
             self._decode(messages[name], result)
         return result
 
-    def _fetch(self, todo: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
-        consumer, _ = self._clients()
-        tps = {p: TopicPartition(*parse_partition_name(p), lo) for p, (lo, _) in todo.items()}
-        consumer.assign(list(tps.values()))
-        consumer.resume(list(tps.values()))  # a pause from an earlier read outlives assign()
-        nxt = {p: lo for p, (lo, _) in todo.items()}
-        out: dict[str, list[Message]] = {p: [] for p in todo}
-        pending = set(todo)
-        deadline = time.monotonic() + self.read_timeout_s
-        last_error: KafkaError | None = None
-        while pending:
-            # Never ask for more than the range can hold, so consume() returns as soon as it is read.
-            want = max(1, min(self.poll_records, sum(todo[p][1] - nxt[p] for p in pending)))
-            for msg in consumer.consume(num_messages=want, timeout=0.2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        last_error = err  # librdkafka reconnects and refetches by itself
-                    continue
-                name, off = _where(msg)
-                if name in pending and nxt[name] <= off < todo[name][1]:
-                    out[name].append(msg)
-                    nxt[name] = off + 1
-            # Past gaps (control records, compaction) the position moves without a message.
-            for tp in consumer.position([tps[p] for p in pending]):
-                name = partition_name(tp.topic, tp.partition)
-                if max(tp.offset, nxt[name]) >= todo[name][1]:
-                    pending.discard(name)
-                    consumer.pause([tps[name]])
-            if pending and time.monotonic() > deadline:
-                where = ", ".join(f"{p} at {nxt[p]} of [{todo[p][0]}, {todo[p][1]})" for p in sorted(pending))
-                text = (f"KafkaSource could not read the planned range within {self.read_timeout_s:g}s: {where}; "
-                        f"last error: {last_error}. Is the broker {self.bootstrap_servers} up and the data "
-                        f"still retained? The batch is replayed on restart.")
-                consumer.unassign()
-                raise SourceError(text)
-        consumer.unassign()
-        return out
+    def _read_after_loss(self, todo: Mapping[str, tuple[int, int]],
+                         exc: RangeIncompleteError) -> dict[str, list[Message]]:
+        """A range was not read in time: report data loss if its records are gone, else a broker error."""
+        timeout = (f"KafkaSource could not read the planned range within {self.read_timeout.total_seconds():g}s: "
+                   f"{exc}. Is the broker {self.bootstrap_servers} up? The batch is replayed on restart.")
+        tps = [TopicPartition(*parse_partition_name(p)) for p in exc.missing]
+        admin = self._admin_client()
+        try:  # one attempt: a broker that is down cannot say whether the data is there
+            earliest = list_offsets(admin, tps, OffsetSpec.earliest(), timeout=self.read_timeout)
+            latest = list_offsets(admin, tps, OffsetSpec.latest(), timeout=self.read_timeout)
+        except KafkaException:
+            raise SourceError(timeout) from exc
+        if self.watermark_probe:
+            latest = self._probe_ends(latest)
+        shrunk = dict(todo)
+        for p, (nxt, lo, hi) in exc.missing.items():
+            low, high = earliest.get(p), latest.get(p)
+            if low is None or high is None or low > nxt or high < hi:
+                why = f"the planned range [{lo}, {hi}) of this batch is no longer all there"
+                self._data_lost(p, nxt, low, high, why)
+                shrunk[p] = (max(lo, low or 0), min(hi, high or 0))
+        if shrunk == todo:
+            raise SourceError(timeout) from exc
+        return self._range_reader().read(shrunk)
 
     def _decode(self, messages: list[Message], result: ReadResult) -> None:
         """Decode one partition's messages in bulk, appending records and dead letters to ``result``."""
@@ -411,10 +453,8 @@ class KafkaSource(Source):
         """Commit ``end`` to the consumer group (for lag tools); failures are logged, not raised."""
         if self.group_id is None or not end:
             return
-        consumer, _ = self._clients()
-        offsets = [TopicPartition(*parse_partition_name(p), off) for p, off in end.items()]
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            self._range_reader().commit(end)
         except KafkaException as exc:
             logger.warning("commit of offsets to consumer group %r failed (lag tools lag behind): %s",
                            self.group_id, exc)
@@ -423,14 +463,14 @@ class KafkaSource(Source):
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         """Call ``call`` until it succeeds or ``read_timeout`` passes (the broker may be restarting)."""
-        deadline = time.monotonic() + self.read_timeout_s
+        deadline = time.monotonic() + self.read_timeout.total_seconds()
         while True:
             try:
                 return call()
             except KafkaException as exc:
                 if time.monotonic() > deadline:
-                    msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for {self.read_timeout_s:g}s: "
-                           f"{exc}; is the broker up and reachable?")
+                    msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for "
+                           f"{self.read_timeout.total_seconds():g}s: {exc}; is the broker up and reachable?")
                     raise SourceError(msg) from exc
                 logger.info("KafkaSource: %s failed (%s); retrying", what, exc)
                 time.sleep(0.5)
