@@ -151,7 +151,7 @@ class KafkaSource(Source):
         self._prober: Consumer | None = None
         self._admin: AdminClient | None = None
         self._probed: dict[str, tuple[int, int]] = {}  # partition -> (reported end, true end)
-        self._gone: set[str] = set()  # partitions reported gone (warned once)
+        self._reported: dict[str, int] = {}  # partition -> the lost offset last warned about
         self._lost: Counter[str] = Counter()  # data losses gone past since the last take_data_loss()
 
     def __repr__(self) -> str:
@@ -261,9 +261,7 @@ class KafkaSource(Source):
         moved = {}
         for p, pos in start.items():
             if p not in latest:
-                if p not in self._gone:
-                    self._gone.add(p)
-                    self._data_lost(p, pos, None, None, "the partition no longer exists")
+                self._data_lost(p, pos, None, None, "the partition no longer exists")
                 continue
             low, high = earliest[p], latest[p]
             if high < pos:
@@ -288,6 +286,9 @@ class KafkaSource(Source):
                    f"on from the earliest available offset, or start from a new checkpoint_dir; otherwise "
                    f"restore the topic's data. Nothing was committed past offset {expected}.")
             raise SourceError(msg)
+        if self._reported.get(partition) == expected:
+            return  # planning asks again before the batch runs: one loss, one warning
+        self._reported[partition] = expected
         where = "stays as it is" if low is None else f"goes on from offset {low}"
         logger.warning("%s; fail_on_data_loss=False: the partition %s.", what, where)
         self._lost[partition] += 1
