@@ -18,10 +18,12 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
+import itertools
+import operator
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -124,6 +126,10 @@ def _offset(msg: Message) -> int:
     return msg.offset() or 0
 
 
+# The C method itself as a sort key: a Python function here would cost a call per message.
+_partition = cast(Callable[[Message], int], Message.partition)
+
+
 @dataclasses.dataclass
 class _Commit:
     """A consumer-group commit the reader thread runs for a caller that waits for it."""
@@ -163,7 +169,7 @@ class RangeReader:
         self.timeout = timeout
         self.poll_records = poll_records
         self.read_ahead = read_ahead
-        self._consumer = Consumer(dict(config))
+        self._consumer = Consumer({**config, "enable.partition.eof": False})
         self._cond = threading.Condition()
         self._buffers: dict[str, _Buffer] = {}
         self._tps: dict[str, TopicPartition] = {}
@@ -313,17 +319,40 @@ class RangeReader:
                 self._paused.discard(name)
 
     def _store(self, batch: list[Message], positions: list[TopicPartition]) -> None:
-        for msg in batch:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    self._last_error = err  # librdkafka reconnects and refetches by itself
+        """Append fetched messages to their buffers.
+
+        This runs once per message, so it stays in C-level calls (map, sort,
+        bisect) and touches each partition's run of messages as a whole.
+        """
+        if any(map(Message.error, batch)):  # rare: a client error (end-of-partition events are off)
+            for err in filter(None, map(Message.error, batch)):
+                self._last_error = err  # librdkafka reconnects and refetches by itself
+            batch = [m for m in batch if m.error() is None]
+        if not batch:
+            return
+        topics = list(map(Message.topic, batch))
+        if topics.count(topics[0]) == len(topics):
+            # One topic: a stable sort by partition keeps each partition's offset order.
+            batch.sort(key=_partition)
+            runs = []
+            while batch:
+                cut = bisect.bisect_right(batch, _partition(batch[0]), key=_partition)
+                runs.append(batch[:cut])
+                del batch[:cut]
+        else:
+            where = zip(topics, map(Message.partition, batch), strict=True)
+            runs = [[m for m, _ in group] for _, group in itertools.groupby(zip(batch, where, strict=True),
+                                                                             key=operator.itemgetter(1))]
+        for msgs in runs:
+            name = partition_name(msgs[0].topic() or "", msgs[0].partition() or 0)
+            buf = self._buffers.get(name)
+            if buf is None or name in self._moves:
                 continue
-            name = partition_name(msg.topic() or "", msg.partition() or 0)
-            buf, off = self._buffers.get(name), msg.offset() or 0
-            if buf is not None and name not in self._moves and off >= buf.complete:
-                buf.messages.append(msg)
-                buf.complete = off + 1
+            if _offset(msgs[0]) < buf.complete:  # already held (fetched again after a reconnect)
+                msgs = msgs[bisect.bisect_left(msgs, buf.complete, key=_offset):]
+            if msgs:
+                buf.messages.extend(msgs)
+                buf.complete = _offset(msgs[-1]) + 1
         # Past gaps (control records, compaction) the position moves without a message.
         for tp in positions:
             name = partition_name(tp.topic, tp.partition)

@@ -172,14 +172,15 @@ class KafkaSource(Source):
                 "fetch.wait.max.ms": 50, **self.config,
                 # A fetch outside what the broker has is reported (data loss), never silently reset.
                 "auto.offset.reset": "error",
-                # End-of-partition events end a watermark probe; reads ignore them.
-                "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
+                "enable.auto.commit": False, "enable.auto.offset.store": False}
         try:
             self._admin = AdminClient(admin_config(conf))
             self._reader = RangeReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
                                        read_ahead=self.read_ahead)
             if self.watermark_probe:
-                self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}"})
+                # End-of-partition events end a watermark probe.
+                self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}",
+                                         "enable.partition.eof": True})
         except KafkaException as exc:
             msg = f"cannot create a Kafka consumer for {self!r}: {exc}; check the config"
             raise SourceError(msg) from exc
@@ -402,7 +403,7 @@ class KafkaSource(Source):
             records: list[Any] = [_raw_row(m) for m in messages]
             bad: list[tuple[int, str]] = []
         else:
-            records, bad = self._decode_values([m.value() for m in messages])
+            records, bad = self._decode_values(list(map(Message.value, messages)))
         kept = list(range(len(messages)))
         if bad:
             dropped = {i for i, _ in bad}
@@ -415,7 +416,7 @@ class KafkaSource(Source):
                 if isinstance(rec, dict):
                     rec[field] = key.decode("utf-8", "backslashreplace") if key is not None else None
         if self.schema is None:
-            result.add([records[i] for i in kept], _positions(messages, kept))
+            result.add(records if not bad else [records[i] for i in kept], _positions(messages, kept))
             return
         good, violations = self.schema.conform([records[i] for i in kept])
         if violations:
