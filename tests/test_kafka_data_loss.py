@@ -109,3 +109,26 @@ def test_a_resume_offset_past_the_partition_end_is_data_loss_and_lenient_mode_re
     assert lenient.take_data_loss() == {f"{topic}:0": 1} and lenient.take_data_loss() == {}
     assert len(lenient.read(start, end).records) == 10
     lenient.close()
+
+
+def test_a_planned_range_that_lost_its_records_fails_or_reads_what_is_left(tmp_path):
+    """A replay of a plan made before the loss: the read checks the broker's offsets before giving up."""
+    broker = TansuBroker(log_path=tmp_path / "tansu.log")
+    with broker:
+        topic = broker.create_topic()
+        broker.produce(topic, values(10, "old"), partition=0, batched=False)
+        strict = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds")
+        lenient = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds",
+                              fail_on_data_loss=False)
+        start, end = strict.available({})
+        assert end == {f"{topic}:0": 10}
+        broker.stop()
+        broker.start()
+        broker.create_topic(topic)
+        broker.produce(topic, values(4, "new"), partition=0, batched=False)
+        with pytest.raises(SourceError, match=r"next offset to read is 4, but .* has offsets \[0, 4\).*planned range"):
+            strict.read(start, end)
+        assert [r["tag"] for r in lenient.read(start, end).records] == ["new"] * 4
+        assert lenient.take_data_loss() == {f"{topic}:0": 1}
+        strict.close()
+        lenient.close()
