@@ -16,7 +16,7 @@ import pytest
 from kafka_broker import TansuBroker
 
 from statefulstream import App
-from statefulstream.errors import SourceError
+from statefulstream.errors import DataLossError
 from statefulstream.memory_sink import MemorySink
 from statefulstream.sources.kafka import KafkaSource
 
@@ -66,7 +66,7 @@ def test_by_default_the_app_stops_with_an_error_naming_what_was_lost(lost_topic)
     broker, topic, checkpoint = lost_topic
     sink = MemorySink()
     for _ in range(2):  # and again on the next run: nothing was skipped in between
-        with pytest.raises(SourceError) as raised:
+        with pytest.raises(DataLossError) as raised:
             counting_app(broker, topic, checkpoint, sink).run()
         text = str(raised.value)
         assert f"topic '{topic}' partition 0" in text
@@ -80,14 +80,15 @@ def test_fail_on_data_loss_false_goes_on_from_the_earliest_offset_with_a_warning
     broker, topic, checkpoint = lost_topic
     sink = MemorySink()
     app = counting_app(broker, topic, checkpoint, sink, fail_on_data_loss=False)
-    with caplog.at_level(logging.WARNING, logger="statefulstream.sources.kafka"):
+    with caplog.at_level(logging.WARNING):
         app.run()
     assert sorted(r["n"] for r in sink.rows) == list(range(SECOND))
     assert {r["tag"] for r in sink.rows} == {"new"}
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if "data loss" in r.getMessage()]
     assert len(warnings) == 1 and f"next offset to read is {FIRST}" in warnings[0]
     assert "goes on from offset 0" in warnings[0]
-    assert app.metrics.value("statefulstream_source_data_loss_total", partition=f"{topic}:0") == 1
+    assert warnings[0].startswith("kafka source: Kafka data loss")
+    assert app.metrics.value("statefulstream_source_data_loss_total") == 1
     # The next run resumes where this one ended: no further loss.
     again = MemorySink()
     counting_app(broker, topic, checkpoint, again, fail_on_data_loss=False).run()
@@ -100,13 +101,14 @@ def test_a_resume_offset_past_the_partition_end_is_data_loss_and_lenient_mode_re
     src = KafkaSource(topic, bootstrap_servers=kafka_broker.bootstrap, read_timeout="10 seconds")
     _, latest = src.available({})
     # A checkpoint that resumes past the partition's end is as lost as one before its start.
-    with pytest.raises(SourceError, match=r"next offset to read is 15, but .* has offsets \[0, 10\)"):
+    with pytest.raises(DataLossError, match=r"next offset to read is 15, but .* has offsets \[0, 10\)"):
         src.available({f"{topic}:0": 15})
     src.close()
     lenient = KafkaSource(topic, bootstrap_servers=kafka_broker.bootstrap, fail_on_data_loss=False)
     start, end = lenient.available({f"{topic}:0": 15})
     assert start == {f"{topic}:0": 0} and end == latest
-    assert lenient.take_data_loss() == {f"{topic}:0": 1} and lenient.take_data_loss() == {}
+    lenient.available({f"{topic}:0": 15})  # asked again from the same position: the same loss, counted once
+    assert lenient.data_loss_events == 1
     assert len(lenient.read(start, end).records) == 10
     lenient.close()
 
@@ -126,9 +128,9 @@ def test_a_planned_range_that_lost_its_records_fails_or_reads_what_is_left(tmp_p
         broker.start()
         broker.create_topic(topic)
         broker.produce(topic, values(4, "new"), partition=0, batched=False)
-        with pytest.raises(SourceError, match=r"next offset to read is 4, but .* has offsets \[0, 4\).*planned range"):
+        with pytest.raises(DataLossError, match=r"read is 4, but .* has offsets \[0, 4\).*planned range"):
             strict.read(start, end)
         assert [r["tag"] for r in lenient.read(start, end).records] == ["new"] * 4
-        assert lenient.take_data_loss() == {f"{topic}:0": 1}
+        assert lenient.data_loss_events == 1
         strict.close()
         lenient.close()

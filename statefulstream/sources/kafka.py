@@ -18,7 +18,6 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from statefulstream.durations import parse_duration_ms
-from statefulstream.errors import ConfigError, SourceError
+from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.kafka_client import (
     RangeIncompleteError,
     RangeReader,
@@ -40,7 +39,7 @@ from statefulstream.kafka_client import (
 )
 from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
-from statefulstream.sources.base import ReadResult, Source
+from statefulstream.sources.base import ReadResult, Source, data_lost
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class KafkaSource(Source):
             topic deleted or recreated shorter), ``True`` stops the app with a
             ``SourceError`` naming topic, partition and offsets; ``False``
             goes on from the earliest available offset with a WARNING, and
-            counts it in ``statefulstream_source_data_loss_total``.
+            counts it (``data_loss_events``, ``statefulstream_source_data_loss_total``).
         read_ahead: records fetched beyond the planned range while a batch is
             processed (the next batch starts where this one ends); 0 disables.
 
@@ -152,7 +151,6 @@ class KafkaSource(Source):
         self._admin: AdminClient | None = None
         self._probed: dict[str, tuple[int, int]] = {}  # partition -> (reported end, true end)
         self._reported: dict[str, int] = {}  # partition -> the lost offset last warned about
-        self._lost: Counter[str] = Counter()  # data losses gone past since the last take_data_loss()
 
     def __repr__(self) -> str:
         what = f"topics={self.topics!r}" if self.pattern is None else f"pattern={self.pattern.pattern!r}"
@@ -232,11 +230,6 @@ class KafkaSource(Source):
             full.update(self._initial_offsets(new, latest, first_run=not start))
         return full, {p: max(end, full.get(p, 0)) for p, end in latest.items()}
 
-    def take_data_loss(self) -> dict[str, int]:
-        """Return how often each partition's unread data was found gone and skipped since the last call."""
-        lost, self._lost = dict(self._lost), Counter()
-        return lost
-
     def _partitions(self) -> list[TopicPartition]:
         admin = self._admin_client()
         meta = self._retry("list topics", lambda: admin.list_topics(timeout=self.read_timeout.total_seconds()))
@@ -277,7 +270,7 @@ class KafkaSource(Source):
         return moved
 
     def _data_lost(self, partition: str, expected: int, low: int | None, high: int | None, why: str) -> None:
-        """Raise the data-loss error, or (``fail_on_data_loss=False``) warn and count it."""
+        """Raise ``DataLossError``, or (``fail_on_data_loss=False``) warn and count the loss once."""
         topic, number = parse_partition_name(partition)
         has = "nothing" if low is None or high is None else f"offsets [{low}, {high})"
         what = (f"Kafka data loss: topic {topic!r} partition {number}: the next offset to read is {expected}, "
@@ -286,13 +279,12 @@ class KafkaSource(Source):
             msg = (f"{what}. If the loss is expected, restart with KafkaSource(fail_on_data_loss=False) to go "
                    f"on from the earliest available offset, or start from a new checkpoint_dir; otherwise "
                    f"restore the topic's data. Nothing was committed past offset {expected}.")
-            raise SourceError(msg)
+            raise DataLossError(msg)
         if self._reported.get(partition) == expected:
             return  # planning asks again before the batch runs: one loss, one warning
         self._reported[partition] = expected
         where = "stays as it is" if low is None else f"goes on from offset {low}"
-        logger.warning("%s; fail_on_data_loss=False: the partition %s.", what, where)
-        self._lost[partition] += 1
+        data_lost(self, f"{what}; fail_on_data_loss=False: the partition {where}.")
 
     def _initial_offsets(self, new: list[TopicPartition], latest: Mapping[str, int], *,
                          first_run: bool) -> dict[str, int]:
