@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 Decoder = Callable[[Any], Any]
 """Turns a message value (bytes, or None for a tombstone) into a record; raising dead-letters it."""
 
+_PROBE_POLL = dt.timedelta(milliseconds=20)  # one consume() wait of a watermark probe
+
 FORMATS = ("json", "msgpack", "raw")
 """Built-in value formats. ``raw`` yields Spark-style rows (key, value, topic, partition, offset, timestamp)."""
 
@@ -325,7 +327,7 @@ class KafkaSource(Source):
         ends, done = {p: latest[p] for p in probe}, set[str]()
         deadline = time.monotonic() + self.read_timeout.total_seconds()
         while len(done) < len(probe) and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=self.poll_records, timeout=0.02):
+            for msg in consumer.consume(num_messages=self.poll_records, timeout=_PROBE_POLL.total_seconds()):
                 name, off = _where(msg)
                 err = msg.error()
                 if err is None:
