@@ -37,7 +37,14 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from statefulstream.durations import parse_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.json_rows import dumps
-from statefulstream.kafka_client import RangeIncompleteError, RangeReader, admin_config, list_offsets, mask_config
+from statefulstream.kafka_client import (
+    RangeIncompleteError,
+    RangeReader,
+    ReaderFailedError,
+    admin_config,
+    list_offsets,
+    mask_config,
+)
 from statefulstream.records import DeadLetter
 from statefulstream.sink import Sink, SinkContext
 
@@ -298,7 +305,7 @@ class KafkaSink(Sink):
             if found is None and tail != start:
                 found = self._last_marker(reader.read({p: (start[p], tail[p]) for p in latest}))
             return found
-        except RangeIncompleteError as exc:
+        except (RangeIncompleteError, ReaderFailedError) as exc:
             msg = (f"Kafka sink {self.topic!r}: could not read marker topic {self.marker_topic!r} within "
                    f"{self.timeout.total_seconds():g}s: {exc}; is the broker {self.bootstrap_servers} up?")
             raise SinkUnavailableError(msg) from exc

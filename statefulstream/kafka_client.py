@@ -103,6 +103,10 @@ class RangeIncompleteError(Exception):
         super().__init__(f"{where}; last error: {last_error}")
 
 
+class ReaderFailedError(Exception):
+    """The reader thread of a :class:`RangeReader` stopped on an unexpected error (its ``__cause__``)."""
+
+
 @dataclasses.dataclass
 class _Buffer:
     """What the reader holds of one partition: messages at offsets ``[first, complete)``, in order."""
@@ -188,7 +192,7 @@ class RangeReader:
 
         Raises:
             RangeIncompleteError: a range was not complete within ``timeout``.
-            RuntimeError: the reader thread died (its error is the cause).
+            ReaderFailedError: the reader thread died (its error is the cause).
         """
         todo = {p: r for p, r in ranges.items() if r[1] > r[0]}
         out: dict[str, list[Message]] = {p: [] for p in todo}
@@ -204,9 +208,7 @@ class RangeReader:
             self._want = dict(todo)
             self._cond.notify_all()
             while True:
-                if self._failure is not None:
-                    msg = f"the Kafka reader thread failed: {self._failure}"
-                    raise RuntimeError(msg) from self._failure
+                self._raise_failure()
                 if all(self._buffers[p].complete >= hi and p not in self._moves for p, (_, hi) in todo.items()):
                     break
                 left = deadline - time.monotonic()
@@ -230,15 +232,22 @@ class RangeReader:
 
         Raises:
             KafkaException: the commit failed.
+            ReaderFailedError: the reader thread died (its error is the cause).
         """
         done = _Commit([TopicPartition(*parse_partition_name(p), off) for p, off in offsets.items()])
         with self._cond:
             self._commits.append(done)
             self._cond.notify_all()
-            while done.error is None and not done.finished and self._failure is None:
+            while not done.finished:
+                self._raise_failure()
                 self._cond.wait(_POLL.total_seconds())
         if done.error is not None:
             raise done.error
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            msg = f"the Kafka reader thread stopped: {self._failure!r}"
+            raise ReaderFailedError(msg) from self._failure
 
     def close(self) -> None:
         """Stop the thread and close the consumer (no commit). Idempotent."""

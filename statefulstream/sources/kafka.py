@@ -31,6 +31,7 @@ from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.kafka_client import (
     RangeIncompleteError,
     RangeReader,
+    ReaderFailedError,
     admin_config,
     list_offsets,
     mask_config,
@@ -359,6 +360,9 @@ class KafkaSource(Source):
             messages = self._range_reader().read(todo)
         except RangeIncompleteError as exc:
             messages = self._read_after_loss(todo, exc)
+        except ReaderFailedError as exc:
+            msg = f"KafkaSource on {self.bootstrap_servers}: {exc}; the batch is replayed on restart"
+            raise SourceError(msg) from exc
         result = ReadResult([])
         for name in sorted(messages):
             self._decode(messages[name], result)
@@ -451,7 +455,7 @@ class KafkaSource(Source):
             return
         try:
             self._range_reader().commit(end)
-        except KafkaException as exc:
+        except (KafkaException, ReaderFailedError) as exc:
             logger.warning("commit of offsets to consumer group %r failed (lag tools lag behind): %s",
                            self.group_id, exc)
 
