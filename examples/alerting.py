@@ -55,7 +55,8 @@ from statefulstream.sources.base import Source
 from statefulstream.sources.file import FileSource
 from statefulstream.timeutil import Clock
 
-SILENCE_MS = 10_000
+SILENCE = "10 seconds"
+SILENCE_MS = parse_duration_ms(SILENCE, name="SILENCE")
 WINDOW = 20
 MIN_EVENTS = 10
 TRIGGER_RATE = 0.5
@@ -148,7 +149,7 @@ def alert_sink_from_env(environ: Mapping[str, str]) -> Sink:
 
 def build_app(source: Source | None = None, sink: Sink | list[Sink] | None = None, *, clock: Clock | None = None,
               checkpoint_dir: str | None = None, trigger: str | None = "available_now",
-              max_records_per_trigger: int | None = None, silence: int | str = SILENCE_MS,
+              max_records_per_trigger: int | None = None, silence: str = SILENCE,
               metrics_address: str | None = None) -> App:
     """Build the alerting app.
 
@@ -178,7 +179,7 @@ def app_from_env(environ: Mapping[str, str]) -> App:
     env = ExampleEnv.from_environ(environ)
     return build_app(env.kafka_source("alerts"), alert_sink_from_env(environ), checkpoint_dir=env.checkpoint_dir,
                      trigger=env.trigger or ("1 second" if env.kafka_bootstrap else "available_now"),
-                     silence=environ.get("ALERT_SILENCE") or SILENCE_MS, metrics_address=env.metrics_address)
+                     silence=environ.get("ALERT_SILENCE") or SILENCE, metrics_address=env.metrics_address)
 
 
 app = app_from_env(os.environ)

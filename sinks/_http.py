@@ -6,24 +6,27 @@ docstring lists how each response and failure is handled.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
+import json
 import logging
 import math
 import time
+import urllib.parse
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-import tenacity
 
-from statefulstream.durations import positive_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.json_rows import dumps
 from statefulstream.records import DeadLetter
+from statefulstream.retry import RetryPolicy
 from statefulstream.sink import Sink, SinkContext
 
 logger = logging.getLogger(__name__)
@@ -34,57 +37,12 @@ DEFAULT_TIMEOUT = "10 seconds"
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
 _MISCONFIGURED_STATUS = frozenset({401, 403, 404, 405, 407})
 MASK = "***"
-
-
-class RetryPolicy:
-    """How a webhook sink retries one request before giving the batch back to the runtime.
-
-    Waits grow exponentially from ``initial_backoff`` (doubling, capped at
-    ``max_backoff``) with full jitter, so many sinks recovering at once do
-    not retry in step. A ``Retry-After`` from the server replaces the backoff;
-    one longer than ``max_retry_after`` ends the retries at once (the runtime
-    holds the batch and ``SinkUnavailableError.retry_after`` carries the wait).
-    Durations are strings (``"200 ms"``) or milliseconds.
-
-    >>> RetryPolicy(max_attempts=3, initial_backoff="50 ms")
-    RetryPolicy(max_attempts=3, initial_backoff_ms=50, max_backoff_ms=30000, max_retry_after_ms=300000)
-
-    Raises:
-        ConfigError: a value is not positive, or ``max_backoff < initial_backoff``.
-    """
-
-    __slots__ = ("initial_backoff_ms", "max_attempts", "max_backoff_ms", "max_retry_after_ms")
-
-    def __init__(self, *, max_attempts: int = 5, initial_backoff: int | str = "200 ms",
-                 max_backoff: int | str = "30 seconds", max_retry_after: int | str = "5 minutes") -> None:
-        if not isinstance(max_attempts, int) or max_attempts < 1:
-            msg = f"RetryPolicy max_attempts must be an int >= 1 (1 means no retry); got {max_attempts!r}"
-            raise ConfigError(msg)
-        self.max_attempts = max_attempts
-        self.initial_backoff_ms = positive_duration_ms(initial_backoff, name="RetryPolicy initial_backoff")
-        self.max_backoff_ms = positive_duration_ms(max_backoff, name="RetryPolicy max_backoff")
-        self.max_retry_after_ms = positive_duration_ms(max_retry_after, name="RetryPolicy max_retry_after")
-        if self.max_backoff_ms < self.initial_backoff_ms:
-            msg = (f"RetryPolicy max_backoff ({self.max_backoff_ms} ms) must not be below "
-                   f"initial_backoff ({self.initial_backoff_ms} ms)")
-            raise ConfigError(msg)
-
-    def _key(self) -> tuple[int, int, int, int]:
-        return self.max_attempts, self.initial_backoff_ms, self.max_backoff_ms, self.max_retry_after_ms
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RetryPolicy) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (f"RetryPolicy(max_attempts={self.max_attempts}, initial_backoff_ms={self.initial_backoff_ms}, "
-                f"max_backoff_ms={self.max_backoff_ms}, max_retry_after_ms={self.max_retry_after_ms})")
+MIN_SECRET_LEN = 4
+"""Shorter secrets (or parts of them) are not masked on their own; see ``secrets_of``."""
 
 
 DEFAULT_RETRY = RetryPolicy()
-"""5 attempts, 200 ms doubling to at most 30 s, Retry-After honoured up to 5 minutes."""
+"""5 attempts, 200 ms doubling to at most 30 s (jittered), Retry-After honoured up to 5 minutes."""
 
 
 class _RetriableError(Exception):
@@ -105,14 +63,68 @@ class Event:
     raw: Any
 
 
+_HTTP_LOGGERS = ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
+                 "httpcore.socks")
+"""The loggers of the HTTP client; a logger's filters do not apply to its children's records, so each is named."""
+
+
+def secrets_of(url: str, *, mask_path: bool, headers: Mapping[str, str], extra: Sequence[str]) -> list[str]:
+    """Every form in which a sink's secrets may come back in text, longest first.
+
+    The secrets are ``extra`` (e.g. a routing key), every header value, the
+    URL's password and query (each value, and the whole query), and with
+    ``mask_path`` the URL's path. Each is listed as given, percent-decoded,
+    and JSON-escaped (receivers often echo a request as JSON); a password
+    also as the ``Basic`` credential httpx sends for it, and a header's
+    ``Basic``/``Bearer`` credential also alone and decoded. Forms shorter
+    than ``MIN_SECRET_LEN`` are left out: masking ``x=1``'s ``1`` would garble
+    every message, and the longer forms holding them are still masked.
+
+    >>> secrets_of("https://me:pass@h/p?key=t0ken&n=1", mask_path=False, headers={}, extra=[])
+    ['key=t0ken&n=1', 'bWU6cGFzcw==', 't0ken', 'pass']
+    """
+    parsed = httpx.URL(url)
+    found: list[str] = [*extra]
+    if parsed.password:
+        found += [parsed.password, _basic(parsed.username, parsed.password)]
+    query = parsed.query.decode("ascii", errors="replace")
+    if query:
+        found += [query, *(v for _, v in parsed.params.multi_items())]
+    if mask_path and parsed.raw_path not in (b"", b"/"):
+        found += [parsed.raw_path.decode("ascii", errors="replace"), parsed.path]
+    for value in headers.values():
+        found.append(value)
+        scheme, _, credential = value.partition(" ")
+        if credential:
+            found.append(credential.strip())
+        if scheme.lower() == "basic":
+            decoded = _unbasic(credential.strip())
+            found += [decoded, decoded.partition(":")[2]]
+    forms = set()
+    for secret in found:
+        if secret:
+            forms |= {secret, urllib.parse.unquote_plus(secret), json.dumps(secret)[1:-1]}
+    return sorted((f for f in forms if len(f) >= MIN_SECRET_LEN), key=lambda f: (-len(f), f))
+
+
+def _basic(username: str, password: str) -> str:
+    return base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+def _unbasic(credential: str) -> str:
+    try:
+        return base64.b64decode(credential, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
 class _Redactor:
-    """Replaces secrets in text: the full URL by its display form, then each secret value by ``***``."""
+    """Replaces secrets in text: the full URL by its display form, then each secret by ``***``."""
 
     def __init__(self, url: str, display_url: str, secrets: Sequence[str]) -> None:
         # The URL as given and as httpx normalises it (what httpx's request log prints).
         pairs = [(u, display_url) for u in dict.fromkeys((url, str(httpx.URL(url)))) if u != display_url]
-        # Longest first, so a secret containing another is masked whole.
-        pairs += [(s, MASK) for s in sorted({s for s in secrets if s}, key=len, reverse=True)]
+        pairs += [(s, MASK) for s in secrets]
         self._pairs = pairs
 
     def __call__(self, text: str) -> str:
@@ -122,7 +134,7 @@ class _Redactor:
 
 
 class _RedactingFilter(logging.Filter):
-    """Redacts secrets from the records of httpx's logger (it logs each request's full URL)."""
+    """Redacts secrets from the records of the HTTP client's loggers (httpx logs each request's full URL)."""
 
     def __init__(self, redact: _Redactor) -> None:
         super().__init__()
@@ -134,18 +146,6 @@ class _RedactingFilter(logging.Filter):
         if clean != text:
             record.msg, record.args = clean, None
         return True
-
-
-class _StopOnLongRetryAfter(tenacity.stop.stop_base):
-    """Stop retrying when the server asks to wait longer than the policy allows; the runtime waits instead."""
-
-    def __init__(self, max_seconds: float) -> None:
-        self._max_seconds = max_seconds
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return (isinstance(exc, _RetriableError) and exc.retry_after is not None
-                and exc.retry_after > self._max_seconds)
 
 
 class _RateLimiter:
@@ -180,11 +180,19 @@ def _retry_after_s(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _display_url(url: str) -> str:
-    """Return ``scheme://host[:port]/…``: the path and query of a webhook URL may hold a token."""
+def _display_url(url: str, *, mask_path: bool) -> str:
+    """Return the URL as logs show it: never credentials or a query; with ``mask_path`` not the path either.
+
+    >>> _display_url("https://u:pw@h:8443/hooks/T0KEN?sig=x", mask_path=True)
+    'https://h:8443/…'
+    >>> _display_url("https://u:pw@h/v2/enqueue?sig=x", mask_path=False)
+    'https://h/v2/enqueue?…'
+    """
     parsed = httpx.URL(url)
     origin = f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
-    return origin + ("/…" if parsed.raw_path not in (b"", b"/") else "")
+    if mask_path:
+        return origin + ("/…" if parsed.raw_path not in (b"", b"/") else "")
+    return origin + parsed.path + ("?…" if parsed.query else "")
 
 
 def stable_hash(*parts: Any) -> str:
@@ -195,13 +203,13 @@ class HttpEventSink(Sink):
     """Delivery shared by the webhook sinks: one request per row, retried, rate-limited, redacted."""
 
     def __init__(self, url: str, *, mask_path: bool, headers: Mapping[str, str] | None, secrets: Sequence[str],
-                 timeout: int | str, retry: RetryPolicy, rate_limit_per_s: float | None) -> None:
+                 timeout: Duration, retry: RetryPolicy, rate_limit_per_s: float | None) -> None:
         try:
             scheme = httpx.URL(url).scheme
         except (httpx.InvalidURL, TypeError) as exc:
             msg = f"{type(self).__name__} url is not a valid URL ({type(exc).__name__})"
             raise ConfigError(msg) from None
-        display_url = _display_url(url) if mask_path else url
+        display_url = _display_url(url, mask_path=mask_path)
         if scheme not in ("http", "https"):
             msg = f"{type(self).__name__} url must start with http:// or https://; got {display_url!r}"
             raise ConfigError(msg)
@@ -217,8 +225,8 @@ class HttpEventSink(Sink):
         self._timeout_ms = positive_duration_ms(timeout, name=f"{type(self).__name__} timeout")
         self.retry = retry
         self._limiter = _RateLimiter(rate_limit_per_s) if rate_limit_per_s else None
-        password = httpx.URL(url).password  # https://user:password@host/ is masked anywhere it appears
-        self._redact = _Redactor(url, display_url, [*secrets, *self._headers.values(), password or ""])
+        self._redact = _Redactor(url, display_url,
+                                 secrets_of(url, mask_path=mask_path, headers=self._headers, extra=secrets))
         self._log_filter = _RedactingFilter(self._redact)
         self._client: httpx.Client | None = None
         self._context: SinkContext | None = None
@@ -248,7 +256,8 @@ class HttpEventSink(Sink):
         if self._client is not None:
             self._client.close()
             self._client = None
-            logging.getLogger("httpx").removeFilter(self._log_filter)
+            for name in _HTTP_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
 
     def write(self, batch_id: int, rows: Sequence[Any]) -> None:
         """Deliver each row of ``batch_id`` in order.
@@ -287,22 +296,29 @@ class HttpEventSink(Sink):
             timeout_s = self._timeout_ms / 1000
             self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False,
                                         headers=self._headers)
-            logging.getLogger("httpx").addFilter(self._log_filter)
+            for name in _HTTP_LOGGERS:
+                logging.getLogger(name).addFilter(self._log_filter)
         return self._client
 
     def _deliver(self, client: httpx.Client, batch_id: int, index: int, event: Event) -> None:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_RetriableError),
-            stop=(tenacity.stop_after_attempt(self.retry.max_attempts)
-                  | _StopOnLongRetryAfter(self.retry.max_retry_after_ms / 1000)),
-            wait=self._wait,
-            before_sleep=lambda state: self._before_sleep(state, batch_id, index),
-            reraise=True)
+        attempts = 0
+
+        def send() -> str | None:
+            nonlocal attempts
+            attempts += 1
+            return self._send_once(client, event)
+
+        def on_retry(exc: BaseException, attempt: int, wait_s: float) -> None:
+            self.context.on_retry()
+            logger.warning("%s sink: batch %d row %d: %s (attempt %d of %s); retrying in %.3f s", self.name,
+                           batch_id, index, getattr(exc, "reason", exc), attempt,
+                           self.retry.max_attempts or "unlimited", wait_s)
+
         try:
-            rejection = retrying(self._send_once, client, event)
+            rejection = self.retry.call(send, retry_on=_RetriableError, on_retry=on_retry)
         except _RetriableError as exc:
             msg = (f"{self.name} sink: could not deliver batch {batch_id} row {index} to {self._display_url} "
-                   f"({exc.reason}, after {retrying.statistics.get('attempt_number', 1)} attempt(s)); "
+                   f"({exc.reason}, after {attempts} attempt(s)); "
                    f"the batch is held, not committed, and will be retried; check that the endpoint is up")
             raise SinkUnavailableError(msg, retry_after=exc.retry_after) from None
         if rejection is not None:
@@ -332,7 +348,7 @@ class HttpEventSink(Sink):
         status = response.status_code
         if 200 <= status < 300:
             return None
-        detail = self._redact(response.text[:300].strip())
+        detail = self._redact(response.text)[:300].strip()  # redact before cutting, or half a secret shows
         if status in _RETRIABLE_STATUS or status >= 500:
             raise _RetriableError(f"HTTP {status}", _retry_after_s(response.headers.get("Retry-After")))
         if status < 400 or status in _MISCONFIGURED_STATUS:
@@ -340,19 +356,3 @@ class HttpEventSink(Sink):
                    f"check the URL and credentials, then restart (the batch will be replayed)")
             raise SinkError(msg)
         return f"HTTP {status} from {self._display_url}: {detail or 'no body'}"
-
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetriableError) and exc.retry_after is not None:
-            return exc.retry_after
-        backoff = tenacity.wait_random_exponential(multiplier=self.retry.initial_backoff_ms / 1000,
-                                                   min=self.retry.initial_backoff_ms / 1000,
-                                                   max=self.retry.max_backoff_ms / 1000)
-        return float(backoff(state))
-
-    def _before_sleep(self, state: tenacity.RetryCallState, batch_id: int, index: int) -> None:
-        self.context.on_retry()
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning("%s sink: batch %d row %d: %s (attempt %d of %d); retrying in %.3f s", self.name, batch_id,
-                       index, getattr(exc, "reason", exc), state.attempt_number, self.retry.max_attempts, wait)

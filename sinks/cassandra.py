@@ -20,7 +20,7 @@ from cassandra.cluster import Cluster, Session
 from cassandra.protocol import SyntaxException
 from cassandra.query import UNSET_VALUE, PreparedStatement, Statement
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.records import DeadLetter, StateChange
 from statefulstream.sink import Sink, SinkContext
@@ -100,7 +100,7 @@ class _CassandraTableSink(Sink):
     """Connection, schema creation, prepared statements and batch execution for one table."""
 
     def __init__(self, *, keyspace: str, table: str, schema: TableSchema | None,
-                 replication: Mapping[str, Any] | None, ttl: str | int | None,
+                 replication: Mapping[str, Any] | None, ttl: Duration | None,
                  options: CassandraOptions) -> None:
         if not keyspace or not table:
             msg = f"{type(self).__name__}: keyspace and table are required; got {keyspace!r}, {table!r}"
@@ -110,7 +110,7 @@ class _CassandraTableSink(Sink):
                      create_table_cql(keyspace, table, schema)] if schema is not None else []
         self.ttl_s: int | None = None
         if ttl is not None:
-            ttl_ms = parse_duration_ms(ttl, name="ttl") if isinstance(ttl, str) else int(ttl) * 1000
+            ttl_ms = parse_duration_ms(ttl, name="ttl")
             if ttl_ms < 1000:
                 msg = f"ttl must be at least 1 second (CQL TTLs are whole seconds); got {ttl!r}"
                 raise ConfigError(msg)
@@ -175,7 +175,7 @@ class _CassandraTableSink(Sink):
                 self._reject(batch_id, row, f"cannot bind row for {cql!r}: {exc}")
         doing = f"{type(self).__name__} {self.keyspace}.{self.table} batch {batch_id}"
         outcome = write_concurrently(self._connect(), statements, max_in_flight=self.options.max_in_flight,
-                                     backoff=self.options.backoff, doing=doing,
+                                     retry=self.options.retry, doing=doing,
                                      on_retry=self._context.on_retry)
         for index, error in outcome.rejected:
             self._reject(batch_id, rows[index], f"Cassandra rejected the row: {type(error).__name__}: {error}")
@@ -211,11 +211,11 @@ class CassandraSink(_CassandraTableSink):
         schema: a ``TableSchema`` to create the keyspace and table (``IF NOT
             EXISTS``) on first connect; ``None`` expects them to exist.
         replication: the keyspace's replication map when ``schema`` creates it.
-        ttl: expire written rows after this long (``"30 days"`` or seconds).
+        ttl: expire written rows after this long (``"30 days"`` or a ``timedelta``).
         ignore_nulls: bind ``None`` as unset (no tombstone, existing value kept).
         **connection: ``port``, ``username``, ``password``, ``ssl_context``,
             ``cafile``, ``certfile``, ``keyfile``, ``local_dc``, ``consistency``,
-            ``request_timeout``, ``max_in_flight``, ``backoff``,
+            ``request_timeout``, ``max_in_flight``, ``retry``,
             ``protocol_version``, ``cluster_options`` (see ``CassandraOptions``).
 
     Raises:
@@ -233,7 +233,7 @@ class CassandraSink(_CassandraTableSink):
     def __init__(self, *, hosts: str | Sequence[str], keyspace: str, table: str,
                  columns: Sequence[str] | Mapping[str, Field] | None = None,
                  schema: TableSchema | None = None, replication: Mapping[str, Any] | None = None,
-                 ttl: str | int | None = None, ignore_nulls: bool = False, **connection: Any) -> None:
+                 ttl: Duration | None = None, ignore_nulls: bool = False, **connection: Any) -> None:
         super().__init__(keyspace=keyspace, table=table, schema=schema, replication=replication, ttl=ttl,
                          options=CassandraOptions.create(hosts=hosts, **connection))
         if columns is None and schema is not None:
@@ -290,7 +290,7 @@ class CassandraStateSink(_CassandraTableSink):
                  key_columns: str | Sequence[str] = ("key",),
                  columns: Sequence[str] | Mapping[str, Field] | None = None,
                  timeout_column: str | None = "timeout_ms", schema: TableSchema | None = None,
-                 replication: Mapping[str, Any] | None = None, ttl: str | int | None = None,
+                 replication: Mapping[str, Any] | None = None, ttl: Duration | None = None,
                  **connection: Any) -> None:
         super().__init__(keyspace=keyspace, table=table, schema=schema, replication=replication, ttl=ttl,
                          options=CassandraOptions.create(hosts=hosts, **connection))

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import tenacity
 from cassandra import (
     AuthenticationFailed,
     ConsistencyLevel,
@@ -36,12 +35,14 @@ from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.connection import ConnectionException
-from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import RetryPolicy as DriverRetryPolicy
 from cassandra.protocol import IsBootstrappingErrorMessage, OverloadedErrorMessage
 from cassandra.query import Statement
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
+from statefulstream.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def is_retriable(exc: BaseException) -> bool:
     return isinstance(exc, RETRIABLE_ERRORS)
 
 
-class IdempotentWriteRetryPolicy(RetryPolicy):
+class IdempotentWriteRetryPolicy(DriverRetryPolicy):
     """The driver-level retry policy for upserts and deletes by primary key.
 
     Unlike the driver's default, write timeouts are retried: the sinks only
@@ -115,51 +116,8 @@ class IdempotentWriteRetryPolicy(RetryPolicy):
         return self._decide(retry_num, self.RETRY_NEXT_HOST)
 
 
-@dataclasses.dataclass(frozen=True)
-class Backoff:
-    """How a sink retries a batch's transient failures before giving up.
-
-    Attributes:
-        attempts: retries after the first try (0: fail at once).
-        initial_s: delay before the first retry.
-        max_s: cap on any delay.
-        multiplier: growth per retry.
-        jitter_s: up to this many seconds added at random to each delay, so
-            many writers do not retry in step.
-
-    >>> waits, errors = [], [SinkUnavailableError("down"), SinkUnavailableError("down")]
-    >>> def flaky():
-    ...     if errors:
-    ...         raise errors.pop()
-    ...     return "written"
-    >>> Backoff(attempts=3, initial_s=0.1, jitter_s=0).retrying(sleep=waits.append)(flaky), waits
-    ('written', [0.1, 0.2])
-    """
-
-    attempts: int = 3
-    initial_s: float = 0.2
-    max_s: float = 5.0
-    multiplier: float = 2.0
-    jitter_s: float = 0.1
-
-    def __post_init__(self) -> None:
-        if (self.attempts < 0 or self.initial_s < 0 or self.max_s < self.initial_s
-                or self.multiplier < 1 or self.jitter_s < 0):
-            msg = (f"Backoff: need attempts >= 0, 0 <= initial_s <= max_s, multiplier >= 1 and "
-                   f"jitter_s >= 0; got {self!r}")
-            raise ConfigError(msg)
-
-    def retrying(self, *, sleep: Callable[[float], None] = time.sleep) -> tenacity.Retrying:
-        """A tenacity policy retrying ``SinkUnavailableError`` per these settings, then re-raising it."""
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts + 1),
-            wait=(tenacity.wait_exponential(multiplier=self.initial_s, max=self.max_s, exp_base=self.multiplier)
-                  + tenacity.wait_random(0, self.jitter_s)),
-            retry=tenacity.retry_if_exception_type(SinkUnavailableError),
-            sleep=sleep, reraise=True)
-
-
-DEFAULT_BACKOFF = Backoff()
+DEFAULT_RETRY = RetryPolicy(max_attempts=4, initial_backoff="200 ms", max_backoff="5 seconds")
+"""A batch's transient failures are retried 3 times inside one write, 0.2 s doubling to at most 5 s apart."""
 
 
 def _consistency(value: str | int) -> int:
@@ -191,7 +149,7 @@ class CassandraOptions:
         consistency: write consistency level name, e.g. ``"LOCAL_QUORUM"``.
         request_timeout_s: client-side timeout of one request.
         max_in_flight: requests outstanding at once per batch.
-        backoff: retries of transient failures around each batch.
+        retry: retries of a batch's transient failures inside one write.
         protocol_version: native protocol version; ``None`` negotiates.
         cluster_options: extra ``Cluster(...)`` keyword arguments.
     """
@@ -208,7 +166,7 @@ class CassandraOptions:
     consistency: int = ConsistencyLevel.LOCAL_QUORUM
     request_timeout_s: float = 10.0
     max_in_flight: int = 64
-    backoff: Backoff = DEFAULT_BACKOFF
+    retry: RetryPolicy = DEFAULT_RETRY
     protocol_version: int | None = None
     cluster_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -217,8 +175,8 @@ class CassandraOptions:
                password: str | None = None, ssl_context: ssl.SSLContext | None = None,
                cafile: str | None = None, certfile: str | None = None, keyfile: str | None = None,
                local_dc: str | None = None, consistency: str | int = "LOCAL_QUORUM",
-               request_timeout: str | float = "10 seconds", max_in_flight: int = 64,
-               backoff: Backoff = DEFAULT_BACKOFF, protocol_version: int | None = None,
+               request_timeout: Duration = "10 seconds", max_in_flight: int = 64,
+               retry: RetryPolicy = DEFAULT_RETRY, protocol_version: int | None = None,
                cluster_options: Mapping[str, Any] | None = None) -> CassandraOptions:
         """Validate sink arguments, fill credentials from the environment.
 
@@ -242,15 +200,14 @@ class CassandraOptions:
         if ssl_context is not None and (cafile or certfile):
             msg = "give either ssl_context or cafile/certfile/keyfile, not both"
             raise ConfigError(msg)
-        timeout_ms = parse_duration_ms(request_timeout, name="request_timeout") \
-            if isinstance(request_timeout, str) else int(request_timeout * 1000)
-        if timeout_ms <= 0:
-            msg = f"request_timeout must be positive; got {request_timeout!r}"
+        timeout_ms = positive_duration_ms(request_timeout, name="request_timeout")
+        if not isinstance(retry, RetryPolicy):
+            msg = f"retry must be a statefulstream RetryPolicy; got {type(retry).__name__}"
             raise ConfigError(msg)
         return cls(hosts=tuple(hosts), port=port, username=username, password=password,
                    ssl_context=ssl_context, cafile=cafile, certfile=certfile, keyfile=keyfile,
                    local_dc=local_dc, consistency=_consistency(consistency),
-                   request_timeout_s=timeout_ms / 1000, max_in_flight=max_in_flight, backoff=backoff,
+                   request_timeout_s=timeout_ms / 1000, max_in_flight=max_in_flight, retry=retry,
                    protocol_version=protocol_version, cluster_options=dict(cluster_options or {}))
 
     def __repr__(self) -> str:
@@ -337,7 +294,7 @@ class WriteOutcome:
 
 
 def write_concurrently(session: Session, statements: Sequence[Statement], *, max_in_flight: int,
-                       backoff: Backoff, doing: str, on_retry: Callable[[], None] = lambda: None,
+                       retry: RetryPolicy, doing: str, on_retry: Callable[[], None] = lambda: None,
                        sleep: Callable[[float], None] = time.sleep) -> WriteOutcome:
     """Execute statements with at most ``max_in_flight`` outstanding; retry transient failures.
 
@@ -350,7 +307,7 @@ def write_concurrently(session: Session, statements: Sequence[Statement], *, max
         session: a connected driver session.
         statements: bound statements, in row order.
         max_in_flight: concurrency bound.
-        backoff: delays between rounds of retries.
+        retry: how often and how long apart rounds of retries run.
         doing: what is being written, for error messages (``'demo.sessions batch 7'``).
         on_retry: called once per statement retried (metrics).
         sleep: waits between rounds (tests pass a recorder).
@@ -385,14 +342,11 @@ def write_concurrently(session: Session, statements: Sequence[Statement], *, max
                    f"{type(last).__name__}: {last}")
             raise SinkUnavailableError(msg) from last
 
-    def before_retry(state: tenacity.RetryCallState) -> None:
-        logger.warning("%s (retry %d of %d)", state.outcome.exception() if state.outcome else "",
-                       state.attempt_number, backoff.attempts)
+    def before_retry(exc: BaseException, attempt_number: int, wait_s: float) -> None:
+        logger.warning("%s (attempt %d failed; retrying in %.3f s)", exc, attempt_number, wait_s)
         for _ in pending:
             on_retry()
         outcome.retried += len(pending)
 
-    retrying = backoff.retrying(sleep=sleep)
-    retrying.before_sleep = before_retry
-    retrying(attempt)
+    retry.call(attempt, retry_on=SinkUnavailableError, on_retry=before_retry, sleep=sleep)
     return outcome

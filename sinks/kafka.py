@@ -34,7 +34,7 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.json_rows import dumps
 from statefulstream.kafka_client import (
@@ -116,7 +116,7 @@ class KafkaSink(Sink):
     def __init__(self, topic: str, *, bootstrap_servers: str, key: str | KeyFunc | None = None,
                  value_format: str | Serializer = "json", transactional_id: str | None = None,
                  marker_topic: str | None = None, config: Mapping[str, Any] | None = None,
-                 headers: HeaderFunc | None = None, timeout: str | int | float | dt.timedelta = "30 seconds") -> None:
+                 headers: HeaderFunc | None = None, timeout: Duration = "30 seconds") -> None:
         self.topic = topic
         self.bootstrap_servers = bootstrap_servers
         self._key: KeyFunc | None = (lambda row: row.get(key)) if isinstance(key, str) else key

@@ -6,8 +6,8 @@ Delivery, per row and in row order (so a ``resolve`` never overtakes its
 ``trigger``)::
 
     2xx                          delivered
-    408, 425, 429, 5xx,          retried with exponential backoff and full jitter
-    connection error, timeout    (after the server's Retry-After when it sends one)
+    408, 425, 429, 5xx,          retried with jittered exponential backoff (``RetryPolicy``)
+    connection error, timeout    (waiting at least the server's Retry-After)
     other 4xx (400, 413, 422)    permanent: dead-lettered with the reason, the batch goes on
     3xx, 401, 403, 404, 405, 407 misconfiguration: SinkError, the app stops (nothing is lost)
 
@@ -35,15 +35,16 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from statefulstream.durations import Duration
 from statefulstream.errors import ConfigError
 from statefulstream.json_rows import dumps
+from statefulstream.retry import RetryPolicy
 from statefulstream.sinks._http import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
     MASK,
     Event,
     HttpEventSink,
-    RetryPolicy,
     stable_hash,
 )
 from statefulstream.timeutil import ms_to_datetime, to_epoch_ms
@@ -69,7 +70,7 @@ class WebhookSink(HttpEventSink):
     Args:
         url: the endpoint (http or https). Its path and query are treated as secret.
         headers: sent with every request; values are treated as secret.
-        timeout: per-request timeout, a duration string or milliseconds.
+        timeout: per-request timeout, e.g. ``"10 seconds"`` or a ``timedelta``.
         retry: the retry policy.
         rate_limit_per_s: at most this many requests per second (``None``: no limit).
         idempotency_key: a row field name or a callable ``row -> key``; ``None``
@@ -82,7 +83,7 @@ class WebhookSink(HttpEventSink):
 
     name = "webhook"
 
-    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None, timeout: int | str = DEFAULT_TIMEOUT,
+    def __init__(self, url: str, *, headers: Mapping[str, str] | None = None, timeout: Duration = DEFAULT_TIMEOUT,
                  retry: RetryPolicy = DEFAULT_RETRY, rate_limit_per_s: float | None = None,
                  idempotency_key: str | Callable[[Any], Any] | None = None,
                  idempotency_header: str = "Idempotency-Key") -> None:
@@ -208,7 +209,7 @@ class PagerDutySink(HttpEventSink):
             ``PAGERDUTY_ROUTING_KEY`` environment variable.
         url: the Events API endpoint (tests point it at a local server).
         source: ``payload.source`` for alerts that do not set it (default: the app name).
-        timeout: per-request timeout, a duration string or milliseconds.
+        timeout: per-request timeout, e.g. ``"10 seconds"`` or a ``timedelta``.
         retry: the retry policy.
         rate_limit_per_s: at most this many requests per second (``None``: no limit).
 
@@ -219,7 +220,7 @@ class PagerDutySink(HttpEventSink):
     name = "pagerduty"
 
     def __init__(self, routing_key: str | None = None, *, url: str = PAGERDUTY_EVENTS_URL, source: str | None = None,
-                 timeout: int | str = DEFAULT_TIMEOUT, retry: RetryPolicy = DEFAULT_RETRY,
+                 timeout: Duration = DEFAULT_TIMEOUT, retry: RetryPolicy = DEFAULT_RETRY,
                  rate_limit_per_s: float | None = None) -> None:
         routing_key = routing_key or os.environ.get("PAGERDUTY_ROUTING_KEY")
         if not routing_key:

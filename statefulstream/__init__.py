@@ -27,10 +27,10 @@ from statefulstream.errors import (
     UserFunctionError,
     WatermarkNotDefinedError,
 )
-from statefulstream.executor import SinkRetry
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout, OutputMode
 from statefulstream.records import DeadLetter, GroupValues, StateChange
+from statefulstream.retry import RetryPolicy
 from statefulstream.schema import Schema
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
@@ -56,11 +56,11 @@ __all__ = [
     "InvalidTimeoutError",
     "OutputMode",
     "RecordError",
+    "RetryPolicy",
     "Schema",
     "Sink",
     "SinkError",
     "SinkRejectedError",
-    "SinkRetry",
     "SinkUnavailableError",
     "Source",
     "SourceError",

@@ -22,12 +22,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from statefulstream.checkpoint.plan_log import MemoryPlanLog, PlanLog
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError
-from statefulstream.executor import DEFAULT_SINK_RETRY, Executor, SinkRetry
+from statefulstream.executor import DEFAULT_SINK_RETRY, Executor
 from statefulstream.observe.config_view import app_config, trigger_text
 from statefulstream.observe.health import Health
 from statefulstream.observe.metrics import Metrics
@@ -38,8 +39,9 @@ from statefulstream.observe.server import MetricsServer, parse_address
 from statefulstream.observe.state_query import StateQueries
 from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
-from statefulstream.pipeline import Step
+from statefulstream.pipeline import Step, StepKind
 from statefulstream.records import DeadLetter
+from statefulstream.retry import RetryPolicy
 from statefulstream.script_runs import defer_run
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
@@ -70,7 +72,9 @@ class App:
             checkpoint, memory (``app.dead_letter_sink``) plus a warning log.
         clock: processing-time clock in epoch ms (tests inject a fake one).
         keep_batches: offsets-log entries kept for inspection (>= 1).
-        sink_retry: how long a failing sink holds the stream before the app stops.
+        sink_retry: how long a failing sink (one raising ``SinkUnavailableError``)
+            holds the stream before the app stops: a ``RetryPolicy``; default
+            5 minutes, 0.5 s doubling to 30 s between tries.
         state_cache_keys: hot keys cached in front of RocksDB.
         metrics_address: serve ``/metrics``, ``/health`` and ``/ready`` there
             while ``run`` runs: ``"127.0.0.1:9108"``, ``":9108"`` or ``9108``
@@ -95,11 +99,11 @@ class App:
     """
 
     def __init__(self, name: str, *, source: Source | None = None, checkpoint_dir: str | os.PathLike[str] | None = None,
-                 trigger: Trigger | str | int | None = None, max_records_per_trigger: int | None = None,
+                 trigger: Trigger | str | timedelta | None = None, max_records_per_trigger: int | None = None,
                  dead_letters: Sink | str | os.PathLike[str] | None = None, clock: Clock | None = None,
-                 keep_batches: int = 100, sink_retry: SinkRetry = DEFAULT_SINK_RETRY,
+                 keep_batches: int = 100, sink_retry: RetryPolicy = DEFAULT_SINK_RETRY,
                  state_cache_keys: int = 100_000, metrics_address: str | int | None = None,
-                 health_timeout: str | int | None = None, state_queries: bool = True) -> None:
+                 health_timeout: Duration | None = None, state_queries: bool = True) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"App name must be a non-empty string; got {name!r}")
         if max_records_per_trigger is not None and (
@@ -115,6 +119,10 @@ class App:
         self.max_records_per_trigger = max_records_per_trigger
         self.clock: Clock = clock or system_clock
         self.keep_batches = keep_batches
+        if not isinstance(sink_retry, RetryPolicy):
+            msg = (f"sink_retry must be a RetryPolicy, e.g. RetryPolicy(max_attempts=None, max_elapsed='5 minutes'); "
+                   f"got {type(sink_retry).__name__}")
+            raise ConfigError(msg)
         self.sink_retry = sink_retry
         self.state_cache_keys = state_cache_keys
         if dead_letters is not None and not isinstance(dead_letters, (Sink, str, os.PathLike)):
@@ -148,21 +156,21 @@ class App:
 
     def map(self, func: F) -> F:
         """Add a stateless step: each record becomes ``func(record)``. Usable as a decorator."""
-        return self._step("map", func)
+        return self._step(StepKind.MAP, func)
 
     def filter(self, func: F) -> F:
         """Add a stateless step keeping records for which ``func(record)`` is true."""
-        return self._step("filter", func)
+        return self._step(StepKind.FILTER, func)
 
     def flat_map(self, func: F) -> F:
         """Add a stateless step: each record becomes the records of the iterable ``func(record)``."""
-        return self._step("flat_map", func)
+        return self._step(StepKind.FLAT_MAP, func)
 
-    def _step(self, kind: str, func: F) -> F:
+    def _step(self, kind: StepKind, func: F) -> F:
         if not callable(func):
-            raise ConfigError(f"app.{kind}() takes a function of one record; got {type(func).__name__}")
+            raise ConfigError(f"app.{kind.value}() takes a function of one record; got {type(func).__name__}")
         if self.operator is not None:
-            raise ConfigError(f"app.{kind}(): stateless steps run before the stateful operator; "
+            raise ConfigError(f"app.{kind.value}(): stateless steps run before the stateful operator; "
                               f"define them before @app.*_groups_with_state")
         self.steps.append(Step(kind, func))
         return func
@@ -211,9 +219,9 @@ class App:
 
         return register
 
-    def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: int | str | None = None,
+    def aggregate(self, *, key: Any, event_time: Any, window: Any, aggs: Any, watermark_delay: Duration | None = None,
                   output_mode: str = "append", sink: Sink | Sequence[Sink] | None = None,
-                  name: str | None = None, max_event_time_ahead: int | str | None = None) -> StatefulOperator:
+                  name: str | None = None, max_event_time_ahead: Duration | None = None) -> StatefulOperator:
         """Make this app's stateful operator an event-time windowed aggregation (Spark's
         ``groupBy(key, window(ts, ...)).agg(...)`` with ``withWatermark``).
 
@@ -246,17 +254,21 @@ class App:
 
     # --- running
 
-    def run(self, trigger: Trigger | str | int | None = None) -> None:
+    def run(self, trigger: Trigger | str | timedelta | None = None, *, engine: str = "embedded", **spark: Any) -> None:
         """Run until the trigger is done (``once``/``available_now``) or :meth:`stop` / SIGTERM / SIGINT.
 
         A stop lets the running batch finish and commit. Errors propagate:
         ``UserFunctionError`` when the handler raised, ``SinkError`` when a
         sink stayed down, ``CheckpointError``/``StateError`` for an unusable
         checkpoint; in every case the uncommitted batch is replayed next start.
+        ``engine="spark"`` runs it as a Spark query: ``spark=``, ``master=``, ``source_options=`` (docs/spark.md).
         """
         if defer_run(self, trigger):  # statefulstream run is loading the file: it runs the app itself
             return
         trig = Trigger.parse(trigger) if trigger is not None else self.trigger
+        if engine != "embedded" or spark:  # statefulstream.spark checks the engine name and its options
+            from statefulstream.spark import run_on_spark
+            return run_on_spark(self, trig, self._stop, self._install_signal_handlers, engine=engine, **spark)
         executor = self.build_executor()
         self.metrics.declare_sinks(executor.sink_names)
         bar = ProgressBar(self.name) if trig.kind is TriggerKind.AVAILABLE_NOW else None

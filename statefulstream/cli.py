@@ -88,8 +88,14 @@ def main() -> None:
 @click.option("--metrics-address", help="Serve /metrics, /health, /ready here, e.g. 127.0.0.1:9108.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(LEVELS, case_sensitive=False))
+@click.option("--engine", type=click.Choice(["embedded", "spark"]), default="embedded", show_default=True,
+              help="Run in this process, or as a Spark Structured Streaming query (docs/spark.md).")
+@click.option("--master", help="Spark master URL for --engine spark, e.g. local[2] (spark-submit sets its own).")
+@click.option("--source-option", "source_options", multiple=True, metavar="NAME=VALUE",
+              help="An option for Spark's reader with --engine spark, e.g. maxFilesPerTrigger=1; repeatable.")
 def run(target: str, trigger: str | None, max_records: int | None, checkpoint_dir: str | None,
-        metrics_address: str | None, log_level: str) -> None:
+        metrics_address: str | None, log_level: str, engine: str, master: str | None,
+        source_options: tuple[str, ...]) -> None:
     """Run the App defined in PATH.py until its trigger is done or Ctrl-C / SIGTERM.
 
     A stop finishes and commits the running batch. After a crash, the next
@@ -103,12 +109,25 @@ def run(target: str, trigger: str | None, max_records: int | None, checkpoint_di
         app.checkpoint_dir = checkpoint_dir
     if metrics_address is not None:
         app.metrics_address = metrics_address
-    _run(app, trigger)
+    if engine == "embedded":
+        if master is not None or source_options:
+            raise click.UsageError("--master and --source-option need --engine spark")
+        _run(app, trigger)
+        return
+    options = dict(_name_value(o) for o in source_options)
+    _run(app, trigger, engine="spark", master=master, source_options=options)
 
 
-def _run(app: App, trigger: str | None) -> None:
+def _name_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise click.UsageError(f"--source-option takes NAME=VALUE (e.g. maxFilesPerTrigger=1); got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _run(app: App, trigger: str | None, **engine: Any) -> None:
     try:
-        app.run(trigger)
+        app.run(trigger, **engine)
     except StatefulStreamError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 

@@ -11,6 +11,7 @@ that drops or multiplies records notes it in the batch's ``Lineage``.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable, Hashable, Iterable
 from itertools import compress
 from typing import Any, NamedTuple
@@ -20,17 +21,28 @@ from statefulstream.records import DeadLetter, GroupValues
 from statefulstream.timeutil import MAX_TIME_MS, MIN_TIME_MS, all_epoch_ms, format_ms, to_epoch_ms
 
 
+class StepKind(enum.Enum):
+    """What a stateless step does with each record."""
+
+    MAP = "map"
+    """The record becomes ``func(record)``."""
+    FILTER = "filter"
+    """The record is kept when ``func(record)`` is true."""
+    FLAT_MAP = "flat_map"
+    """The record becomes the records of the iterable ``func(record)``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """A stateless step before the stateful operator: ``map``, ``filter`` or ``flat_map``."""
+    """A stateless step before the stateful operator."""
 
-    kind: str
+    kind: StepKind
     func: Callable[[Any], Any]
 
     @property
     def name(self) -> str:
         """``kind:function_name`` for messages."""
-        return f"{self.kind}:{getattr(self.func, '__name__', 'step')}"
+        return f"{self.kind.value}:{getattr(self.func, '__name__', 'step')}"
 
 
 def apply_each(func: Callable[[Any], Any], records: list[Any], *, error: str, what: str, lineage: Lineage,
@@ -64,9 +76,9 @@ def run_steps(steps: Iterable[Step], records: list[Any], *, lineage: Lineage, de
     for step in steps:
         kind, func = step.kind, step.func
         what = f"step {step.name} raised"
-        if kind == "map":
+        if kind is StepKind.MAP:
             _, records = apply_each(func, records, error="step", what=what, lineage=lineage, dead=dead)
-        elif kind == "filter":
+        elif kind is StepKind.FILTER:
             kept, verdicts = apply_each(func, records, error="step", what=what, lineage=lineage, dead=dead)
             lineage.mask(verdicts)
             records = list(compress(kept, verdicts))

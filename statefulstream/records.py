@@ -48,6 +48,13 @@ class DeadLetter:
                 "source": self.source, "position": dict(self.position), "raw": raw}
 
 
+NO_TIMEOUT_MS = -1
+"""The timeout deadline (epoch ms) of a group with no timeout set: the one spelling, everywhere."""
+
+NO_WATERMARK_MS = -1
+"""The watermark (epoch ms) before any event time was seen, or of an operator without one (Spark's ``NO_TIMESTAMP``)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StateChange:
     """One changed state row, as a ``state_sink`` receives it after each batch.
@@ -56,13 +63,13 @@ class StateChange:
         key: the group key.
         value: the new state value (``None`` when ``removed``).
         removed: the group no longer has state (delete it downstream).
-        timeout_ms: the group's timeout deadline, or -1.
+        timeout_ms: the group's timeout deadline, or ``NO_TIMEOUT_MS``.
     """
 
     key: Any
     value: Any
     removed: bool
-    timeout_ms: int = -1
+    timeout_ms: int = NO_TIMEOUT_MS
 
 
 class GroupValues(list):  # type: ignore[type-arg]  # holds any record type

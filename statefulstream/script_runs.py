@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from statefulstream.app import App
+    from statefulstream.durations import Duration
     from statefulstream.triggers import Trigger
 
 
@@ -26,7 +27,7 @@ class DeferredRun:
     """An ``app.run(trigger)`` call made while an app file was being loaded."""
 
     app: App
-    trigger: Trigger | str | int | None
+    trigger: Trigger | Duration | None
 
 
 _deferred: contextvars.ContextVar[list[DeferredRun] | None] = contextvars.ContextVar("deferred_runs", default=None)
@@ -43,7 +44,7 @@ def deferring_runs() -> Iterator[list[DeferredRun]]:
         _deferred.reset(token)
 
 
-def defer_run(app: App, trigger: Trigger | str | int | None) -> bool:
+def defer_run(app: App, trigger: Trigger | Duration | None) -> bool:
     """Record ``app.run(trigger)`` if runs are being deferred; return whether it was."""
     calls = _deferred.get()
     if calls is None:

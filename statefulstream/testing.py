@@ -35,10 +35,11 @@ from statefulstream.executor import Executor
 from statefulstream.memory_sink import MemorySink
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.options import GroupStateTimeout
+from statefulstream.records import NO_TIMEOUT_MS, NO_WATERMARK_MS
 from statefulstream.sources.memory import CRASH, MemorySource, SimulatedCrashError
 from statefulstream.state.group_state import GroupState
 from statefulstream.state.memory import MemoryStateStore
-from statefulstream.state.store import NO_TIMEOUT_MS, StateRow
+from statefulstream.state.store import StateRow
 
 ListSink = MemorySink
 """A sink that keeps rows in a list (``.rows``); the same class as ``statefulstream.sinks.MemorySink``."""
@@ -66,10 +67,10 @@ class FakeClock:
         self.now_ms = ms
 
     def advance(self, duration: int | str) -> None:
-        """Move the time forward by ms or a string like ``"1 minute"``."""
-        from statefulstream.durations import parse_duration_ms
+        """Move the time forward by ms (a clock value, like Spark's ``ManualClock``) or a string like ``"1 minute"``."""
+        from statefulstream.durations import ms_or_duration
 
-        self.now_ms += parse_duration_ms(duration, name="advance")
+        self.now_ms += ms_or_duration(duration, name="advance")
 
 
 def make_group_state(value: Any = None, *, timeout: GroupStateTimeout | str | None = None,
@@ -86,7 +87,7 @@ def make_group_state(value: Any = None, *, timeout: GroupStateTimeout | str | No
     """
     return GroupState(value, value is not None, timeout=GroupStateTimeout.parse(timeout),
                       batch_processing_time_ms=batch_processing_time_ms,
-                      watermark_ms=watermark_ms if watermark_ms is not None else -1,
+                      watermark_ms=watermark_ms if watermark_ms is not None else NO_WATERMARK_MS,
                       watermark_present=watermark_ms is not None, has_timed_out=has_timed_out)
 
 
@@ -162,7 +163,7 @@ class StreamTester:
         return row.value if row is not None else None
 
     def timeout_ms(self, key: Hashable) -> int:
-        """The committed timeout deadline of ``key``, or -1."""
+        """The committed timeout deadline of ``key``, or ``NO_TIMEOUT_MS``."""
         row = self._row(key)
         return row.timeout_ms if row is not None else NO_TIMEOUT_MS
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from statefulstream.durations import positive_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError
 
 
@@ -42,8 +42,8 @@ class Trigger:
         return cls(TriggerKind.DEFAULT)
 
     @classmethod
-    def processing_time(cls, interval: int | str) -> Trigger:
-        """One batch per ``interval`` (ms or a string like ``"10 seconds"``)."""
+    def processing_time(cls, interval: Duration) -> Trigger:
+        """One batch per ``interval``: a string like ``"10 seconds"`` or a ``timedelta``."""
         return cls(TriggerKind.PROCESSING_TIME, positive_duration_ms(interval, name="trigger interval"))
 
     @classmethod
@@ -62,7 +62,7 @@ class Trigger:
         return self.kind in (TriggerKind.ONCE, TriggerKind.AVAILABLE_NOW)
 
     @classmethod
-    def parse(cls, value: Trigger | str | int | None) -> Trigger:
+    def parse(cls, value: Trigger | Duration | None) -> Trigger:
         """Return a trigger for ``None``, ``"once"``, ``"available_now"``, an interval, or a ``Trigger``.
 
         >>> Trigger.parse("10 seconds")
@@ -80,9 +80,10 @@ class Trigger:
                 return cls.available_now()
             if norm in ("default", "continuous"):
                 return cls.default()
-        try:
-            return cls.processing_time(value)
-        except ConfigError:
-            msg = (f"trigger must be None, 'once', 'available_now', an interval like '10 seconds', or a "
-                   f"Trigger; got {value!r}")
-            raise ConfigError(msg) from None
+            try:
+                return cls.processing_time(value)
+            except ConfigError:
+                msg = (f"trigger must be None, 'once', 'available_now', an interval like '10 seconds', or a "
+                       f"Trigger; got {value!r}")
+                raise ConfigError(msg) from None
+        return cls.processing_time(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ class TestDurationsAndTriggers:
         assert Trigger.parse("available_now").kind is TriggerKind.AVAILABLE_NOW
         assert Trigger.parse("availableNow").kind is TriggerKind.AVAILABLE_NOW
         assert Trigger.parse("once").stops and not Trigger.parse(None).stops
-        assert Trigger.parse(250) == Trigger.processing_time("250 ms")
+        assert Trigger.parse(dt.timedelta(milliseconds=250)) == Trigger.processing_time("250 ms")
         with pytest.raises(ConfigError, match="trigger must be"):
             Trigger.parse("0 seconds")
 

@@ -35,12 +35,13 @@ from cassandra import (
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import NoHostAvailable
 from cassandra.cqltypes import Int32Type, LongType, UTF8Type
-from cassandra.policies import DCAwareRoundRobinPolicy, RetryPolicy, TokenAwarePolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.policies import RetryPolicy as DriverRetryPolicy
 from cassandra.protocol import ColumnMetadata, OverloadedErrorMessage
 from cassandra.query import UNSET_VALUE, PreparedStatement
 from cql_server import OVERLOADED, UNAVAILABLE, WRITE_TIMEOUT, CqlServer
 
-from statefulstream import App, GroupState
+from statefulstream import App, GroupState, RetryPolicy
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.memory_sink import MemorySink
 from statefulstream.records import DeadLetter, StateChange
@@ -50,7 +51,6 @@ from statefulstream.sinks.cassandra_client import (
     PASSWORD_ENV,
     RETRIABLE_ERRORS,
     USERNAME_ENV,
-    Backoff,
     CassandraOptions,
     IdempotentWriteRetryPolicy,
     is_retriable,
@@ -170,16 +170,16 @@ class TestRetryPolicy:
 
     def test_write_timeout_is_retried_once_on_the_same_host(self) -> None:
         assert self.policy.on_write_timeout(None, ConsistencyLevel.LOCAL_QUORUM, "SIMPLE", 2, 1, 0) == \
-            (RetryPolicy.RETRY, None)
+            (DriverRetryPolicy.RETRY, None)
         assert self.policy.on_write_timeout(None, ConsistencyLevel.LOCAL_QUORUM, "SIMPLE", 2, 1, 1) == \
-            (RetryPolicy.RETHROW, None)
+            (DriverRetryPolicy.RETHROW, None)
 
     def test_unavailable_and_request_errors_go_to_the_next_host(self) -> None:
-        assert self.policy.on_unavailable(None, ConsistencyLevel.ONE, 1, 0, 0)[0] == RetryPolicy.RETRY_NEXT_HOST
+        assert self.policy.on_unavailable(None, ConsistencyLevel.ONE, 1, 0, 0)[0] == DriverRetryPolicy.RETRY_NEXT_HOST
         assert self.policy.on_request_error(None, ConsistencyLevel.ONE, OperationTimedOut(), 0)[0] == \
-            RetryPolicy.RETRY_NEXT_HOST
+            DriverRetryPolicy.RETRY_NEXT_HOST
         assert self.policy.on_request_error(None, ConsistencyLevel.ONE, OperationTimedOut(), 1)[0] == \
-            RetryPolicy.RETHROW
+            DriverRetryPolicy.RETHROW
 
     def test_driver_errors_are_classified(self) -> None:
         transient = [Unavailable("x"), WriteTimeout("x", write_type=0), OperationTimedOut("x"),
@@ -316,13 +316,13 @@ class RecordingSession:
         future.finish(error)
 
 
-NO_WAIT = Backoff(attempts=3, initial_s=0.0, jitter_s=0.0)
+NO_WAIT = RetryPolicy(max_attempts=4, initial_backoff="1 ms", max_backoff="1 ms", jitter=0)
 
 
 class TestWriteConcurrently:
     def test_no_more_than_max_in_flight_requests_are_outstanding(self) -> None:
         session = RecordingSession()
-        write_concurrently(session, list(range(60)), max_in_flight=4, backoff=NO_WAIT, doing="t")
+        write_concurrently(session, list(range(60)), max_in_flight=4, retry=NO_WAIT, doing="t")
         assert sorted(session.executed) == list(range(60))
         assert session.max_in_flight == 4
 
@@ -331,8 +331,8 @@ class TestWriteConcurrently:
                                     5: [OperationTimedOut()]})
         sleeps: list[float] = []
         retries: list[int] = []
-        outcome = write_concurrently(session, list(range(8)), max_in_flight=8,
-                                     backoff=Backoff(attempts=3, initial_s=0.5, multiplier=3, jitter_s=0),
+        policy = RetryPolicy(max_attempts=4, initial_backoff="500 ms", multiplier=3, jitter=0)
+        outcome = write_concurrently(session, list(range(8)), max_in_flight=8, retry=policy,
                                      doing="t", on_retry=lambda: retries.append(1), sleep=sleeps.append)
         assert sleeps == [0.5, 1.5]
         assert sorted(session.executed[8:]) == [3, 3, 5] and outcome.retried == 3 == len(retries)
@@ -341,21 +341,21 @@ class TestWriteConcurrently:
     def test_still_failing_after_retries_raises_unavailable_naming_the_error(self) -> None:
         session = RecordingSession({1: [Unavailable("replicas down")] * 5})
         with pytest.raises(SinkUnavailableError, match=r"demo.s batch 4: 1 of 3 writes failed.*Unavailable") as info:
-            write_concurrently(session, [0, 1, 2], max_in_flight=2, backoff=NO_WAIT, doing="demo.s batch 4",
+            write_concurrently(session, [0, 1, 2], max_in_flight=2, retry=NO_WAIT, doing="demo.s batch 4",
                                sleep=lambda s: None)
         assert isinstance(info.value.__cause__, Unavailable)
         assert session.executed.count(1) == 4
 
     def test_invalid_rows_are_rejected_and_the_rest_written(self) -> None:
         session = RecordingSession({2: [InvalidRequest("null partition key")]})
-        outcome = write_concurrently(session, [0, 1, 2, 3], max_in_flight=2, backoff=NO_WAIT, doing="t")
+        outcome = write_concurrently(session, [0, 1, 2, 3], max_in_flight=2, retry=NO_WAIT, doing="t")
         assert [(i, type(e)) for i, e in outcome.rejected] == [(2, InvalidRequest)]
         assert len(session.executed) == 4
 
     def test_permission_errors_stop_with_a_sink_error(self) -> None:
         session = RecordingSession({0: [Unauthorized("no MODIFY permission")]})
         with pytest.raises(SinkError, match="Unauthorized: no MODIFY permission") as info:
-            write_concurrently(session, [0, 1], max_in_flight=2, backoff=NO_WAIT, doing="t")
+            write_concurrently(session, [0, 1], max_in_flight=2, retry=NO_WAIT, doing="t")
         assert not isinstance(info.value, SinkUnavailableError)
 
 
@@ -380,7 +380,7 @@ def server() -> Iterator[CqlServer]:
 def _sink(server: CqlServer, **kwargs: Any) -> CassandraSink:
     options: dict[str, Any] = {"hosts": ["127.0.0.1"], "port": server.port, "keyspace": "demo", "table": "sessions",
                                "schema": SESSIONS, "username": "app", "password": "hunter2", "protocol_version": 4,
-                               "backoff": NO_WAIT}
+                               "retry": NO_WAIT}
     return CassandraSink(**{**options, **kwargs})
 
 
@@ -552,7 +552,7 @@ STATE = state_table_schema({"user": "text"}, {"count": "int", "last": "bigint"})
 def _state_sink(server: CqlServer, **kwargs: Any) -> CassandraStateSink:
     options: dict[str, Any] = {"hosts": "127.0.0.1", "port": server.port, "keyspace": "demo", "table": "state",
                                "key_columns": "user", "columns": ["count", "last"], "schema": STATE,
-                               "username": "app", "password": "hunter2", "protocol_version": 4, "backoff": NO_WAIT}
+                               "username": "app", "password": "hunter2", "protocol_version": 4, "retry": NO_WAIT}
     return CassandraStateSink(**{**options, **kwargs})
 
 

@@ -90,7 +90,7 @@ class TestFileSourcePositions:
         def twice(rec: dict[str, Any] | str) -> int:
             return 1 if isinstance(rec, str) or rec["n"] % 2 else 2
 
-        got = run_file_app(path, configure, event_time="ts", watermark_delay=0)
+        got = run_file_app(path, configure, event_time="ts", watermark_delay="0 ms")
         want = sorted(p for n, rec in enumerate(lines, 1) if (err := fails(rec)) for p in [(err, n)] * twice(rec))
         assert positions(got) == want
         assert {r["position"]["file"] for r in got} == {str(path)}
@@ -105,7 +105,7 @@ class TestFileSourcePositions:
         path.write_text("".join(json.dumps(r) + "\n" for r in first))
         dead = MemorySink()
         app = App("late", source=FileSource(path), dead_letters=dead, trigger="available_now")
-        app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay=0,
+        app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay="0 ms",
                                        timeout=GroupStateTimeout.EVENT_TIME)(no_op)
         app.run()  # batch 0 moves the watermark to 100000; the no-data batch 1 runs with it
         second = [{"k": 2, "ts": 5}, {"ts": 200_000}, {"k": 3, "ts": 6}, {"ts": 7}, {"ts": 300_000}]

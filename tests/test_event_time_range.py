@@ -194,7 +194,8 @@ class TestMaxEventTimeAhead:
         app = App("ahead")
         seen: list[int] = []
 
-        @app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay=0, max_event_time_ahead=1000)
+        @app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay="0 ms",
+                                        max_event_time_ahead="1 second")
         def f(key: Any, values: list, state: GroupState[int]) -> Any:
             seen.extend(v["ts"] for v in values)
             return []
@@ -211,7 +212,7 @@ class TestMaxEventTimeAhead:
         with pytest.raises(ConfigError, match="max_event_time_ahead= needs event_time="):
             app.flat_map_groups_with_state(key="k", max_event_time_ahead="1 day")(lambda k, v, s: [])
         with pytest.raises(ConfigError, match="max_event_time_ahead must be positive"):
-            app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay=0,
+            app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay="0 ms",
                                            max_event_time_ahead="0 seconds")(lambda k, v, s: [])
 
 
@@ -236,7 +237,7 @@ class TestTimeoutRange:
         write_jsonl(data / "a.jsonl", [{"user": "u1", "ts": T0}])
         app = App("t", source=FileSource(data), checkpoint_dir=tmp_path / "ckpt", trigger="available_now")
 
-        @app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=0, timeout=ET)
+        @app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay="0 ms", timeout=ET)
         def f(key: Any, values: list, state: GroupState[int]) -> Any:
             state.set_timeout_timestamp(2**63 - 1)
             return []

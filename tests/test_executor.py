@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from typing import Any
 
@@ -24,7 +25,7 @@ def recorder_app(timeout: GroupStateTimeout = GroupStateTimeout.NO_TIMEOUT, **op
     app = App("rec")
     if timeout is ET:
         options.setdefault("event_time", "ts")
-        options.setdefault("watermark_delay", 10)
+        options.setdefault("watermark_delay", "10 ms")
 
     @app.flat_map_groups_with_state(key="k", timeout=timeout, **options)
     def handler(key: Any, values: list, state: GroupState[int]) -> Any:
@@ -144,7 +145,7 @@ class TestProcessingTimeTimeouts:
 
 class TestEventTime:
     def test_watermark_is_max_event_time_minus_delay_effective_next_batch(self) -> None:
-        app, calls = recorder_app(ET, watermark_delay=600_000)
+        app, calls = recorder_app(ET, watermark_delay="10 minutes")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 100_000}])
         assert t.progress is not None and t.progress.watermark_ms == 0  # first batch runs with 0
@@ -153,14 +154,14 @@ class TestEventTime:
         assert t.watermark_ms == base + 4 * 60_000  # max 12:14 - 10 min = 12:04
 
     def test_watermark_never_moves_back(self) -> None:
-        app, _ = recorder_app(GroupStateTimeout.NO_TIMEOUT, event_time="ts", watermark_delay=10)
+        app, _ = recorder_app(GroupStateTimeout.NO_TIMEOUT, event_time="ts", watermark_delay="10 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 1000}])
         t.run_batch([{"k": "b", "ts": 500}])
         assert t.watermark_ms == 990
 
     def test_late_rows_at_or_below_previous_watermark_are_dropped_and_counted(self) -> None:
-        app, calls = recorder_app(ET, watermark_delay=10)
+        app, calls = recorder_app(ET, watermark_delay="10 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 1000, "v": 1}])  # watermark for the next batch: 990
         t.run_batch([])  # the no-data batch a real run makes; now late rows are those <= 990
@@ -176,7 +177,7 @@ class TestEventTime:
         app = App("two-wm")
         seen: list[tuple[Any, int]] = []
 
-        @app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay=0, timeout=ET)
+        @app.flat_map_groups_with_state(key="k", event_time="ts", watermark_delay="0 ms", timeout=ET)
         def f(key: Any, values: list, state: GroupState[int]) -> Any:
             seen.append((key, state.get_current_watermark_ms()))
             return []
@@ -191,7 +192,7 @@ class TestEventTime:
         assert seen[-1] == ("c", 200) and t.progress is not None and t.progress.records_late == 1
 
     def test_no_late_drop_without_event_time_timeout_but_counted(self) -> None:
-        app, calls = recorder_app(GroupStateTimeout.NO_TIMEOUT, event_time="ts", watermark_delay=10)
+        app, calls = recorder_app(GroupStateTimeout.NO_TIMEOUT, event_time="ts", watermark_delay="10 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 1000}])
         t.run_batch([])
@@ -200,7 +201,7 @@ class TestEventTime:
         assert t.progress.records_late == 0 and t.progress.records_late_kept == 1
 
     def test_event_time_timeout_fires_when_watermark_passes_deadline(self) -> None:
-        app, calls = recorder_app(ET, watermark_delay=10)
+        app, calls = recorder_app(ET, watermark_delay="10 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 100}])            # deadline 105; next watermark 90
         t.run_batch([{"k": "b", "ts": 115}])            # evict 90; next 105
@@ -209,14 +210,14 @@ class TestEventTime:
         assert t.run_batch([]) == [("timeout", "a")]     # evict 106 > 105
 
     def test_first_batch_drops_event_times_at_or_before_epoch(self) -> None:
-        app, calls = recorder_app(ET, watermark_delay=10)
+        app, calls = recorder_app(ET, watermark_delay="10 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 0}, {"k": "b", "ts": 1}])
         assert [c["key"] for c in calls] == ["b"]
 
     @pytest.mark.parametrize("ts,expected_ms", [(1.5, 1500), ("1970-01-01T00:00:02Z", 2000)])
     def test_event_time_seconds_float_and_iso_strings(self, ts: Any, expected_ms: int) -> None:
-        app, _ = recorder_app(GroupStateTimeout.NO_TIMEOUT, event_time="ts", watermark_delay=0)
+        app, _ = recorder_app(GroupStateTimeout.NO_TIMEOUT, event_time="ts", watermark_delay="0 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": ts}])
         assert t.watermark_ms == expected_ms
@@ -324,7 +325,7 @@ class TestUserErrors:
 
 class TestAccounting:
     def test_read_equals_processed_plus_late_plus_dead_lettered(self) -> None:
-        app, _ = recorder_app(ET, watermark_delay=0)
+        app, _ = recorder_app(ET, watermark_delay="0 ms")
         t = StreamTester(app)
         t.run_batch([{"k": "a", "ts": 50}])
         t.run_batch([])
@@ -380,7 +381,7 @@ class TestTriggersAndNoDataBatches:
         assert batches == [2, 2, 1]  # no-data batches never run without timeouts
 
     def test_available_now_runs_the_no_data_batch_the_watermark_calls_for(self) -> None:
-        app, batches = self.counting_app(ET, [{"k": "a", "ts": 100}, {"k": "b", "ts": 200}], watermark_delay=10)
+        app, batches = self.counting_app(ET, [{"k": "a", "ts": 100}, {"k": "b", "ts": 200}], watermark_delay="10 ms")
         run_app(app, "available_now")
         assert batches == [2, 0]  # the watermark moved to 190, so one no-data batch fires a's timeout
 
@@ -469,10 +470,11 @@ class TestBackpressure:
             super().write(batch_id, rows)
 
     def make(self, sink: MemorySink, max_seconds: float) -> App:
-        from statefulstream import SinkRetry
+        from statefulstream import RetryPolicy
 
         app = App("bp", source=MemorySource([{"k": "a"}]),
-                  sink_retry=SinkRetry(max_seconds=max_seconds, initial_backoff_s=0.001, max_backoff_s=0.01))
+                  sink_retry=RetryPolicy(max_attempts=None, max_elapsed=dt.timedelta(seconds=max_seconds),
+                                         initial_backoff="1 ms", max_backoff="10 ms"))
 
         @app.flat_map_groups_with_state(key="k", sink=sink)
         def f(key: Any, values: list, state: GroupState[int]) -> Any:

@@ -16,7 +16,8 @@ from statefulstream import (
     TimeoutNotConfiguredError,
     WatermarkNotDefinedError,
 )
-from statefulstream.state.group_state import NO_TIMESTAMP, Outcome
+from statefulstream.records import NO_TIMEOUT_MS
+from statefulstream.state.group_state import Outcome
 from statefulstream.testing import make_group_state
 
 PT = GroupStateTimeout.PROCESSING_TIME
@@ -87,7 +88,7 @@ class TestReadingAndUpdating:
         state.remove()
         state.update(6)
         assert state.exists and state.get() == 6
-        assert state.outcome(NO_TIMESTAMP) == Outcome("put", 6, NO_TIMESTAMP)
+        assert state.outcome(NO_TIMEOUT_MS) == Outcome("put", 6, NO_TIMEOUT_MS)
 
     def test_has_timed_out_only_in_timeout_call(self) -> None:
         assert make_group_state(timeout=PT).has_timed_out is False
@@ -98,13 +99,13 @@ class TestProcessingTimeTimeout:
     def test_duration_is_added_to_batch_time(self) -> None:
         state = make_group_state(timeout=PT, batch_processing_time_ms=1000)
         state.set_timeout_duration(500)
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 1500
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 1500
 
     def test_last_call_wins(self) -> None:
         state = make_group_state(timeout=PT, batch_processing_time_ms=1000)
         state.set_timeout_duration("1 minute")
         state.set_timeout_duration("10 seconds")
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 11_000
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 11_000
 
     @pytest.mark.parametrize("duration", [0, -1])
     def test_non_positive_duration_is_rejected(self, duration: int) -> None:
@@ -115,7 +116,7 @@ class TestProcessingTimeTimeout:
     def test_month_counts_as_31_days_in_strings(self) -> None:
         state = make_group_state(timeout=PT, batch_processing_time_ms=0)
         state.set_timeout_duration("-1 month 31 days 1 second")
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 1000
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 1000
 
     def test_zero_string_duration_is_rejected(self) -> None:
         state = make_group_state(timeout=PT)
@@ -138,7 +139,7 @@ class TestProcessingTimeTimeout:
         state.set_timeout_duration(50)
         with pytest.raises(InvalidTimeoutError):
             state.set_timeout_duration(0)
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 150
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 150
 
     @pytest.mark.parametrize("kind", [PT])
     def test_timestamp_setter_is_wrong_kind_for_processing_time(self, kind: GroupStateTimeout) -> None:
@@ -150,12 +151,12 @@ class TestEventTimeTimeout:
     def test_timestamp_is_stored(self) -> None:
         state = make_group_state(timeout=ET, watermark_ms=100)
         state.set_timeout_timestamp(500)
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 500
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 500
 
     def test_timestamp_equal_to_watermark_is_allowed(self) -> None:
         state = make_group_state(timeout=ET, watermark_ms=100)
         state.set_timeout_timestamp(100)
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 100
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 100
 
     def test_timestamp_below_watermark_is_rejected(self) -> None:
         state = make_group_state(timeout=ET, watermark_ms=100)
@@ -171,7 +172,7 @@ class TestEventTimeTimeout:
     def test_additional_duration_is_added(self) -> None:
         state = make_group_state(timeout=ET, watermark_ms=0)
         state.set_timeout_timestamp(1000, "1 second")
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 2000
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 2000
 
     def test_negative_additional_duration_is_rejected(self) -> None:
         with pytest.raises(InvalidTimeoutError, match="negative"):
@@ -181,9 +182,9 @@ class TestEventTimeTimeout:
         when = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
         state = make_group_state(timeout=ET, watermark_ms=0)
         state.set_timeout_timestamp(when)
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == int(when.timestamp() * 1000)
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == int(when.timestamp() * 1000)
         state.set_timeout_timestamp(when.replace(tzinfo=None), "1 minute")  # naive means UTC
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == int(when.timestamp() * 1000) + 60_000
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == int(when.timestamp() * 1000) + 60_000
 
     @pytest.mark.parametrize("kind", [NONE, PT])
     def test_timestamp_needs_event_time_kind_checked_first(self, kind: GroupStateTimeout) -> None:
@@ -199,7 +200,7 @@ class TestEventTimeTimeout:
         state.set_timeout_timestamp(200)
         with pytest.raises(InvalidTimeoutError):
             state.set_timeout_timestamp(50)
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 200
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 200
 
 
 class TestTimeoutIndependentOfState:
@@ -213,15 +214,15 @@ class TestTimeoutIndependentOfState:
 
         fresh = make_group_state(timeout=kind, watermark_ms=0 if kind is ET else None)
         set_timeout(fresh)
-        assert fresh.outcome(NO_TIMESTAMP) == Outcome("put", None, 1000)
+        assert fresh.outcome(NO_TIMEOUT_MS) == Outcome("put", None, 1000)
         updated = make_group_state(timeout=kind, watermark_ms=0 if kind is ET else None)
         set_timeout(updated)
         updated.update(7)  # update does not change the timeout
-        assert updated.outcome(NO_TIMESTAMP) == Outcome("put", 7, 1000)
+        assert updated.outcome(NO_TIMEOUT_MS) == Outcome("put", 7, 1000)
         removed = make_group_state(3, timeout=kind, watermark_ms=0 if kind is ET else None)
         set_timeout(removed)
         removed.remove()  # remove does not clear the timeout
-        assert removed.outcome(NO_TIMESTAMP) == Outcome("put", None, 1000)
+        assert removed.outcome(NO_TIMEOUT_MS) == Outcome("put", None, 1000)
 
 
 class TestClockAndWatermark:
@@ -251,14 +252,14 @@ class TestWriteBackRule:
         state = make_group_state(1, timeout=PT, batch_processing_time_ms=10)
         state.remove()
         state.set_timeout_duration(5)
-        assert state.outcome(NO_TIMESTAMP) == Outcome("put", None, 15)
+        assert state.outcome(NO_TIMEOUT_MS) == Outcome("put", None, 15)
 
     def test_untouched_state_with_stored_timeout_clears_the_timeout(self) -> None:
         state = make_group_state(1, timeout=PT)
-        assert state.outcome(500) == Outcome("put", 1, NO_TIMESTAMP)
+        assert state.outcome(500) == Outcome("put", 1, NO_TIMEOUT_MS)
 
     def test_untouched_state_without_timeout_writes_nothing(self) -> None:
-        assert make_group_state(1, timeout=PT).outcome(NO_TIMESTAMP).action == "keep"
+        assert make_group_state(1, timeout=PT).outcome(NO_TIMEOUT_MS).action == "keep"
 
     def test_same_timeout_and_no_update_writes_nothing(self) -> None:
         state = make_group_state(1, timeout=PT, batch_processing_time_ms=0)
@@ -272,8 +273,8 @@ class TestPySparkSpellings:
         assert state.getOption == 2 and state.hasTimedOut is False and state.exists is True
         state.setTimeoutDuration(10)
         assert state.getCurrentProcessingTimeMs() == 7 and state.getCurrentWatermarkMs() == 3
-        assert state.outcome(NO_TIMESTAMP).timeout_ms == 17
+        assert state.outcome(NO_TIMEOUT_MS).timeout_ms == 17
         et = make_group_state(timeout="EventTimeTimeout", watermark_ms=0)
         et.setTimeoutTimestamp(99)
-        assert et.outcome(NO_TIMESTAMP).timeout_ms == 99
+        assert et.outcome(NO_TIMEOUT_MS).timeout_ms == 99
         assert GroupStateTimeout.ProcessingTimeTimeout is PT

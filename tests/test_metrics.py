@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from kafka_broker import TansuBroker
 from prometheus_client.parser import text_string_to_metric_families
 
-from statefulstream import App, GroupState, GroupStateTimeout, SinkRetry, SinkUnavailableError, UserFunctionError
+from statefulstream import App, GroupState, GroupStateTimeout, RetryPolicy, SinkUnavailableError, UserFunctionError
 from statefulstream.errors import ConfigError, SinkError
 from statefulstream.memory_sink import MemorySink
 from statefulstream.observe.metrics import Metrics
@@ -142,7 +142,7 @@ class Reference:
 def clicks_app(**options: Any) -> tuple[App, MemorySource, MemorySink, list[BatchProgress]]:
     source, out, reports = MemorySource(), MemorySink(), []
     app = App("clicks", source=source, metrics_address="127.0.0.1:0", **options)
-    app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
+    app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=f"{DELAY_MS} ms",
                                    timeout=GroupStateTimeout.EVENT_TIME, sink=out)(count_handler)
     app.add_listener(reports.append)
     return app, source, out, reports
@@ -227,13 +227,13 @@ class FlakySink(Sink):
         self.rows = list(rows)
 
 
-FAST_RETRY = SinkRetry(max_seconds=5, initial_backoff_s=0.001, max_backoff_s=0.005)
+FAST_RETRY = RetryPolicy(max_attempts=None, max_elapsed="5 seconds", initial_backoff="1 ms", max_backoff="5 ms")
 
 
 class TestFailureMetrics:
     def make(self, sink: Sink, handler: Callable[..., Any] = count_handler) -> App:
         app = App("clicks", source=MemorySource(wave(0, "abc")), sink_retry=FAST_RETRY)
-        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
+        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=f"{DELAY_MS} ms",
                                        timeout=GroupStateTimeout.EVENT_TIME, sink=sink)(handler)
         return app
 
@@ -258,7 +258,7 @@ class TestFailureMetrics:
 
     def test_a_sink_that_stays_unavailable_counts_retries_and_one_failure(self) -> None:
         app = self.make(FlakySink(failures=10**9))
-        app.sink_retry = SinkRetry(max_seconds=0.05, initial_backoff_s=0.001, max_backoff_s=0.005)
+        app.sink_retry = RetryPolicy(max_attempts=None, max_elapsed="50 ms", initial_backoff="1 ms", max_backoff="5 ms")
         with pytest.raises(SinkError, match="stayed unavailable"):
             app.run("once")
         assert app.metrics.value("statefulstream_sink_failures_total", sink="flaky") == 1
@@ -417,7 +417,7 @@ class TestHealth:
 
     def test_health_timeout_must_be_positive(self) -> None:
         with pytest.raises(ConfigError, match="health_timeout must be a positive duration"):
-            App("clicks", health_timeout=0)
+            App("clicks", health_timeout="0 seconds")
 
 
 class TestProgressReports:
@@ -426,7 +426,7 @@ class TestProgressReports:
         records = wave(0, "abcabcabca")
         app = App("clicks", source=MemorySource(records), checkpoint_dir=tmp_path / "cp",
                   max_records_per_trigger=3, keep_batches=2)
-        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=DELAY_MS,
+        app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=f"{DELAY_MS} ms",
                                        timeout=GroupStateTimeout.EVENT_TIME, sink=MemorySink())(count_handler)
         with caplog.at_level(logging.DEBUG, logger="statefulstream.observe.progress"):  # JSON at DEBUG
             app.run("available_now")

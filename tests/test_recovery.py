@@ -39,6 +39,7 @@ FIRST_COMMIT_WINDOW_S = 0.03  # kills land this long at most after the state sto
 USERS = 8
 FILES = 3
 EVENTS = 3000
+PHASE_EVENTS = 300
 
 
 def write_events(directory: Path, rng: random.Random, events: int = EVENTS) -> set[int]:
@@ -53,7 +54,9 @@ def write_events(directory: Path, rng: random.Random, events: int = EVENTS) -> s
     t = 1_700_000_000_000
     for event_id in range(events):
         t += rng.randint(0, 1500) if rng.random() > 0.03 else 40_000  # occasional pauses close sessions
-        event = {"id": event_id, "user": f"u{rng.randrange(USERS)}", "ts": t - rng.randint(0, 4000)}
+        # Half the users rest in each phase of PHASE_EVENTS events, so sessions close by timeout whatever the seed.
+        user = 2 * rng.randrange(USERS // 2) + (event_id // PHASE_EVENTS) % 2
+        event = {"id": event_id, "user": f"u{user}", "ts": t - rng.randint(0, 4000)}
         files[event_id % FILES].write(json.dumps(event) + "\n")
     for f in files:
         f.close()

@@ -60,7 +60,7 @@ class TestBatchQuery:
     def test_timeout_setters_keep_their_type_checks(self) -> None:
         app = App("batch")
 
-        @app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay=0, timeout=ET)
+        @app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay="0 ms", timeout=ET)
         def f(user: str, events: list, state: GroupState[int]) -> Any:
             state.set_timeout_timestamp(1)  # below any watermark a stream would have: no check here (-1)
             state.set_timeout_duration(10)  # wrong kind for EVENT_TIME: fails as in Spark
@@ -117,7 +117,7 @@ class TestBatchQuery:
 
     def test_windowed_aggregation_is_refused(self) -> None:
         app = App("batch")
-        app.aggregate(key="user", event_time="ts", window=tumbling("1 minute"), watermark_delay=0,
+        app.aggregate(key="user", event_time="ts", window=tumbling("1 minute"), watermark_delay="0 ms",
                       aggs={"n": count()})
         with pytest.raises(ConfigError, match="windowed"):
             app.run_batch(clicks())

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from statefulstream import App, BatchProgress, GroupState, SinkRetry
+from statefulstream import App, BatchProgress, GroupState, RetryPolicy
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.records import DeadLetter
 from statefulstream.sink import SinkContext
 from statefulstream.sinks import MemorySink, foreach_batch
-from statefulstream.sinks.webhook import Alert, PagerDutySink, RetryPolicy, WebhookSink
+from statefulstream.sinks.webhook import Alert, PagerDutySink, WebhookSink
 from statefulstream.sources.memory import MemorySource
 
 ROUTING_KEY = "R0UT1NG0KEY0SECRET0000000000abcd"
@@ -388,7 +388,7 @@ class TestWebhookSink:
 
     @pytest.mark.parametrize(("kwargs", "message"), [
         ({"url": "ftp://example.com/x"}, "must start with http:// or https://"),
-        ({"timeout": 0}, "timeout must be positive"),
+        ({"timeout": "0 seconds"}, "timeout must be positive"),
         ({"rate_limit_per_s": 0}, "rate_limit_per_s must be positive"),
         ({"retry": {"max_attempts": 3}}, "retry must be a RetryPolicy"),
     ])
@@ -399,11 +399,15 @@ class TestWebhookSink:
 
 class TestRetryPolicy:
     def test_durations_are_parsed_and_compared_by_value(self) -> None:
-        assert RetryPolicy(initial_backoff="1 second") == RetryPolicy(initial_backoff=1000)
+        assert RetryPolicy(initial_backoff="1 second") == RetryPolicy(initial_backoff=dt.timedelta(seconds=1))
         assert RetryPolicy(max_attempts=2) != RetryPolicy(max_attempts=3)
 
     @pytest.mark.parametrize(("kwargs", "message"), [
         ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
+        ({"max_attempts": None}, "needs max_attempts or max_elapsed"),
+        ({"max_elapsed": "0 seconds"}, "max_elapsed must be positive"),
+        ({"jitter": 1.5}, "jitter must be a fraction from 0 to 1"),
+        ({"multiplier": 0.5}, "multiplier must be a number >= 1"),
         ({"initial_backoff": "-1 second"}, "initial_backoff must be positive"),
         ({"initial_backoff": "10 seconds", "max_backoff": "1 second"}, "must not be below initial_backoff"),
     ])
@@ -436,7 +440,8 @@ class TestPagerDutyInApp:
     def app(self, receiver: Receiver, checkpoint_dir: Any, extra_sink: Any = None,
             dead: MemorySink | None = None) -> App:
         app = App("alerts", source=MemorySource(self.EVENTS), checkpoint_dir=checkpoint_dir, trigger="once",
-                  dead_letters=dead or MemorySink(), sink_retry=SinkRetry(max_seconds=2, initial_backoff_s=0.01))
+                  dead_letters=dead or MemorySink(),
+                  sink_retry=RetryPolicy(max_attempts=None, max_elapsed="2 seconds", initial_backoff="10 ms"))
         sink = PagerDutySink(ROUTING_KEY, url=receiver.url, retry=FAST)
 
         @app.flat_map_groups_with_state(key="host", sink=[sink, extra_sink] if extra_sink else sink)

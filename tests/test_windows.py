@@ -185,7 +185,7 @@ class TestWindowSpecs:
     @FAST
     def test_fixed_windows_are_those_that_contain_the_time(self, times: list[int], size_slide: tuple[int, int]) -> None:
         size, slide = size_slide
-        spec = sliding(size, slide) if size != slide else tumbling(size)
+        spec = sliding(f"{size} ms", f"{slide} ms") if size != slide else tumbling(f"{size} ms")
         got: dict[tuple[int, int], list[int]] = spec.assign(times)
         expected: dict[tuple[int, int], list[int]] = {}
         for i, t in enumerate(times):
@@ -201,7 +201,7 @@ class TestWindowSpecs:
     @pytest.mark.parametrize("build, message", [
         (lambda: sliding("5 minutes", "10 minutes"), "must not be longer than size"),
         (lambda: tumbling("0 seconds"), "positive duration"),
-        (lambda: session(gap=-5), "positive duration"),
+        (lambda: session(gap="-5 ms"), "positive duration"),
         (lambda: tumbling("5 minutes", offset="5 minutes"), "offset must be"),
     ])
     def test_bad_specs_fail_with_the_reason(self, build: Callable[[], Any], message: str) -> None:
@@ -445,9 +445,10 @@ class TestAggregateApi:
 
     def test_a_second_operator_is_refused(self) -> None:
         app = App("twice")
-        app.aggregate(key="k", event_time="ts", window=tumbling(1000), watermark_delay=0, aggs={"n": count()})
+        options = {"key": "k", "event_time": "ts", "window": tumbling("1 second"), "watermark_delay": "0 ms"}
+        app.aggregate(**options, aggs={"n": count()})
         with pytest.raises(ConfigError, match="already has the stateful operator"):
-            app.aggregate(key="k", event_time="ts", window=tumbling(1000), watermark_delay=0, aggs={"n": count()})
+            app.aggregate(**options, aggs={"n": count()})
 
 
 # --- restarts with a durable checkpoint

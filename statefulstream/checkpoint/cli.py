@@ -24,9 +24,10 @@ import click
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.checkpoint.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_checkpoint
 from statefulstream.errors import StatefulStreamError
+from statefulstream.records import NO_TIMEOUT_MS
 from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store
 from statefulstream.state.rocksdb_dir import store_in_use
-from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, NO_TIMEOUT_MS, StateRow
+from statefulstream.state.store import CHECKPOINT_FORMAT_VERSION, StateRow
 from statefulstream.timeutil import format_ms
 
 _DIR = click.Path(exists=True, file_okay=False)

@@ -5,6 +5,6 @@ key and per timeout), ``sink_writer`` (sink I/O with backpressure).
 """
 
 from statefulstream.executor.batch import Executor
-from statefulstream.executor.sink_writer import DEFAULT_SINK_RETRY, SinkRetry
+from statefulstream.executor.sink_writer import DEFAULT_SINK_RETRY
 
-__all__ = ["DEFAULT_SINK_RETRY", "Executor", "SinkRetry"]
+__all__ = ["DEFAULT_SINK_RETRY", "Executor"]

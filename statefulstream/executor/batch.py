@@ -19,7 +19,7 @@ from typing import Any
 
 from statefulstream.checkpoint.plan_log import BatchPlan, PlanLog
 from statefulstream.executor.keyed_calls import call_keys
-from statefulstream.executor.sink_writer import DEFAULT_SINK_RETRY, SinkRetry, SinkWriter
+from statefulstream.executor.sink_writer import DEFAULT_SINK_RETRY, SinkWriter
 from statefulstream.executor.startup import start
 from statefulstream.executor.trigger_loop import run_trigger
 from statefulstream.lineage import Lineage
@@ -29,6 +29,7 @@ from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import Step, apply_each, event_times_ms, group_by_key, run_steps
 from statefulstream.records import StateChange
+from statefulstream.retry import RetryPolicy
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source, cap_offsets
 from statefulstream.state.store import CommitRecord, StateStore
@@ -68,7 +69,7 @@ class Executor:
     def __init__(self, *, app_name: str, source: Source, operator: StatefulOperator, steps: Sequence[Step],
                  store: StateStore, plan_log: PlanLog, dead_letters: Sink, clock: Clock, where: str,
                  max_records_per_trigger: int | None = None, keep_batches: int = 100,
-                 sink_retry: SinkRetry = DEFAULT_SINK_RETRY, listeners: Sequence[ProgressListener] = (),
+                 sink_retry: RetryPolicy = DEFAULT_SINK_RETRY, listeners: Sequence[ProgressListener] = (),
                  failure_listeners: Sequence[FailureListener] = (),
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.app_name = app_name

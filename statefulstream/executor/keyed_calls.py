@@ -16,9 +16,9 @@ from statefulstream.observe.progress import BatchProgress
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import sorted_keys
-from statefulstream.records import GroupValues, StateChange
-from statefulstream.state.group_state import GroupState
-from statefulstream.state.store import NO_TIMEOUT_MS, StateRow, StateStore
+from statefulstream.records import NO_TIMEOUT_MS, NO_WATERMARK_MS, GroupValues, StateChange
+from statefulstream.state.group_state import Action, GroupState
+from statefulstream.state.store import StateRow, StateStore
 
 KeyCall = Callable[[Hashable, list[Any], "StateRow | None", bool], None]
 """``call(key, values, stored_row, timed_out)``: one handler call and its write-back."""
@@ -86,7 +86,7 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
     """
     func, flat, kind = op.func, op.flat, op.timeout
     batch_ts, batch_id, present = plan.batch_ts_ms, plan.batch_id, op.has_watermark
-    watermark = plan.watermark_ms if present and not batch_query else -1  # batch queries: -1 (SEMANTICS B.7)
+    watermark = plan.watermark_ms if present and not batch_query else NO_WATERMARK_MS  # batch queries (B.7)
     new_state = GroupState._for_call  # noqa: SLF001 - validated once per batch by call_keys
     put, delete, extend, append = store.put, store.delete, outputs.extend, outputs.append
     track = changes.append
@@ -115,10 +115,10 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
             raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
         action, new_value, new_ts = state.outcome(stored_ts)
         try:
-            if action == "put":
+            if action is Action.PUT:
                 put(key, StateRow(new_value, new_ts))
                 track(StateChange(key, new_value, new_value is None, new_ts))
-            elif action == "delete":
+            elif action is Action.DELETE:
                 delete(key)
                 track(StateChange(key, None, True, NO_TIMEOUT_MS))
         except StateError as exc:  # e.g. a value the codec cannot store

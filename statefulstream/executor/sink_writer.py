@@ -1,14 +1,13 @@
 """Sink I/O for the executor: open and write every sink with backpressure, count rows and retries.
 
 A sink that raises ``SinkUnavailableError`` holds the stream: the write is
-retried per ``SinkRetry`` (nothing is committed or read meanwhile) until it
+retried per the app's ``sink_retry`` policy (nothing is committed or read meanwhile) until it
 succeeds or the time is up, and then the app stops with ``SinkError``. Rows
 are never dropped.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import Counter
@@ -16,10 +15,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-import tenacity
-
 from statefulstream.errors import SinkError, SinkUnavailableError
 from statefulstream.records import DeadLetter
+from statefulstream.retry import RetryPolicy
 from statefulstream.sink import Sink, SinkContext
 
 logger = logging.getLogger(__name__)
@@ -31,22 +29,9 @@ _LOGGED_DEAD_LETTERS = 5
 """Dead letters logged one by one per batch; the rest are counted in one line."""
 
 
-@dataclasses.dataclass(frozen=True)
-class SinkRetry:
-    """How long a failing sink holds the stream before the app stops.
-
-    Attributes:
-        max_seconds: total time to keep retrying a batch's write.
-        initial_backoff_s / max_backoff_s: exponential backoff with jitter;
-            a sink's ``retry_after`` is honoured when longer.
-    """
-
-    max_seconds: float = 300.0
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-
-
-DEFAULT_SINK_RETRY = SinkRetry()
+DEFAULT_SINK_RETRY = RetryPolicy(max_attempts=None, max_elapsed="5 minutes", initial_backoff="500 ms",
+                                 max_backoff="30 seconds", max_retry_after="5 minutes")
+"""A failing sink holds the stream up to 5 minutes, waiting 0.5 s doubling to 30 s between tries."""
 
 
 class SinkWriter:
@@ -68,7 +53,7 @@ class SinkWriter:
     """
 
     def __init__(self, *, app_name: str, sinks: Sequence[Sink], state_sinks: Sequence[Sink], dead_letters: Sink,
-                 retry: SinkRetry = DEFAULT_SINK_RETRY, sleep: Callable[[float], None] = time.sleep) -> None:
+                 retry: RetryPolicy = DEFAULT_SINK_RETRY, sleep: Callable[[float], None] = time.sleep) -> None:
         self.app_name = app_name
         self.sinks, self.state_sinks, self.dead_letter_sink = list(sinks), list(state_sinks), dead_letters
         self.retry = retry
@@ -141,29 +126,16 @@ class SinkWriter:
         """Run ``call``, retrying ``SinkUnavailableError`` per ``retry`` (the stream waits meanwhile).
 
         Raises:
-            SinkError: the sink stayed unavailable for ``retry.max_seconds``.
+            SinkError: the sink stayed unavailable past the policy's limit.
         """
-        policy = self.retry
-        backoff = tenacity.wait_exponential_jitter(
-            multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.initial_backoff_s)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            after = getattr(exc, "retry_after", None) or 0.0
-            return max(float(after), backoff(state))
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
+        def on_retry(exc: BaseException, attempt: int, wait_s: float) -> None:
             self.retries[name] += 1
-            exc = state.outcome.exception() if state.outcome else None
-            logger.warning("app %r: sink %r unavailable while %s (%s); holding the stream and retrying",
-                           self.app_name, name, what, exc)
+            logger.warning("app %r: sink %r unavailable while %s (%s); holding the stream, retry %d in %.3f s",
+                           self.app_name, name, what, exc, attempt, wait_s)
 
-        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(SinkUnavailableError), wait=wait,
-                                     stop=tenacity.stop_after_delay(policy.max_seconds), sleep=self._sleep,
-                                     before_sleep=before_sleep, reraise=True)
         try:
-            retrying(call)
+            self.retry.call(call, retry_on=SinkUnavailableError, on_retry=on_retry, sleep=self._sleep)
         except SinkUnavailableError as exc:
-            msg = (f"sink {name!r} stayed unavailable for {policy.max_seconds:g} s while {what}: {exc}. Nothing "
+            msg = (f"sink {name!r} stayed unavailable {self.retry.limit_text()} while {what}: {exc}. Nothing "
                    f"was committed and nothing was dropped; fix the sink and restart, and the batch is written again")
             raise SinkError(msg) from exc

@@ -152,9 +152,12 @@ class ProgressLog:
 
 
 def report_ids(directory: str) -> list[int]:
-    """Return the batch ids of the reports kept in ``directory``, ascending."""
-    return sorted(int(name[:-5]) for name in os.listdir(directory)
-                  if name.endswith(".json") and name[:-5].isdigit())
+    """Return the batch ids of the reports kept in ``directory``, ascending (none before the first report)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(name[:-5]) for name in names if name.endswith(".json") and name[:-5].isdigit())
 
 
 def read_reports(directory: str, last: int | None = None) -> list[dict[str, Any]]:

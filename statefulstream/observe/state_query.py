@@ -30,7 +30,8 @@ import orjson
 
 from statefulstream.errors import StateError
 from statefulstream.json_rows import dumps
-from statefulstream.state.store import NO_TIMEOUT_MS, CommittedView, StateRow
+from statefulstream.records import NO_TIMEOUT_MS
+from statefulstream.state.store import CommittedView, StateRow
 from statefulstream.timeutil import format_ms
 
 DEFAULT_LIMIT = 100

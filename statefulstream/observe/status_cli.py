@@ -67,7 +67,7 @@ def status(directory: str, last: int, as_json: bool) -> None:
     except StatefulStreamError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     folder = os.path.join(directory, "progress")
-    reports = read_reports(folder) if os.path.isdir(folder) else []
+    reports = read_reports(folder)
     if as_json:
         click.echo(json.dumps({"checkpoint": info, "summary": summary(reports), "reports": reports[-last:]},
                               default=str))

@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.kafka_client import (
     RangeIncompleteError,
@@ -37,6 +37,7 @@ from statefulstream.kafka_client import (
     partition_name,
 )
 from statefulstream.records import Offsets
+from statefulstream.retry import RetryPolicy
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source, data_lost
 from statefulstream.sources.kafka_decode import FORMATS, Decoder, MessageDecoder
@@ -85,6 +86,10 @@ class KafkaSource(Source):
         read_ahead: records fetched beyond the planned range while a batch is
             processed (the next batch starts where this one ends); 0 disables.
 
+    Attributes:
+        decoder: the :class:`~statefulstream.sources.kafka_decode.MessageDecoder` of
+            ``value_format``, ``key_field`` and ``schema`` (the Spark adapter decodes with it too).
+
     Raises:
         ConfigError: conflicting or invalid arguments.
 
@@ -106,7 +111,7 @@ class KafkaSource(Source):
         key_field: str | None = None,
         schema: Schema | None = None,
         starting_offsets: str | Mapping[str, int] = "earliest",
-        read_timeout: str | int | float | dt.timedelta = "60 seconds",
+        read_timeout: Duration = "60 seconds",
         watermark_probe: bool = False,
         poll_records: int = 10_000,
         fail_on_data_loss: bool = True,
@@ -127,13 +132,13 @@ class KafkaSource(Source):
         if not callable(value_format) and value_format not in FORMATS:
             msg = f"KafkaSource value_format must be one of {FORMATS} or a callable; got {value_format!r}"
             raise ConfigError(msg)
-        self._decoder = MessageDecoder(value_format, key_field, schema)
+        self.decoder = MessageDecoder(value_format, key_field, schema)
         if isinstance(starting_offsets, str) and starting_offsets not in ("earliest", "latest"):
             msg = (f"KafkaSource starting_offsets must be 'earliest', 'latest' or a mapping "
                    f"{{'topic:partition': offset}}; got {starting_offsets!r}")
             raise ConfigError(msg)
         self.starting_offsets = starting_offsets
-        self.read_timeout = dt.timedelta(milliseconds=parse_duration_ms(read_timeout, name="read_timeout"))
+        self.read_timeout = dt.timedelta(milliseconds=positive_duration_ms(read_timeout, name="read_timeout"))
         self.watermark_probe = watermark_probe
         self.poll_records = poll_records
         self.fail_on_data_loss = fail_on_data_loss
@@ -357,7 +362,7 @@ class KafkaSource(Source):
             raise SourceError(msg) from exc
         result = ReadResult([])
         for name in sorted(messages):
-            self._decoder.decode(messages[name], result)
+            self.decoder.decode(messages[name], result)
         return result
 
     def _read_after_loss(self, todo: Mapping[str, tuple[int, int]],
@@ -401,17 +406,15 @@ class KafkaSource(Source):
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         """Call ``call`` until it succeeds or ``read_timeout`` passes (the broker may be restarting)."""
-        deadline = time.monotonic() + self.read_timeout.total_seconds()
-        while True:
-            try:
-                return call()
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for "
-                           f"{self.read_timeout.total_seconds():g}s: {exc}; is the broker up and reachable?")
-                    raise SourceError(msg) from exc
-                logger.info("KafkaSource: %s failed (%s); retrying", what, exc)
-                time.sleep(0.5)
+        policy = RetryPolicy(max_attempts=None, max_elapsed=self.read_timeout,
+                             initial_backoff="500 ms", max_backoff="500 ms", jitter=0)
+        try:
+            return policy.call(call, retry_on=KafkaException, on_retry=lambda exc, _, __: logger.info(
+                "KafkaSource: %s failed (%s); retrying", what, exc))
+        except KafkaException as exc:
+            msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for "
+                   f"{self.read_timeout.total_seconds():g}s: {exc}; is the broker up and reachable?")
+            raise SourceError(msg) from exc
 
 
 def _where(msg: Message) -> tuple[str, int]:

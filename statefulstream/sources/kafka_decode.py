@@ -48,7 +48,7 @@ class MessageDecoder:
             records: list[Any] = [_raw_row(m) for m in messages]
             bad: list[tuple[int, str]] = []
         else:
-            records, bad = self._decode_values(list(map(Message.value, messages)))
+            records, bad = self.decode_values(list(map(Message.value, messages)))
         kept = list(range(len(messages)))
         if bad:
             dropped = {i for i, _ in bad}
@@ -70,7 +70,7 @@ class MessageDecoder:
             kept = [i for j, i in enumerate(kept) if j not in failed]
         result.add(good, _positions(messages, kept))
 
-    def _decode_values(self, values: list[bytes | None]) -> tuple[list[Any], list[tuple[int, str]]]:
+    def decode_values(self, values: list[bytes | None]) -> tuple[list[Any], list[tuple[int, str]]]:
         """Return the decoded values (``None`` where bad) and ``(index, reason)`` of the bad ones."""
         fmt = self.value_format
         decoder: Decoder = fmt if callable(fmt) else orjson.loads if fmt == "json" else _unpack_msgpack

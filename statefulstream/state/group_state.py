@@ -9,6 +9,7 @@ SEMANTICS.md A.3 through :meth:`GroupState.outcome`.
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from statefulstream.durations import parse_duration_ms
@@ -21,30 +22,35 @@ from statefulstream.errors import (
     WatermarkNotDefinedError,
 )
 from statefulstream.options import GroupStateTimeout
+from statefulstream.records import NO_TIMEOUT_MS, NO_WATERMARK_MS
 from statefulstream.timeutil import datetime_to_ms, out_of_range
 
 S = TypeVar("S")
 """The type of the state value a handler keeps per group."""
 
-NO_TIMESTAMP = -1
-"""Stored timeout meaning "no timeout is set"."""
+
+
+class Action(str, enum.Enum):
+    """What happens to a group's stored row after a handler call."""
+
+    KEEP = "keep"
+    """Write nothing."""
+    PUT = "put"
+    """Store the outcome's value (``None`` for a state-less row that only carries a timeout) and timeout."""
+    DELETE = "delete"
+    """Remove the row."""
 
 
 class Outcome(NamedTuple):
-    """What the executor writes back after a handler call (SEMANTICS.md A.3).
+    """What the executor writes back after a handler call (SEMANTICS.md A.3)."""
 
-    ``action`` is ``"keep"`` (write nothing), ``"put"`` (store ``value`` —
-    ``None`` for a state-less row that only carries a timeout — with
-    ``timeout_ms``) or ``"delete"`` (remove the row).
-    """
-
-    action: str
+    action: Action
     value: Any
     timeout_ms: int
 
 
-_KEEP = Outcome("keep", None, NO_TIMESTAMP)
-_DELETE = Outcome("delete", None, NO_TIMESTAMP)
+_KEEP = Outcome(Action.KEEP, None, NO_TIMEOUT_MS)
+_DELETE = Outcome(Action.DELETE, None, NO_TIMEOUT_MS)
 
 
 class GroupState(Generic[S]):
@@ -85,7 +91,7 @@ class GroupState(Generic[S]):
             raise TimeoutNotConfiguredError("a GroupState cannot have timed out without a timeout configured: "
                                             "has_timed_out=True needs timeout=PROCESSING_TIME or EVENT_TIME")
         self._start(value, defined, timeout, batch_processing_time_ms,
-                    watermark_ms if watermark_present else NO_TIMESTAMP, watermark_present, has_timed_out)
+                    watermark_ms if watermark_present else NO_WATERMARK_MS, watermark_present, has_timed_out)
 
     @classmethod
     def _for_call(cls, value: S | None, timeout: GroupStateTimeout, batch_ts: int, watermark: int,
@@ -101,7 +107,7 @@ class GroupState(Generic[S]):
         self._value = value
         self._defined = defined
         self._updated = self._removed = False
-        self._timeout_ts = NO_TIMESTAMP
+        self._timeout_ts = NO_TIMEOUT_MS
         self._timeout_kind = timeout
         self._batch_ts = batch_ts
         self._watermark = watermark
@@ -213,7 +219,7 @@ class GroupState(Generic[S]):
         if ms <= 0:
             raise InvalidTimeoutError(f"Timeout timestamp must be positive; got {ms}")
         _check_range(ms, f"Timeout timestamp {ms}")
-        if self._watermark != NO_TIMESTAMP and ms < self._watermark:
+        if self._watermark != NO_WATERMARK_MS and ms < self._watermark:
             raise InvalidTimeoutError(
                 f"Timeout timestamp ({ms}) cannot be earlier than the current watermark ({self._watermark})")
         self._timeout_ts = ms
@@ -243,12 +249,12 @@ class GroupState(Generic[S]):
             stored_timeout_ms: the timeout stored for the group before the call.
         """
         new_ts = self._timeout_ts
-        if new_ts == NO_TIMESTAMP and (self._removed or not self._defined):
+        if new_ts == NO_TIMEOUT_MS and (self._removed or not self._defined):
             # A row without state and without timeout is indistinguishable from no row:
             # delete it rather than keep an empty row (Spark would store it forever).
-            return _DELETE if (self._removed or stored_timeout_ms != NO_TIMESTAMP) else _KEEP
+            return _DELETE if (self._removed or stored_timeout_ms != NO_TIMEOUT_MS) else _KEEP
         if self._updated or self._removed or new_ts != stored_timeout_ms:
-            return Outcome("put", self._value if self._defined else None, new_ts)
+            return Outcome(Action.PUT, self._value if self._defined else None, new_ts)
         return _KEEP
 
     def __repr__(self) -> str:

@@ -11,7 +11,8 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from statefulstream.errors import IncompatibleStateError, StateError
-from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, CommittedView, StateRow, StateStore
+from statefulstream.records import NO_TIMEOUT_MS
+from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import HeapTimerIndex
 
 _DELETED = object()

@@ -2,7 +2,7 @@
 
 Layout (one RocksDB directory, ``<checkpoint_dir>/state``), three column families:
 
-* ``state``: encoded group key -> 8-byte big-endian timeout (``-1`` = none)
+* ``state``: encoded group key -> 8-byte big-endian timeout (``NO_TIMEOUT_MS`` = none)
   followed by the msgpack value (``codec.Codec``).
 * ``timers``: the ``timers.RocksDBTimerIndex``, one entry per row with a timeout.
 * ``meta``: ``format_version``, ``signature`` (the operator signature, JSON),
@@ -38,6 +38,7 @@ from typing import Any
 from rocksdict import Rdict, WriteBatch, WriteOptions
 
 from statefulstream.errors import StateCorruptedError, StateError
+from statefulstream.records import NO_TIMEOUT_MS
 from statefulstream.state.codec import DEFAULT_CODEC, Codec, StateEncodeError
 from statefulstream.state.rocksdb_dir import (
     COLUMN_FAMILIES,
@@ -57,7 +58,7 @@ from statefulstream.state.rocksdb_dir import (
     staging_dir,
 )
 from statefulstream.state.rocksdb_view import take_view
-from statefulstream.state.store import NO_TIMEOUT_MS, CommitRecord, CommittedView, StateRow, StateStore
+from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 from statefulstream.state.timers import MIN_DEADLINE_MS, RocksDBTimerIndex
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
-NO_TIMEOUT_MS = -1
-"""``StateRow.timeout_ms`` when no timeout is set."""
+from statefulstream.records import NO_TIMEOUT_MS
 
 CHECKPOINT_FORMAT_VERSION = 1
 """Version of the on-disk checkpoint layout; a different version refuses to open."""

@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from rocksdict import Rdict, ReadOptions, WriteBatch
 
-from statefulstream.state.store import NO_TIMEOUT_MS
+from statefulstream.records import NO_TIMEOUT_MS
 
 K = TypeVar("K", bound=Hashable)
 """The key type of an index: group keys (memory) or encoded group keys (RocksDB)."""

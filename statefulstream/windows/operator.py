@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from statefulstream.durations import parse_duration_ms
+from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.operator import StatefulOperator, as_sinks, event_time_ahead_ms, field_getter
 from statefulstream.options import GroupStateTimeout, OutputMode
@@ -194,10 +194,10 @@ class AggregationOperator(StatefulOperator):
 
 
 def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | SessionSpec,
-                      aggs: Mapping[str, Aggregator], watermark_delay: int | str | None = None,
+                      aggs: Mapping[str, Aggregator], watermark_delay: Duration | None = None,
                       output_mode: OutputMode | str = OutputMode.APPEND, sink: Sink | Sequence[Sink] | None = None,
                       name: str | None = None,
-                      max_event_time_ahead: int | str | None = None) -> AggregationOperator:
+                      max_event_time_ahead: Duration | None = None) -> AggregationOperator:
     """Validate ``app.aggregate(...)`` arguments and return the operator.
 
     Args:
@@ -253,7 +253,7 @@ def build_aggregation(*, key: Any, event_time: Any, window: WindowSpec | Session
         max_event_time_ahead_ms=event_time_ahead_ms(max_event_time_ahead, True, what))
 
 
-def _delay(value: int | str | None, mode: OutputMode, what: str) -> int | None:
+def _delay(value: Duration | None, mode: OutputMode, what: str) -> int | None:
     if value is None:
         if mode is OutputMode.APPEND:
             msg = (f"{what}: output_mode='append' needs watermark_delay= (e.g. '10 minutes'): a window is "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from statefulstream.durations import parse_duration_ms, positive_duration_ms
+from statefulstream.durations import Duration, parse_duration_ms, positive_duration_ms
 from statefulstream.errors import ConfigError
 
 Window = tuple[int, int]
@@ -110,13 +110,13 @@ class SessionSpec:
         return f"session(gap={self.gap_ms})"
 
 
-def tumbling(size: int | str, *, offset: int | str = 0) -> WindowSpec:
+def tumbling(size: Duration, *, offset: Duration | None = None) -> WindowSpec:
     """Fixed, non-overlapping windows, like Spark's ``window(ts, "5 minutes")``.
 
     Args:
-        size: window length (``"5 minutes"`` or ms).
+        size: window length, e.g. ``"5 minutes"`` or a ``timedelta``.
         offset: shift of window starts from the epoch (Spark's ``startTime``),
-            e.g. ``"15 minutes"`` for hourly windows starting at :15.
+            e.g. ``"15 minutes"`` for hourly windows starting at :15; ``None``: none.
 
     Raises:
         ConfigError: ``size`` is not a positive duration, or ``offset`` is
@@ -126,7 +126,7 @@ def tumbling(size: int | str, *, offset: int | str = 0) -> WindowSpec:
     return WindowSpec(size_ms, size_ms, _offset(offset, size_ms, "tumbling"))
 
 
-def sliding(size: int | str, every: int | str, *, offset: int | str = 0) -> WindowSpec:
+def sliding(size: Duration, every: Duration, *, offset: Duration | None = None) -> WindowSpec:
     """Overlapping windows of ``size`` starting every ``every``, like ``window(ts, size, slide)``.
 
     Raises:
@@ -143,7 +143,7 @@ def sliding(size: int | str, every: int | str, *, offset: int | str = 0) -> Wind
     return WindowSpec(size_ms, slide_ms, _offset(offset, slide_ms, "sliding"))
 
 
-def session(gap: int | str) -> SessionSpec:
+def session(gap: Duration) -> SessionSpec:
     """Session windows closed by ``gap`` of inactivity per key, like Spark's ``session_window``.
 
     Raises:
@@ -152,8 +152,8 @@ def session(gap: int | str) -> SessionSpec:
     return SessionSpec(positive_duration_ms(gap, name="session: gap"))
 
 
-def _offset(value: int | str, slide_ms: int, what: str) -> int:
-    ms = parse_duration_ms(value, name=f"{what}: offset")
+def _offset(value: Duration | None, slide_ms: int, what: str) -> int:
+    ms = 0 if value is None else parse_duration_ms(value, name=f"{what}: offset")
     if not 0 <= ms < slide_ms:
         msg = f"{what}: offset must be >= 0 and smaller than the window step ({slide_ms} ms); got {value!r}"
         raise ConfigError(msg)
