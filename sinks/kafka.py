@@ -31,15 +31,22 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError, SinkError, SinkUnavailableError
 from statefulstream.json_rows import dumps
+from statefulstream.kafka_client import (
+    RangeIncompleteError,
+    RangeReader,
+    ReaderFailedError,
+    admin_config,
+    list_offsets,
+    mask_config,
+)
 from statefulstream.records import DeadLetter
 from statefulstream.sink import Sink, SinkContext
-from statefulstream.sources.kafka import KafkaSource, mask_config
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +128,7 @@ class KafkaSink(Sink):
             msg = "KafkaSink: pass transactional_id= instead of config['transactional.id']"
             raise ConfigError(msg)
         self._headers = headers
-        self.timeout_s = parse_duration_ms(timeout, name="timeout") / 1000
+        self.timeout = dt.timedelta(milliseconds=parse_duration_ms(timeout, name="timeout"))
         self.last_committed: int | None = None
         self._producer: Producer | None = None
         self._context = SinkContext()
@@ -149,7 +156,7 @@ class KafkaSink(Sink):
                 "transactional.id": self.transactional_id}
         try:
             self._producer = Producer(conf)
-            self._producer.init_transactions(self.timeout_s)
+            self._producer.init_transactions(self.timeout.total_seconds())
         except KafkaException as exc:
             raise self._translate(exc, "init_transactions") from exc
         self._ensure_marker_topic()
@@ -161,7 +168,7 @@ class KafkaSink(Sink):
         """Release the producer (nothing is pending between batches). Idempotent."""
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(self.timeout_s)
+            producer.flush(self.timeout.total_seconds())
 
     # --- writing
 
@@ -186,11 +193,11 @@ class KafkaSink(Sink):
         try:
             producer.begin_transaction()
             count = self._produce_rows(producer, batch_id, rows, base)
-            producer.flush(self.timeout_s)  # records before marker: a visible marker implies all records
+            producer.flush(self.timeout.total_seconds())  # records before marker: a visible marker implies all records
             marker = orjson.dumps({"batch_id": batch_id, "attempt": self._attempt, "topic": self.topic,
                                    "records": count})
             producer.produce(self.marker_topic, marker, key=str(self.transactional_id).encode(), headers=base)
-            producer.commit_transaction(self.timeout_s)
+            producer.commit_transaction(self.timeout.total_seconds())
         except KafkaException as exc:
             self._abort(producer)
             raise self._translate(exc, f"batch {batch_id}") from exc
@@ -234,7 +241,7 @@ class KafkaSink(Sink):
 
     def _abort(self, producer: Producer) -> None:
         try:
-            producer.abort_transaction(self.timeout_s)
+            producer.abort_transaction(self.timeout.total_seconds())
         except KafkaException as exc:
             logger.warning("Kafka sink %r: abort_transaction failed (%s); the next open() aborts it", self.topic,
                            exc)
@@ -252,13 +259,12 @@ class KafkaSink(Sink):
     # --- markers
 
     def _client_config(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap_servers,
-                **{k: v for k, v in self.config.items() if not k.startswith(_PRODUCER_ONLY)}}
+        return admin_config({"bootstrap.servers": self.bootstrap_servers, **self.config}, drop=_PRODUCER_ONLY)
 
     def _ensure_marker_topic(self) -> None:
         admin = AdminClient(self._client_config())
         try:
-            meta = admin.list_topics(timeout=self.timeout_s)
+            meta = admin.list_topics(timeout=self.timeout.total_seconds())
         except KafkaException as exc:
             raise self._translate(exc, "list topics") from exc
         if self.topic not in meta.topics or meta.topics[self.topic].error is not None:
@@ -269,7 +275,7 @@ class KafkaSink(Sink):
         topic = NewTopic(self.marker_topic, num_partitions=1, replication_factor=-1,
                          config={"cleanup.policy": "compact"})
         try:
-            admin.create_topics([topic])[self.marker_topic].result(self.timeout_s)
+            admin.create_topics([topic])[self.marker_topic].result(self.timeout.total_seconds())
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 msg = (f"Kafka sink {self.topic!r}: cannot create marker topic {self.marker_topic!r}: {exc}; "
@@ -277,24 +283,40 @@ class KafkaSink(Sink):
                 raise SinkError(msg) from exc
 
     def _read_last_marker(self) -> int | None:
-        """Return the highest batch id in this transactional id's markers, reading the tail first."""
-        reader = KafkaSource(self.marker_topic, bootstrap_servers=self.bootstrap_servers, value_format="raw",
-                             config=self._client_config(), read_timeout=dt.timedelta(seconds=self.timeout_s))
+        """Return the highest batch id in this transactional id's markers, reading the tail first.
+
+        Raises:
+            SinkUnavailableError: the marker topic could not be read within ``timeout``.
+        """
+        admin = AdminClient(self._client_config())
         try:
-            start, latest = reader.available({})
+            meta = admin.list_topics(self.marker_topic, timeout=self.timeout.total_seconds())
+            tps = [TopicPartition(self.marker_topic, p) for p in sorted(meta.topics[self.marker_topic].partitions)]
+            start = list_offsets(admin, tps, OffsetSpec.earliest(), timeout=self.timeout)
+            latest = list_offsets(admin, tps, OffsetSpec.latest(), timeout=self.timeout)
+        except KafkaException as exc:
+            raise self._translate(exc, f"list offsets of marker topic {self.marker_topic!r}") from exc
+        conf = {**self._client_config(), "group.id": f"statefulstream-markers-{uuid.uuid4().hex}",
+                "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error"}
+        reader = RangeReader(conf, timeout=self.timeout)
+        try:
             tail = {p: max(start[p], end - _MARKER_TAIL) for p, end in latest.items()}
-            found = self._last_marker(reader.read(tail, latest).records)
+            found = self._last_marker(reader.read({p: (tail[p], latest[p]) for p in latest}))
             if found is None and tail != start:
-                found = self._last_marker(reader.read(start, tail).records)
+                found = self._last_marker(reader.read({p: (start[p], tail[p]) for p in latest}))
             return found
+        except (RangeIncompleteError, ReaderFailedError) as exc:
+            msg = (f"Kafka sink {self.topic!r}: could not read marker topic {self.marker_topic!r} within "
+                   f"{self.timeout.total_seconds():g}s: {exc}; is the broker {self.bootstrap_servers} up?")
+            raise SinkUnavailableError(msg) from exc
         finally:
             reader.close()
 
-    def _last_marker(self, rows: Iterable[Mapping[str, Any]]) -> int | None:
+    def _last_marker(self, messages: Mapping[str, Sequence[Message]]) -> int | None:
         mine = str(self.transactional_id).encode()
-        ids = [orjson.loads(row["value"])["batch_id"] for row in rows if row["key"] == mine and row["value"]]
+        ids = [orjson.loads(m.value() or b"{}")["batch_id"] for ms in messages.values() for m in ms
+               if m.key() == mine and m.value()]
         return max(ids) if ids else None
-
 
 def dead_letter_headers(row: Mapping[str, Any]) -> Headers:
     """Return the headers of a dead-letter record: error kind, reason, source, and where it came from.

@@ -2,7 +2,7 @@
 
 The writing half of "streaming over the data lake": a loader or an app writes
 batches as Parquet files and publishes each file's path to a topic, which
-:class:`statefulstream.sources.file_path_topic.FilePathTopicSource` reads.
+``FilePathTopicSource`` reads (docs/kafka.md, "Streaming over the data lake").
 """
 
 from __future__ import annotations

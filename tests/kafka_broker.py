@@ -64,10 +64,14 @@ class TansuBroker:
         port: the port to listen on (a free one by default). Restarting on the
             same port lets clients reconnect; memory storage loses all topics.
         log_path: where the broker's output goes (a temp file by default).
+        advertised_port: the port clients are told to connect to (a proxy in
+            front of the broker, e.g. ``slow_proxy.SlowProxy``); ``port`` by default.
     """
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_path: Path | None = None,
+                 advertised_port: int | None = None) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = log_path or Path(f"/tmp/tansu-{self.port}.log")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -79,10 +83,10 @@ class TansuBroker:
             RuntimeError: the binary is missing, the process exited, or it did
                 not answer within ``timeout_s``; the message includes its log.
         """
-        url = f"tcp://{self.bootstrap}"
+        url, advertised = f"tcp://{self.bootstrap}", f"tcp://127.0.0.1:{self.advertised_port}"
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                  "--storage-engine", "memory://tansu/"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -137,9 +141,11 @@ class TansuBroker:
         """Produce values in order (to ``partition``, or by key) and wait for delivery.
 
         ``batched=False`` sends one record per request (one record batch each),
-        which keeps tansu's high watermark exact.
+        which keeps tansu's high watermark exact. The producer is idempotent:
+        a retry right after the topic was created cannot reorder or repeat
+        records (Apache Kafka did reorder the first records without it).
         """
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "linger.ms": 5}
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "linger.ms": 5, "enable.idempotence": True}
         if not batched:
             conf["batch.num.messages"] = 1
         producer = Producer(conf)

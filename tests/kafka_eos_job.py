@@ -11,11 +11,14 @@ the job reaches ``phase``. Phases, besides ``plan``, ``sink_before``,
 * ``sink_marker``: after the marker is queued, before the commit.
 
 Without ``FAULT_KILL`` it runs the input to its end (``available_now``) and
-exits 0. It runs the sessionization example's handler with a RocksDB checkpoint.
+exits 0 (unless killed from outside: the random-moment test). It runs the
+sessionization example's handler with a RocksDB checkpoint, ``BATCH_RECORDS``
+records per batch (default 400).
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 from typing import Any
@@ -33,7 +36,7 @@ from statefulstream.state.rocksdb import RocksDBStateStore
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
 import sessionization  # noqa: E402
 
-MAX_RECORDS_PER_BATCH = 400
+MAX_RECORDS_PER_BATCH = int(os.environ.get("BATCH_RECORDS", "400"))
 
 
 class _KillableProducer(Producer):

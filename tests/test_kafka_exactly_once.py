@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -118,4 +119,59 @@ class TestExactlyOnceUnderSigkill:
 
         committed = [orjson.loads(m.value()) for m in committed_view(kafka_broker, out_topic)]
         assert as_tuples(committed) == EXPECTED, f"kill points: {kills}"
+        assert len({(r["user"], r["start"]) for r in committed}) == len(committed)
+
+
+class TestExactlyOnceUnderKillsAtRandomMoments:
+    """SIGKILL from outside at random moments of the run (not at chosen phases), 20 times, then finish."""
+
+    KILLS = 20
+
+    def kill_at_a_random_moment(self, broker: Any, topics: tuple[str, str], checkpoint: Path,
+                                rng: random.Random) -> bool:
+        """Start the job, wait until it plans a batch of its own, kill it 0-200 ms later; True if it was killed.
+
+        The first kill lands around the first batch: its read, sink transaction and the store's first commit.
+        """
+        offsets = checkpoint / "offsets"
+
+        def newest() -> int:
+            names = os.listdir(offsets) if offsets.is_dir() else []
+            return max((int(n) for n in names if n.isdigit()), default=-1)
+
+        before = newest()
+        env = {**os.environ, "FAULT_KILL": "", "BATCH_RECORDS": "25"}
+        job = subprocess.Popen([sys.executable, str(JOB), broker.bootstrap, *topics, str(checkpoint)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 120
+            while newest() <= before and job.poll() is None:  # this run is past start-up and recovery
+                assert time.monotonic() < deadline, "the job planned no batch within 120 s"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.2))  # the random moment: anywhere in the batches that follow
+            if job.poll() is None:
+                job.kill()
+            _, err = job.communicate(timeout=60)
+        finally:
+            if job.poll() is None:
+                job.kill()
+                job.wait()
+        if job.returncode not in (0, -signal.SIGKILL):
+            pytest.fail(f"job failed ({job.returncode}): {err.decode()[-3000:]}")
+        return job.returncode == -signal.SIGKILL
+
+    def test_twenty_kills_at_random_moments_leave_the_output_of_an_uninterrupted_run(self, kafka_broker, tmp_path):
+        source_topic, out_topic = kafka_broker.create_topic(), kafka_broker.create_topic()
+        kafka_broker.produce(source_topic, LINES, partition=0)
+        rng = random.Random(uuid.uuid4().int)
+        topics, checkpoint = (source_topic, out_topic), tmp_path / "ckpt"
+        landed = sum(self.kill_at_a_random_moment(kafka_broker, topics, checkpoint, rng) for _ in range(self.KILLS))
+        assert landed >= self.KILLS - 5, f"only {landed} of {self.KILLS} kills landed before the job finished"
+        done = subprocess.run([sys.executable, str(JOB), kafka_broker.bootstrap, *topics, str(checkpoint)],
+                              env={**os.environ, "FAULT_KILL": "", "BATCH_RECORDS": "25"}, capture_output=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+        committed = [orjson.loads(m.value()) for m in committed_view(kafka_broker, out_topic)]
+        assert as_tuples(committed) == EXPECTED
         assert len({(r["user"], r["start"]) for r in committed}) == len(committed)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import msgpack
 import orjson
 import pytest
 from confluent_kafka import Message
+from kafka_broker import TansuBroker
+from slow_proxy import SlowProxy
 
 from statefulstream.errors import SinkError
 from statefulstream.records import DeadLetter
@@ -133,6 +136,32 @@ class TestKafkaSink:
         sink.open(SinkContext(app_name="sessions"))
         sink.close()
         assert sink.transactional_id == f"sessions.{topic}"
+
+
+class TestKafkaSinkAgainstASlowBroker:
+    def test_reopen_finds_the_last_marker_when_every_answer_takes_far_longer_than_20_ms(self, tmp_path):
+        """The marker read on reopen waits for its whole timeout (issue 12: "20 seconds" was read as 20 ms)."""
+        broker = TansuBroker(log_path=tmp_path / "tansu.log")
+        proxy = SlowProxy(broker.port)
+        broker.advertised_port = proxy.port
+        with proxy, broker:
+            topic = broker.create_topic()
+            via_proxy = f"127.0.0.1:{proxy.port}"
+            first = KafkaSink(topic, bootstrap_servers=via_proxy, transactional_id="tx-" + topic, timeout="20 seconds")
+            first.open(SinkContext(app_name="test"))
+            for batch_id in range(3):
+                first.write(batch_id, [{"n": batch_id}])
+            first.close()
+            proxy.delay = dt.timedelta(milliseconds=300)
+            reopened = KafkaSink(topic, bootstrap_servers=via_proxy, transactional_id="tx-" + topic,
+                                 timeout="20 seconds")
+            reopened.open(SinkContext(app_name="test"))
+            assert reopened.last_committed == 2
+            reopened.write(2, [{"n": 2}])  # a replay: skipped
+            reopened.close()
+            assert proxy.connections > 0
+            proxy.delay = dt.timedelta(0)
+            assert [orjson.loads(m.value())["n"] for m in broker.read_all(topic)] == [0, 1, 2]
 
 
 class TestKafkaDeadLetterSink:

@@ -81,3 +81,10 @@ def test_job_folder_with_its_own_sinks_and_state_modules(tmp_path: pathlib.Path)
     assert {r["user"]: r["count"] for r in rows} == {"u0": 10, "u1": 10, "u2": 10}
     assert {r["mine"] for r in rows} == {"the user sinks module/the user state module"}
     assert (tmp_path / "ckpt" / "state").is_dir()
+
+
+def test_sinks_mention_no_source() -> None:
+    """Sinks depend on the runtime's shared parts (records, kafka_client), never on a source (issue 11)."""
+    offenders = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "sinks").rglob("*.py"))
+                 if "statefulstream.sources" in path.read_text()]
+    assert offenders == []

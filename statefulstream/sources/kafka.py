@@ -21,59 +21,30 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
-import orjson
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from statefulstream.durations import Duration, positive_duration_ms
-from statefulstream.errors import ConfigError, SourceError
-from statefulstream.records import DeadLetter, Offsets
+from statefulstream.errors import ConfigError, DataLossError, SourceError
+from statefulstream.kafka_client import (
+    RangeIncompleteError,
+    RangeReader,
+    ReaderFailedError,
+    admin_config,
+    list_offsets,
+    mask_config,
+    parse_partition_name,
+    partition_name,
+)
+from statefulstream.records import Offsets
 from statefulstream.retry import RetryPolicy
 from statefulstream.schema import Schema
-from statefulstream.sources.base import ReadResult, Source
+from statefulstream.sources.base import ReadResult, Source, data_lost
+from statefulstream.sources.kafka_decode import FORMATS, Decoder, MessageDecoder
 
 logger = logging.getLogger(__name__)
 
-Decoder = Callable[[Any], Any]
-"""Turns a message value (bytes, or None for a tombstone) into a record; raising dead-letters it."""
-
-FORMATS = ("json", "msgpack", "raw")
-"""Built-in value formats. ``raw`` yields Spark-style rows (key, value, topic, partition, offset, timestamp)."""
-
-_SECRET_HINTS = ("password", "secret", "token", "key")
-# Consumer settings the admin client would warn about; everything else (security) is shared.
-_CONSUMER_ONLY = ("group.", "enable.auto", "enable.partition.eof", "auto.", "isolation.", "fetch.", "max.poll",
-                  "session.", "heartbeat.", "partition.assignment", "queued.", "check.crcs")
-
-
-def partition_name(topic: str, partition: int) -> str:
-    """Return the position key of a Kafka partition: ``"topic:partition"``.
-
-    >>> partition_name("events", 3)
-    'events:3'
-    """
-    return f"{topic}:{partition}"
-
-
-def parse_partition_name(name: str) -> tuple[str, int]:
-    """Split ``"topic:partition"`` (Kafka topic names never contain ``:``).
-
-    >>> parse_partition_name("events:3")
-    ('events', 3)
-    """
-    topic, _, partition = name.rpartition(":")
-    return topic, int(partition)
-
-
-def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of a client config with secret-looking values masked, for logs and reprs.
-
-    >>> mask_config({"bootstrap.servers": "b:9092", "sasl.password": "hunter2"})
-    {'bootstrap.servers': 'b:9092', 'sasl.password': '***'}
-    """
-    return {k: "***" if any(h in k.lower() for h in _SECRET_HINTS) and "servers" not in k else v
-            for k, v in config.items()}
+_PROBE_POLL = dt.timedelta(milliseconds=20)  # one consume() wait of a watermark probe
 
 
 class KafkaSource(Source):
@@ -106,6 +77,18 @@ class KafkaSource(Source):
             (tansu 0.6 reports the last batch's base offset + 1). Costs one
             fetch per partition with new data per trigger; off for Apache Kafka.
         poll_records: records asked for per ``consume`` call.
+        fail_on_data_loss: as Spark's ``failOnDataLoss``. When records the
+            checkpoint has not read yet are gone from the broker (aged out,
+            topic deleted or recreated shorter), ``True`` stops the app with a
+            ``SourceError`` naming topic, partition and offsets; ``False``
+            goes on from the earliest available offset with a WARNING, and
+            counts it (``data_loss_events``, ``statefulstream_source_data_loss_total``).
+        read_ahead: records fetched beyond the planned range while a batch is
+            processed (the next batch starts where this one ends); 0 disables.
+
+    Attributes:
+        decoder: the :class:`~statefulstream.sources.kafka_decode.MessageDecoder` of
+            ``value_format``, ``key_field`` and ``schema`` (the Spark adapter decodes with it too).
 
     Raises:
         ConfigError: conflicting or invalid arguments.
@@ -131,6 +114,8 @@ class KafkaSource(Source):
         read_timeout: Duration = "60 seconds",
         watermark_probe: bool = False,
         poll_records: int = 10_000,
+        fail_on_data_loss: bool = True,
+        read_ahead: int = 100_000,
     ) -> None:
         if (topics is None) == (pattern is None):
             msg = "KafkaSource needs exactly one of topics= (a name or a list) or pattern= (a regex)"
@@ -147,20 +132,25 @@ class KafkaSource(Source):
         if not callable(value_format) and value_format not in FORMATS:
             msg = f"KafkaSource value_format must be one of {FORMATS} or a callable; got {value_format!r}"
             raise ConfigError(msg)
-        self.value_format = value_format
-        self.key_field = key_field
-        self.schema = schema
+        self.decoder = MessageDecoder(value_format, key_field, schema)
         if isinstance(starting_offsets, str) and starting_offsets not in ("earliest", "latest"):
             msg = (f"KafkaSource starting_offsets must be 'earliest', 'latest' or a mapping "
                    f"{{'topic:partition': offset}}; got {starting_offsets!r}")
             raise ConfigError(msg)
         self.starting_offsets = starting_offsets
-        self.read_timeout_s = positive_duration_ms(read_timeout, name="read_timeout") / 1000
+        self.read_timeout = dt.timedelta(milliseconds=positive_duration_ms(read_timeout, name="read_timeout"))
         self.watermark_probe = watermark_probe
         self.poll_records = poll_records
-        self._consumer: Consumer | None = None
+        self.fail_on_data_loss = fail_on_data_loss
+        if read_ahead < 0:
+            msg = f"KafkaSource read_ahead must be a number of records >= 0; got {read_ahead!r}"
+            raise ConfigError(msg)
+        self.read_ahead = read_ahead
+        self._reader: RangeReader | None = None
+        self._prober: Consumer | None = None
         self._admin: AdminClient | None = None
         self._probed: dict[str, tuple[int, int]] = {}  # partition -> (reported end, true end)
+        self._reported: dict[str, int] = {}  # partition -> the lost offset last warned about
 
     def __repr__(self) -> str:
         what = f"topics={self.topics!r}" if self.pattern is None else f"pattern={self.pattern.pattern!r}"
@@ -170,58 +160,79 @@ class KafkaSource(Source):
     # --- lifecycle
 
     def open(self) -> None:
-        """Create the consumer and the admin client (idempotent)."""
-        if self._consumer is not None:
+        """Create the reader (consumer), the admin client and, with ``watermark_probe``, a probe consumer."""
+        if self._reader is not None:
             return
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id or f"statefulstream-{uuid.uuid4().hex}",
                 "isolation.level": "read_committed",
-                # The consumer is assigned only while reading: answer empty fetches fast.
+                # An empty fetch (the end of a partition) is answered fast, so a short batch is not held back.
                 "fetch.wait.max.ms": 50, **self.config,
-                # End-of-partition events end a watermark probe; reads ignore them.
-                "enable.auto.commit": False, "enable.auto.offset.store": False, "enable.partition.eof": True}
-        admin_conf = {k: v for k, v in conf.items() if not k.startswith(_CONSUMER_ONLY)}
+                # A fetch outside what the broker has is reported (data loss), never silently reset.
+                "auto.offset.reset": "error",
+                "enable.auto.commit": False, "enable.auto.offset.store": False}
         try:
-            self._consumer = Consumer(conf)
-            self._admin = AdminClient(admin_conf)
+            self._admin = AdminClient(admin_config(conf))
+            self._reader = RangeReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
+                                       read_ahead=self.read_ahead)
+            if self.watermark_probe:
+                # End-of-partition events end a watermark probe.
+                self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}",
+                                         "enable.partition.eof": True})
         except KafkaException as exc:
             msg = f"cannot create a Kafka consumer for {self!r}: {exc}; check the config"
             raise SourceError(msg) from exc
 
     def close(self) -> None:
-        """Close the consumer without committing. Idempotent."""
-        consumer, self._consumer, self._admin = self._consumer, None, None
-        if consumer is not None:
-            consumer.close()
+        """Close the consumers without committing. Idempotent."""
+        reader, prober, self._reader, self._prober, self._admin = self._reader, self._prober, None, None, None
+        if reader is not None:
+            reader.close()
+        if prober is not None:
+            prober.close()
 
-    def _clients(self) -> tuple[Consumer, AdminClient]:
-        if self._consumer is None or self._admin is None:
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
             self.open()
-        assert self._consumer is not None and self._admin is not None
-        return self._consumer, self._admin
+        assert self._admin is not None
+        return self._admin
+
+    def _range_reader(self) -> RangeReader:
+        if self._reader is None:
+            self.open()
+        assert self._reader is not None
+        return self._reader
 
     # --- planning
 
     def available(self, start: Offsets) -> tuple[dict[str, int], dict[str, int]]:
         """Return ``start`` completed for new partitions and the end of each partition.
 
+        A partition whose unread records are gone moves to its earliest offset
+        when ``fail_on_data_loss`` is off.
+
         Raises:
-            SourceError: a named topic does not exist, or the broker did not
-                answer within ``read_timeout``.
+            SourceError: a named topic does not exist, records not read yet
+                are gone (``fail_on_data_loss``), or the broker did not answer
+                within ``read_timeout``.
         """
         partitions = self._partitions()
         latest = self._list_offsets(partitions, OffsetSpec.latest())
         if self.watermark_probe:
-            latest = self._probe_ends(latest, start)
+            latest = self._probe_ends(latest)
         full = dict(start)
+        known = [tp for tp in partitions if partition_name(tp.topic, tp.partition) in start]
+        if known:
+            earliest = self._list_offsets(known, OffsetSpec.earliest())
+            full.update(self._check_loss(start, earliest, latest))
         new = [tp for tp in partitions if partition_name(tp.topic, tp.partition) not in start]
         if new:
             full.update(self._initial_offsets(new, latest, first_run=not start))
         return full, {p: max(end, full.get(p, 0)) for p, end in latest.items()}
 
     def _partitions(self) -> list[TopicPartition]:
-        _, admin = self._clients()
-        meta = self._retry("list topics", lambda: admin.list_topics(timeout=5))
+        admin = self._admin_client()
+        meta = self._retry("list topics", lambda: admin.list_topics(timeout=self.read_timeout.total_seconds()))
         if self.pattern is not None:
             names = sorted(t for t in meta.topics if self.pattern.search(t) and not t.startswith("__"))
         else:
@@ -234,16 +245,46 @@ class KafkaSource(Source):
         return [TopicPartition(t, p) for t in names for p in sorted(meta.topics[t].partitions)]
 
     def _list_offsets(self, partitions: list[TopicPartition], spec: OffsetSpec) -> dict[str, int]:
-        if not partitions:
-            return {}
-        _, admin = self._clients()
+        admin = self._admin_client()
+        return self._retry("list offsets",  # type: ignore[no-any-return]
+                           lambda: list_offsets(admin, partitions, spec, timeout=self.read_timeout))
 
-        def request() -> dict[str, int]:
-            futures = admin.list_offsets({tp: spec for tp in partitions},
-                                         isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=5)
-            return {partition_name(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    def _check_loss(self, start: Offsets, earliest: Mapping[str, int],
+                    latest: Mapping[str, int]) -> dict[str, int]:
+        """Return new starts of partitions whose unread records are gone, or raise (``fail_on_data_loss``)."""
+        moved = {}
+        for p, pos in start.items():
+            if p not in latest:
+                self._data_lost(p, pos, None, None, "the partition no longer exists")
+                continue
+            low, high = earliest[p], latest[p]
+            if high < pos:
+                self._data_lost(p, pos, low, high, "the partition ends before that offset "
+                                "(the topic was deleted and recreated, or truncated)")
+            elif low > pos:
+                self._data_lost(p, pos, low, high, "records before the earliest offset were deleted "
+                                "(retention, or deleted records)")
+            else:
+                continue
+            moved[p] = low
+        return moved
 
-        return self._retry("list offsets", request)
+    def _data_lost(self, partition: str, expected: int, low: int | None, high: int | None, why: str) -> None:
+        """Raise ``DataLossError``, or (``fail_on_data_loss=False``) warn and count the loss once."""
+        topic, number = parse_partition_name(partition)
+        has = "nothing" if low is None or high is None else f"offsets [{low}, {high})"
+        what = (f"Kafka data loss: topic {topic!r} partition {number}: the next offset to read is {expected}, "
+                f"but the broker {self.bootstrap_servers} has {has}: {why}. Records not read yet are gone")
+        if self.fail_on_data_loss:
+            msg = (f"{what}. If the loss is expected, restart with KafkaSource(fail_on_data_loss=False) to go "
+                   f"on from the earliest available offset, or start from a new checkpoint_dir; otherwise "
+                   f"restore the topic's data. Nothing was committed past offset {expected}.")
+            raise DataLossError(msg)
+        if self._reported.get(partition) == expected:
+            return  # planning asks again before the batch runs: one loss, one warning
+        self._reported[partition] = expected
+        where = "stays as it is" if low is None else f"goes on from offset {low}"
+        data_lost(self, f"{what}; fail_on_data_loss=False: the partition {where}.")
 
     def _initial_offsets(self, new: list[TopicPartition], latest: Mapping[str, int], *,
                          first_run: bool) -> dict[str, int]:
@@ -257,19 +298,21 @@ class KafkaSource(Source):
             out[name] = latest[name] if wanted == -1 else low if wanted == -2 else max(low, wanted)
         return out
 
-    def _probe_ends(self, latest: dict[str, int], start: Offsets) -> dict[str, int]:
+    def _probe_ends(self, latest: dict[str, int]) -> dict[str, int]:
         """Raise each reported end to one past the last record actually in the partition.
 
-        Fetches from the reported last batch (or from ``start`` when that is
-        further) until the partition's end-of-partition event; the records
-        fetched say where the partition really ends.
+        Fetches from the reported last batch until the partition's
+        end-of-partition event; the records fetched say where the partition
+        really ends.
         """
-        consumer, _ = self._clients()
         # Same reported end, same last batch, same true end (logs are append-only): no fetch needed.
         ends = {p: self._probed[p][1] for p, end in latest.items() if self._probed.get(p, (-1, 0))[0] == end}
-        probe = {p: max(start.get(p, 0), end - 1, 0) for p, end in latest.items() if p not in ends}
+        probe = {p: max(end - 1, 0) for p, end in latest.items() if p not in ends}
         if probe:
-            ends.update(self._fetch_ends(consumer, probe, latest))
+            if self._prober is None:
+                self.open()
+            assert self._prober is not None
+            ends.update(self._fetch_ends(self._prober, probe, latest))
             self._probed.update({p: (latest[p], ends[p]) for p in probe})
         return ends
 
@@ -280,9 +323,9 @@ class KafkaSource(Source):
         consumer.assign(tps)
         consumer.resume(tps)
         ends, done = {p: latest[p] for p in probe}, set[str]()
-        deadline = time.monotonic() + self.read_timeout_s
+        deadline = time.monotonic() + self.read_timeout.total_seconds()
         while len(done) < len(probe) and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=self.poll_records, timeout=0.02):
+            for msg in consumer.consume(num_messages=self.poll_records, timeout=_PROBE_POLL.total_seconds()):
                 name, off = _where(msg)
                 err = msg.error()
                 if err is None:
@@ -299,113 +342,53 @@ class KafkaSource(Source):
 
         Records come partition by partition in name order, each in offset
         order, so a replay returns the same list. Undecodable records and
-        schema violations become dead letters.
+        schema violations become dead letters. The consumer stays assigned
+        and reads on from ``end`` while the batch is processed.
 
         Raises:
             SourceError: the range could not be read completely within
-                ``read_timeout`` (broker down, topic deleted, data lost).
+                ``read_timeout`` (broker down), or its records are gone
+                (``fail_on_data_loss``).
         """
         todo = {p: (start.get(p, 0), e) for p, e in end.items() if e > start.get(p, 0)}
         if not todo:
             return ReadResult([])
-        messages = self._fetch(todo)
+        try:
+            messages = self._range_reader().read(todo)
+        except RangeIncompleteError as exc:
+            messages = self._read_after_loss(todo, exc)
+        except ReaderFailedError as exc:
+            msg = f"KafkaSource on {self.bootstrap_servers}: {exc}; the batch is replayed on restart"
+            raise SourceError(msg) from exc
         result = ReadResult([])
         for name in sorted(messages):
-            self._decode(messages[name], result)
+            self.decoder.decode(messages[name], result)
         return result
 
-    def _fetch(self, todo: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
-        consumer, _ = self._clients()
-        tps = {p: TopicPartition(*parse_partition_name(p), lo) for p, (lo, _) in todo.items()}
-        consumer.assign(list(tps.values()))
-        consumer.resume(list(tps.values()))  # a pause from an earlier read outlives assign()
-        nxt = {p: lo for p, (lo, _) in todo.items()}
-        out: dict[str, list[Message]] = {p: [] for p in todo}
-        pending = set(todo)
-        deadline = time.monotonic() + self.read_timeout_s
-        last_error: KafkaError | None = None
-        while pending:
-            # Never ask for more than the range can hold, so consume() returns as soon as it is read.
-            want = max(1, min(self.poll_records, sum(todo[p][1] - nxt[p] for p in pending)))
-            for msg in consumer.consume(num_messages=want, timeout=0.2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        last_error = err  # librdkafka reconnects and refetches by itself
-                    continue
-                name, off = _where(msg)
-                if name in pending and nxt[name] <= off < todo[name][1]:
-                    out[name].append(msg)
-                    nxt[name] = off + 1
-            # Past gaps (control records, compaction) the position moves without a message.
-            for tp in consumer.position([tps[p] for p in pending]):
-                name = partition_name(tp.topic, tp.partition)
-                if max(tp.offset, nxt[name]) >= todo[name][1]:
-                    pending.discard(name)
-                    consumer.pause([tps[name]])
-            if pending and time.monotonic() > deadline:
-                where = ", ".join(f"{p} at {nxt[p]} of [{todo[p][0]}, {todo[p][1]})" for p in sorted(pending))
-                text = (f"KafkaSource could not read the planned range within {self.read_timeout_s:g}s: {where}; "
-                        f"last error: {last_error}. Is the broker {self.bootstrap_servers} up and the data "
-                        f"still retained? The batch is replayed on restart.")
-                consumer.unassign()
-                raise SourceError(text)
-        consumer.unassign()
-        return out
-
-    def _decode(self, messages: list[Message], result: ReadResult) -> None:
-        """Decode one partition's messages in bulk, appending records and dead letters to ``result``."""
-        if not messages:
-            return
-        if self.value_format == "raw":
-            records: list[Any] = [_raw_row(m) for m in messages]
-            bad: list[tuple[int, str]] = []
-        else:
-            records, bad = self._decode_values([m.value() for m in messages])
-        kept = list(range(len(messages)))
-        if bad:
-            dropped = {i for i, _ in bad}
-            kept = [i for i in kept if i not in dropped]
-            result.dead_letters.extend(self._dead(messages[i], reason, "decode") for i, reason in bad)
-        if self.key_field is not None:
-            field = self.key_field
-            for i in kept:
-                rec, key = records[i], messages[i].key()
-                if isinstance(rec, dict):
-                    rec[field] = key.decode("utf-8", "backslashreplace") if key is not None else None
-        if self.schema is None:
-            result.add([records[i] for i in kept], _positions(messages, kept))
-            return
-        good, violations = self.schema.conform([records[i] for i in kept])
-        if violations:
-            failed = {j for j, _ in violations}
-            result.dead_letters.extend(self._dead(messages[kept[j]], reason, "schema") for j, reason in violations)
-            kept = [i for j, i in enumerate(kept) if j not in failed]
-        result.add(good, _positions(messages, kept))
-
-    def _decode_values(self, values: list[bytes | None]) -> tuple[list[Any], list[tuple[int, str]]]:
-        """Return the decoded values (``None`` where bad) and ``(index, reason)`` of the bad ones."""
-        fmt = self.value_format
-        decoder: Decoder = fmt if callable(fmt) else orjson.loads if fmt == "json" else _unpack_msgpack
-        try:
-            return list(map(decoder, values)), []  # the fast path: one C-level loop
-        except Exception:  # noqa: BLE001 - fall back to one record at a time to find the bad ones
-            pass
-        what = fmt if isinstance(fmt, str) else "for the value_format callable"
-        records: list[Any] = []
-        bad: list[tuple[int, str]] = []
-        for i, value in enumerate(values):
-            try:
-                records.append(decoder(value))
-            except Exception as exc:  # noqa: BLE001 - any decoder failure is a dead letter
-                records.append(None)
-                bad.append((i, f"value is not valid {what}: {exc}"))
-        return records, bad
-
-    @staticmethod
-    def _dead(msg: Message, reason: str, error: str) -> DeadLetter:
-        position = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
-        return DeadLetter(reason=reason, source="kafka", position=position, raw=msg.value(), error=error)
+    def _read_after_loss(self, todo: Mapping[str, tuple[int, int]],
+                         exc: RangeIncompleteError) -> dict[str, list[Message]]:
+        """A range was not read in time: report data loss if its records are gone, else a broker error."""
+        timeout = (f"KafkaSource could not read the planned range within {self.read_timeout.total_seconds():g}s: "
+                   f"{exc}. Is the broker {self.bootstrap_servers} up? The batch is replayed on restart.")
+        tps = [TopicPartition(*parse_partition_name(p)) for p in exc.missing]
+        admin = self._admin_client()
+        try:  # one attempt: a broker that is down cannot say whether the data is there
+            earliest = list_offsets(admin, tps, OffsetSpec.earliest(), timeout=self.read_timeout)
+            latest = list_offsets(admin, tps, OffsetSpec.latest(), timeout=self.read_timeout)
+        except KafkaException:
+            raise SourceError(timeout) from exc
+        if self.watermark_probe:
+            latest = self._probe_ends(latest)
+        shrunk = dict(todo)
+        for p, (nxt, lo, hi) in exc.missing.items():
+            low, high = earliest.get(p), latest.get(p)
+            if low is None or high is None or low > nxt or high < hi:
+                why = f"the planned range [{lo}, {hi}) of this batch is no longer all there"
+                self._data_lost(p, nxt, low, high, why)
+                shrunk[p] = (max(lo, low or 0), min(hi, high or 0))
+        if shrunk == todo:
+            raise SourceError(timeout) from exc
+        return self._range_reader().read(shrunk)
 
     # --- after commit
 
@@ -413,11 +396,9 @@ class KafkaSource(Source):
         """Commit ``end`` to the consumer group (for lag tools); failures are logged, not raised."""
         if self.group_id is None or not end:
             return
-        consumer, _ = self._clients()
-        offsets = [TopicPartition(*parse_partition_name(p), off) for p, off in end.items()]
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
+            self._range_reader().commit(end)
+        except (KafkaException, ReaderFailedError) as exc:
             logger.warning("commit of offsets to consumer group %r failed (lag tools lag behind): %s",
                            self.group_id, exc)
 
@@ -425,40 +406,17 @@ class KafkaSource(Source):
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         """Call ``call`` until it succeeds or ``read_timeout`` passes (the broker may be restarting)."""
-        policy = RetryPolicy(max_attempts=None, max_elapsed=dt.timedelta(seconds=self.read_timeout_s),
+        policy = RetryPolicy(max_attempts=None, max_elapsed=self.read_timeout,
                              initial_backoff="500 ms", max_backoff="500 ms", jitter=0)
         try:
             return policy.call(call, retry_on=KafkaException, on_retry=lambda exc, _, __: logger.info(
                 "KafkaSource: %s failed (%s); retrying", what, exc))
         except KafkaException as exc:
-            msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for {self.read_timeout_s:g}s: "
-                   f"{exc}; is the broker up and reachable?")
+            msg = (f"KafkaSource: {what} on {self.bootstrap_servers} failed for "
+                   f"{self.read_timeout.total_seconds():g}s: {exc}; is the broker up and reachable?")
             raise SourceError(msg) from exc
 
 
 def _where(msg: Message) -> tuple[str, int]:
     """Return the partition name and offset of a fetched message (never ``None`` without an error)."""
     return partition_name(msg.topic() or "", msg.partition() or 0), msg.offset() or 0
-
-
-def _positions(messages: list[Message], kept: list[int]) -> Callable[[int], dict[str, Any]]:
-    """Return the position function of the records decoded from one partition's ``messages[kept[i]]``.
-
-    Keeps offsets, not the messages (their values would stay in memory for
-    the whole batch); a gap-free range needs only its first offset.
-    """
-    topic, partition, first = messages[0].topic(), messages[0].partition(), messages[0].offset() or 0
-    if (messages[-1].offset() or 0) - first == len(messages) - 1:
-        return lambda i: {"topic": topic, "partition": partition, "offset": first + kept[i]}
-    offsets = [messages[i].offset() for i in kept]  # gaps: transaction markers, compaction
-    return lambda i: {"topic": topic, "partition": partition, "offset": offsets[i]}
-
-
-def _unpack_msgpack(value: bytes) -> Any:
-    return msgpack.unpackb(value, raw=False)
-
-
-def _raw_row(msg: Message) -> dict[str, Any]:
-    """Return a Spark-style row of a message: key and value as bytes, plus where and when."""
-    return {"key": msg.key(), "value": msg.value(), "topic": msg.topic(), "partition": msg.partition(),
-            "offset": msg.offset(), "timestamp": msg.timestamp()[1]}

@@ -218,29 +218,29 @@ class KafkaDecoder(Decoder):
         offsets = batch.column("offset").to_pylist()
         keys, values = batch.column("key").to_pylist(), batch.column("value").to_pylist()
         times = batch.column("timestamp_ms").to_pylist()
-        source = self.source
+        decoder = self.source.decoder
         lo = 0
         for i in range(1, len(src) + 1):  # runs of consecutive offsets of one partition
             if i < len(src) and src[i] == src[lo] and offsets[i] == offsets[i - 1] + 1:
                 continue
             topic, _, partition = src[lo].rpartition(":")
             where = [{"topic": topic, "partition": int(partition), "offset": off} for off in offsets[lo:i]]
-            if source.value_format == "raw":
+            if decoder.value_format == "raw":
                 records: list[Any] = [{"key": keys[j], "value": values[j], "topic": topic, "partition": int(partition),
                                        "offset": offsets[j], "timestamp": times[j]} for j in range(lo, i)]
                 bad: list[tuple[int, str]] = []
             else:
-                records, bad = source._decode_values(values[lo:i])  # noqa: SLF001 - the source's own decoder
+                records, bad = decoder.decode_values(values[lo:i])
             dead = [DeadLetter(reason, "kafka", where[j], values[lo + j], "decode") for j, reason in bad]
             kept = sorted(set(range(i - lo)) - {j for j, _ in bad})
-            if source.key_field is not None:
+            if decoder.key_field is not None:
                 for j in kept:
                     if isinstance(records[j], dict):
                         key = keys[lo + j]
-                        records[j][source.key_field] = key.decode("utf-8", "backslashreplace") if key else None
+                        records[j][decoder.key_field] = key.decode("utf-8", "backslashreplace") if key else None
             good = [records[j] for j in kept]
-            if source.schema is not None:
-                good, violations = source.schema.conform(good)
+            if decoder.schema is not None:
+                good, violations = decoder.schema.conform(good)
                 dead += [DeadLetter(reason, "kafka", where[kept[j]], values[lo + kept[j]], "schema")
                          for j, reason in violations]
                 rejected = {j for j, _ in violations}

@@ -1,0 +1,370 @@
+"""Kafka client helpers shared by the Kafka source and the Kafka sink (confluent-kafka).
+
+* :func:`mask_config`: a client config fit for logs and reprs.
+* :func:`admin_config` / :func:`list_offsets`: admin-side settings and the
+  earliest or latest offsets of partitions.
+* :class:`RangeReader`: reads planned offset ranges ``[start, end)`` with one
+  long-lived consumer that stays assigned across reads and reads ahead on a
+  thread of its own (librdkafka releases the GIL while it fetches), so the
+  next batch arrives while the current one is processed.
+
+Only the Kafka connectors import this module (it needs the ``kafka`` extra).
+Every timeout here is a :class:`datetime.timedelta`: never a bare number,
+whose unit a caller could get wrong.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import datetime as dt
+import itertools
+import operator
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+_SECRET_HINTS = ("password", "secret", "token", "key")
+# Consumer settings the admin client would warn about; everything else (security) is shared.
+_CONSUMER_ONLY = ("group.", "enable.auto", "enable.partition.eof", "auto.", "isolation.", "fetch.", "max.poll",
+                  "session.", "heartbeat.", "partition.assignment", "queued.", "check.crcs")
+_POLL = dt.timedelta(milliseconds=100)  # one consume() wait: how fast the reader thread sees a close or a request
+
+
+def partition_name(topic: str, partition: int) -> str:
+    """Return the position key of a Kafka partition: ``"topic:partition"``.
+
+    >>> partition_name("events", 3)
+    'events:3'
+    """
+    return f"{topic}:{partition}"
+
+
+def parse_partition_name(name: str) -> tuple[str, int]:
+    """Split ``"topic:partition"`` (Kafka topic names never contain ``:``).
+
+    >>> parse_partition_name("events:3")
+    ('events', 3)
+    """
+    topic, _, partition = name.rpartition(":")
+    return topic, int(partition)
+
+
+def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of a client config with secret-looking values masked, for logs and reprs.
+
+    >>> mask_config({"bootstrap.servers": "b:9092", "sasl.password": "hunter2"})
+    {'bootstrap.servers': 'b:9092', 'sasl.password': '***'}
+    """
+    return {k: "***" if any(h in k.lower() for h in _SECRET_HINTS) and "servers" not in k else v
+            for k, v in config.items()}
+
+
+def admin_config(config: Mapping[str, Any], *, drop: Sequence[str] = ()) -> dict[str, Any]:
+    """Return the settings of ``config`` an admin client takes (no consumer-only keys, none starting with ``drop``).
+
+    >>> admin_config({"bootstrap.servers": "b:9092", "group.id": "g", "acks": "all"}, drop=("acks",))
+    {'bootstrap.servers': 'b:9092'}
+    """
+    skip = (*_CONSUMER_ONLY, *drop)
+    return {k: v for k, v in config.items() if not k.startswith(skip)}
+
+
+def list_offsets(admin: AdminClient, partitions: Sequence[TopicPartition], spec: OffsetSpec, *,
+                 timeout: dt.timedelta) -> dict[str, int]:
+    """Return the ``read_committed`` offset ``spec`` (earliest or latest) of each partition, by partition name.
+
+    Raises:
+        KafkaException: the broker did not answer within ``timeout`` or refused.
+    """
+    if not partitions:
+        return {}
+    futures = admin.list_offsets({tp: spec for tp in partitions}, isolation_level=IsolationLevel.READ_COMMITTED,
+                                 request_timeout=timeout.total_seconds())
+    return {partition_name(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+
+class RangeIncompleteError(Exception):
+    """A planned range could not be read completely in time.
+
+    Attributes:
+        missing: partition -> ``(next offset wanted, range start, range end)`` of each unfinished range.
+        last_error: the last client error seen while reading, if any.
+    """
+
+    def __init__(self, missing: dict[str, tuple[int, int, int]], last_error: KafkaError | None) -> None:
+        self.missing = missing
+        self.last_error = last_error
+        where = ", ".join(f"{p} at {n} of [{lo}, {hi})" for p, (n, lo, hi) in sorted(missing.items()))
+        super().__init__(f"{where}; last error: {last_error}")
+
+
+class ReaderFailedError(Exception):
+    """The reader thread of a :class:`RangeReader` stopped on an unexpected error (its ``__cause__``)."""
+
+
+@dataclasses.dataclass
+class _Buffer:
+    """What the reader holds of one partition: messages at offsets ``[first, complete)``, in order."""
+
+    first: int
+    complete: int
+    messages: list[Message] = dataclasses.field(default_factory=list)
+
+    def drop_before(self, offset: int) -> None:
+        del self.messages[:bisect.bisect_left(self.messages, offset, key=_offset)]
+        self.first = offset
+
+    def take(self, end: int) -> list[Message]:
+        keep = bisect.bisect_left(self.messages, end, key=_offset)
+        taken, self.messages = self.messages[:keep], self.messages[keep:]
+        self.first = end
+        return taken
+
+
+def _offset(msg: Message) -> int:
+    return msg.offset() or 0
+
+
+# The C method itself as a sort key: a Python function here would cost a call per message.
+_partition = cast(Callable[[Message], int], Message.partition)
+
+
+@dataclasses.dataclass
+class _Commit:
+    """A consumer-group commit the reader thread runs for a caller that waits for it."""
+
+    offsets: list[TopicPartition]
+    finished: bool = False
+    error: KafkaException | None = None
+
+    def run(self, consumer: Consumer) -> None:
+        try:
+            consumer.commit(offsets=self.offsets, asynchronous=False)
+        except KafkaException as exc:
+            self.error = exc
+        self.finished = True
+
+
+class RangeReader:
+    """Reads planned offset ranges with one consumer that stays assigned and reads ahead.
+
+    A thread owns the consumer. It keeps every partition it was asked for
+    assigned and goes on fetching past the last range asked for, holding up
+    to ``read_ahead`` messages, so that the next range (which starts where
+    the last one ended) is mostly in memory when it is asked for. A range
+    that starts elsewhere (a replay) re-positions that partition. Offsets may
+    have gaps (transaction markers, aborted or compacted records): a range is
+    complete when the consumer's position reaches its end.
+
+    Args:
+        config: consumer settings (``bootstrap.servers``, ``group.id``, security, ...).
+        timeout: how long one ``read`` may wait for its range.
+        poll_records: messages asked for per ``consume`` call.
+        read_ahead: messages held beyond what was asked for; 0 reads no further than asked.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, timeout: dt.timedelta, poll_records: int = 10_000,
+                 read_ahead: int = 0) -> None:
+        self.timeout = timeout
+        self.poll_records = poll_records
+        self.read_ahead = read_ahead
+        self._consumer = Consumer({**config, "enable.partition.eof": False})
+        self._cond = threading.Condition()
+        self._buffers: dict[str, _Buffer] = {}
+        self._tps: dict[str, TopicPartition] = {}
+        self._want: dict[str, tuple[int, int]] = {}  # the range being asked for, by partition
+        self._moves: dict[str, int] = {}  # partitions the thread must re-position, and where to
+        self._paused: set[str] = set()
+        self._commits: list[_Commit] = []
+        self._last_error: KafkaError | None = None
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="statefulstream-kafka-reader", daemon=True)
+        self._thread.start()
+
+    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
+        """Return the messages at offsets ``[start, end)`` of each partition, in offset order.
+
+        Raises:
+            RangeIncompleteError: a range was not complete within ``timeout``.
+            ReaderFailedError: the reader thread died (its error is the cause).
+        """
+        todo = {p: r for p, r in ranges.items() if r[1] > r[0]}
+        out: dict[str, list[Message]] = {p: [] for p in todo}
+        deadline = time.monotonic() + self.timeout.total_seconds()
+        with self._cond:
+            for p, (lo, _) in todo.items():
+                buf = self._buffers.get(p)
+                if buf is not None and buf.first <= lo <= buf.complete:
+                    buf.drop_before(lo)  # the next range: what was read ahead is kept
+                else:
+                    self._moves[p] = lo
+                    self._buffers[p] = _Buffer(lo, lo)
+            self._want = dict(todo)
+            self._cond.notify_all()
+            while True:
+                self._raise_failure()
+                if all(self._buffers[p].complete >= hi and p not in self._moves for p, (_, hi) in todo.items()):
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._want = {}
+                    missing = {p: (self._buffers[p].complete, lo, hi) for p, (lo, hi) in todo.items()
+                               if self._buffers[p].complete < hi or p in self._moves}
+                    raise RangeIncompleteError(missing, self._last_error)
+                self._cond.wait(left)
+            for p, (_, hi) in todo.items():
+                out[p] = self._buffers[p].take(hi)
+            self._want = {}
+            self._cond.notify_all()
+        return out
+
+    def commit(self, offsets: Mapping[str, int]) -> None:
+        """Commit ``offsets`` to the consumer group and wait for the answer.
+
+        The reader thread commits between two fetches: a synchronous commit
+        waits on the queue that thread's ``consume`` serves.
+
+        Raises:
+            KafkaException: the commit failed.
+            ReaderFailedError: the reader thread died (its error is the cause).
+        """
+        done = _Commit([TopicPartition(*parse_partition_name(p), off) for p, off in offsets.items()])
+        with self._cond:
+            self._commits.append(done)
+            self._cond.notify_all()
+            while not done.finished:
+                self._raise_failure()
+                self._cond.wait(_POLL.total_seconds())
+        if done.error is not None:
+            raise done.error
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            msg = f"the Kafka reader thread stopped: {self._failure!r}"
+            raise ReaderFailedError(msg) from self._failure
+
+    def close(self) -> None:
+        """Stop the thread and close the consumer (no commit). Idempotent."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    # --- the reader thread (the only one that touches the consumer's assignment)
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        try:
+            while self._step(consumer):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+            with self._cond:
+                self._failure = exc
+                self._cond.notify_all()
+        finally:
+            consumer.close()
+
+    def _step(self, consumer: Consumer) -> bool:
+        """Apply re-positions and fetch once, or wait while nothing should fetch; False when closing."""
+        with self._cond:
+            if self._closing:
+                return False
+            if not self._pause_or_resume(consumer) and not self._moves and not self._commits:
+                self._cond.wait(_POLL.total_seconds())
+                return True
+            moves, self._moves = self._moves, {}
+            commits, self._commits = self._commits, []
+        self._apply_moves(consumer, moves)
+        for commit in commits:
+            commit.run(consumer)
+        with self._cond:
+            want = sum(max(0, hi - self._buffers[p].complete) for p, (_, hi) in self._want.items())
+        # Never ask for more than the asked ranges still need, so consume() returns as soon as they are read.
+        batch = consumer.consume(num_messages=max(1, min(self.poll_records, want or self.poll_records)),
+                                 timeout=_POLL.total_seconds())
+        positions = consumer.position(list(self._tps.values())) if self._tps else []
+        with self._cond:
+            self._store(batch, positions)
+            self._cond.notify_all()
+        return True
+
+    def _pause_or_resume(self, consumer: Consumer) -> bool:
+        """Pause the partitions that should not fetch now; return whether any partition should.
+
+        A partition fetches while its asked range is incomplete, or while the
+        messages held are fewer than the asked ranges plus ``read_ahead``.
+        """
+        held = sum(len(b.messages) for b in self._buffers.values())
+        room = self.read_ahead > 0 and held < self.read_ahead + sum(hi - lo for lo, hi in self._want.values())
+        pause = {p for p in self._tps
+                 if not room and not (p in self._want and self._buffers[p].complete < self._want[p][1])}
+        if pause - self._paused:
+            consumer.pause([self._tps[p] for p in pause - self._paused])
+        if self._paused - pause:
+            consumer.resume([self._tps[p] for p in self._paused - pause])
+        self._paused = pause
+        return len(pause) < len(self._tps)
+
+    def _apply_moves(self, consumer: Consumer, moves: Mapping[str, int]) -> None:
+        if not moves:
+            return
+        known = [self._tps[p] for p in moves if p in self._tps]
+        if known:
+            consumer.incremental_unassign(known)
+        tps = [TopicPartition(*parse_partition_name(p), off) for p, off in moves.items()]
+        consumer.incremental_assign(tps)
+        consumer.resume(tps)  # a pause from before an unassign outlives the new assignment
+        with self._cond:
+            for tp in tps:
+                name = partition_name(tp.topic, tp.partition)
+                self._tps[name] = TopicPartition(tp.topic, tp.partition)
+                self._paused.discard(name)
+
+    def _store(self, batch: list[Message], positions: list[TopicPartition]) -> None:
+        """Append fetched messages to their buffers.
+
+        This runs once per message, so it stays in C-level calls (map, sort,
+        bisect) and touches each partition's run of messages as a whole.
+        """
+        if any(map(Message.error, batch)):  # rare: a client error (end-of-partition events are off)
+            for err in filter(None, map(Message.error, batch)):
+                self._last_error = err  # librdkafka reconnects and refetches by itself
+            batch = [m for m in batch if m.error() is None]
+        if not batch:
+            return
+        topics = list(map(Message.topic, batch))
+        if topics.count(topics[0]) == len(topics):
+            # One topic: a stable sort by partition keeps each partition's offset order.
+            batch.sort(key=_partition)
+            runs = []
+            while batch:
+                cut = bisect.bisect_right(batch, _partition(batch[0]), key=_partition)
+                runs.append(batch[:cut])
+                del batch[:cut]
+        else:
+            where = zip(topics, map(Message.partition, batch), strict=True)
+            runs = [[m for m, _ in group] for _, group in itertools.groupby(zip(batch, where, strict=True),
+                                                                             key=operator.itemgetter(1))]
+        for msgs in runs:
+            name = partition_name(msgs[0].topic() or "", msgs[0].partition() or 0)
+            buf = self._buffers.get(name)
+            if buf is None or name in self._moves:
+                continue
+            if _offset(msgs[0]) < buf.complete:  # already held (fetched again after a reconnect)
+                msgs = msgs[bisect.bisect_left(msgs, buf.complete, key=_offset):]
+            if msgs:
+                buf.messages.extend(msgs)
+                buf.complete = _offset(msgs[-1]) + 1
+        # Past gaps (control records, compaction) the position moves without a message.
+        for tp in positions:
+            name = partition_name(tp.topic, tp.partition)
+            buf = self._buffers.get(name)
+            if buf is not None and name not in self._moves and tp.offset > buf.complete:
+                buf.complete = tp.offset
