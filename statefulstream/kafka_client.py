@@ -15,6 +15,7 @@ whose unit a caller could get wrong.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import dataclasses
 import datetime as dt
@@ -22,6 +23,7 @@ import itertools
 import operator
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -150,6 +152,16 @@ class _Commit:
         self.finished = True
 
 
+_OPEN_READERS: weakref.WeakSet[RangeReader] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_readers() -> None:
+    """Stop reader threads left running: one inside librdkafka while the interpreter finalizes can crash it."""
+    for reader in list(_OPEN_READERS):
+        reader.close()
+
+
 class RangeReader:
     """Reads planned offset ranges with one consumer that stays assigned and reads ahead.
 
@@ -186,6 +198,7 @@ class RangeReader:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="statefulstream-kafka-reader", daemon=True)
         self._thread.start()
+        _OPEN_READERS.add(self)
 
     def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
         """Return the messages at offsets ``[start, end)`` of each partition, in offset order.
@@ -256,6 +269,7 @@ class RangeReader:
             self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
+        _OPEN_READERS.discard(self)
 
     # --- the reader thread (the only one that touches the consumer's assignment)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import msgpack
 import orjson
@@ -30,9 +31,22 @@ def produce_json(broker: TansuBroker, topic: str, rows: list[dict], *, partition
         broker.produce(topic, part, partition=p, batched=batched)
 
 
-def source(broker: TansuBroker, topic: str, **kwargs) -> KafkaSource:
+_OPENED: list[KafkaSource] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sources() -> Iterator[None]:
+    """Close every source a test built: an open source keeps its reader thread and consumer running."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
+def source(broker: TansuBroker, topic: str | None, **kwargs) -> KafkaSource:
     kwargs.setdefault("read_timeout", "10 seconds")
-    return KafkaSource(topic, bootstrap_servers=broker.bootstrap, **kwargs)
+    src = KafkaSource(topic, bootstrap_servers=broker.bootstrap, **kwargs)
+    _OPENED.append(src)
+    return src
 
 
 class TestKafkaSource:
@@ -138,7 +152,7 @@ class TestKafkaSource:
         prefix = f"pat-{uuid.uuid4().hex[:6]}"
         first = kafka_broker.create_topic(f"{prefix}-a")
         produce_json(kafka_broker, first, events(3))
-        src = KafkaSource(pattern=f"^{prefix}-", bootstrap_servers=kafka_broker.bootstrap)
+        src = source(kafka_broker, None, pattern=f"^{prefix}-", read_timeout="60 seconds")
         start, latest = src.available({})
         assert latest == {f"{first}:0": 3}
         second = kafka_broker.create_topic(f"{prefix}-b")
