@@ -19,36 +19,36 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from statefulstream.checkpoint.plan_log import MemoryPlanLog, PlanLog
+from statefulstream.checkpoint.layout import default_dead_letters, memory_state, open_durable_state, progress_dir
+from statefulstream.checkpoint.plan_log import PlanLog
 from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.executor import DEFAULT_SINK_RETRY, Executor
-from statefulstream.observe.config_view import app_config, trigger_text
+from statefulstream.jsonl_sink import JsonlFileSink
+from statefulstream.observe.config_view import app_config
 from statefulstream.observe.health import Health
 from statefulstream.observe.metrics import Metrics
 from statefulstream.observe.progress import ProgressListener
-from statefulstream.observe.progress_bar import ProgressBar
 from statefulstream.observe.progress_log import ProgressLog
 from statefulstream.observe.server import MetricsServer, parse_address
-from statefulstream.observe.state_query import StateQueries
 from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step, StepKind
 from statefulstream.records import DeadLetter
 from statefulstream.retry import RetryPolicy
+from statefulstream.run_embedded import run_embedded
 from statefulstream.script_runs import defer_run
 from statefulstream.sink import Sink
 from statefulstream.sources.base import Source
-from statefulstream.state.memory import MemoryStateStore
 from statefulstream.state.store import CommitRecord, CommittedView, StateStore
+from statefulstream.stop_signals import install_stop_handlers
 from statefulstream.timeutil import Clock, system_clock
-from statefulstream.triggers import Trigger, TriggerKind
+from statefulstream.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class App:
         self.executor: Executor | None = None
         self._stop = threading.Event()
         # Without a checkpoint the state lives on the App, so successive run() calls continue it.
-        self._memory: tuple[MemoryStateStore, MemoryPlanLog] | None = None
+        self._memory: tuple[StateStore, PlanLog] | None = None
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, source={self.source!r}, checkpoint_dir={self.checkpoint_dir!r})"
@@ -291,33 +291,7 @@ class App:
         if engine != "embedded" or spark:  # statefulstream.spark checks the engine name and its options
             from statefulstream.spark import run_on_spark
             return run_on_spark(self, trig, self._stop, self._install_signal_handlers, engine=engine, **spark)
-        executor = self.build_executor()
-        self.metrics.declare_sinks(executor.sink_names)
-        bar = ProgressBar(self.name) if trig.kind is TriggerKind.AVAILABLE_NOW else None
-        if bar is not None:
-            executor.listeners.append(bar.on_batch)
-        self._stop.clear()
-        self.health.starting(executor.heartbeat, trig)
-        # Served during recovery too, so /ready can say "not yet".
-        self.status.trigger = trigger_text(trig)
-        queries = StateQueries(self._committed_view) if self.state_queries else None
-        self.metrics_server = (MetricsServer(self.metrics_address, self.metrics, self.health, status=self.status,
-                                             state=queries) if self.metrics_address is not None else None)
-        restore = self._install_signal_handlers()
-        try:
-            if self.metrics_server is not None:
-                self.metrics_server.start()
-            executor.start()
-            self.health.ready()
-            executor.run(trig, self._stop)
-        finally:
-            self.health.stopped()
-            restore()
-            executor.close()
-            if bar is not None:
-                bar.close()
-            if self.metrics_server is not None:
-                self.metrics_server.stop()
+        run_embedded(self, trig)
 
     def run_batch(self, records: Iterable[Any], *, dead_letters: list[DeadLetter] | None = None) -> list[Any]:
         """Run a batch (non-streaming) query over ``records`` and return the output rows.
@@ -372,19 +346,14 @@ class App:
         return self.operator
 
     def _progress_log(self) -> ProgressLog:
-        directory = os.path.join(self.checkpoint_dir, "progress") if self.checkpoint_dir is not None else None
-        return ProgressLog(directory, keep=self.keep_batches, recent=self.status.reports)
+        return ProgressLog(progress_dir(self.checkpoint_dir), keep=self.keep_batches, recent=self.status.reports)
 
     def _state(self) -> tuple[StateStore, PlanLog]:
-        if self.checkpoint_dir is None:
-            if self._memory is None:
-                self._memory = (MemoryStateStore(), MemoryPlanLog())
-            return self._memory
-        from statefulstream.checkpoint.files import FilePlanLog
-        from statefulstream.state.rocksdb import RocksDBStateStore
-
-        store = RocksDBStateStore(os.path.join(self.checkpoint_dir, "state"), cache_keys=self.state_cache_keys)
-        return store, FilePlanLog(os.path.join(self.checkpoint_dir, "offsets"))
+        if self.checkpoint_dir is not None:
+            return open_durable_state(self.checkpoint_dir, cache_keys=self.state_cache_keys)
+        if self._memory is None:
+            self._memory = memory_state()
+        return self._memory
 
     @property
     def dead_letter_sink(self) -> Sink:
@@ -393,36 +362,13 @@ class App:
         if isinstance(value, Sink):
             return value
         if value is not None:
-            from statefulstream.jsonl_sink import JsonlFileSink
-
             return JsonlFileSink(os.fspath(value))
         if self._default_dead_letters is None or self._default_dead_letters[0] != self.checkpoint_dir:
-            if self.checkpoint_dir is None:
-                from statefulstream.memory_sink import MemorySink
-
-                default: Sink = MemorySink()
-            else:
-                from statefulstream.jsonl_sink import JsonlFileSink
-
-                default = JsonlFileSink(os.path.join(self.checkpoint_dir, "dead_letters"))
-            self._default_dead_letters = (self.checkpoint_dir, default)
+            self._default_dead_letters = (self.checkpoint_dir, default_dead_letters(self.checkpoint_dir))
         return self._default_dead_letters[1]
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def handle(signum: int, _frame: Any) -> None:
-            logger.info("app %r: signal %d received; stopping after the current batch", self.name, signum)
-            self._stop.set()
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return install_stop_handlers(self.name, self._stop)
 
     def snapshot(self, path: str | os.PathLike[str]) -> CommitRecord:
         """Copy the checkpoint consistently to ``path`` (restore: use it as ``checkpoint_dir``).

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from statefulstream import App, CheckpointCorruptedError, GroupStateTimeout, IncompatibleStateError
-from statefulstream.checkpoint.snapshot import STATE_DIR
+from statefulstream.checkpoint.layout import STATE_DIR
 from statefulstream.errors import StateCorruptedError
 from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.sources.file import FileSource

@@ -22,7 +22,8 @@ from typing import Any
 import click
 
 from statefulstream.checkpoint.files import FilePlanLog
-from statefulstream.checkpoint.snapshot import OFFSETS_DIR, STATE_DIR, snapshot_checkpoint
+from statefulstream.checkpoint.layout import OFFSETS_DIR, STATE_DIR
+from statefulstream.checkpoint.snapshot import snapshot_checkpoint
 from statefulstream.errors import StatefulStreamError
 from statefulstream.processor.state_cli import is_processor_signature, print_processor_rows, processor_rows
 from statefulstream.records import NO_TIMEOUT_MS

@@ -23,6 +23,7 @@ import os
 import shutil
 
 from statefulstream.checkpoint.files import FilePlanLog
+from statefulstream.checkpoint.layout import OFFSETS_DIR, STATE_DIR
 from statefulstream.errors import CheckpointError, StateError
 from statefulstream.state.rocksdb import RocksDBStateStore
 from statefulstream.state.rocksdb_dir import create_rocksdb_checkpoint, open_rocksdb, read_meta, store_in_use
@@ -30,11 +31,6 @@ from statefulstream.state.store import CommitRecord
 
 logger = logging.getLogger(__name__)
 
-STATE_DIR = "state"
-"""The state store's directory inside a checkpoint directory."""
-
-OFFSETS_DIR = "offsets"
-"""The offsets log's directory inside a checkpoint directory."""
 
 
 def snapshot_checkpoint(checkpoint_dir: str, dest: str, *, store: RocksDBStateStore | None = None) -> CommitRecord:
