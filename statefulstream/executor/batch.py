@@ -164,6 +164,7 @@ class Executor:
             records = self._transform(records, lineage, progress)
             records, max_et = self._drop_late(records, plan, lineage, progress)
             groups = self._group(records, lineage, progress)
+            del records  # only the groups hold the records now: call_keys frees each key's after its call
             watch.lap("decode")
             call = call_keys if self.op.processor is None else run_processor
             outputs, changes = call(self.op, self.store, plan, groups, progress)

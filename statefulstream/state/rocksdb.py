@@ -26,7 +26,6 @@ any moment leaves either no store or a committed one. An exclusive
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import logging
@@ -80,7 +79,7 @@ def _encode_row(codec: Codec, row: StateRow) -> bytes:
 
 
 class RocksDBStateStore(StateStore):
-    """The durable ``StateStore``: RocksDB via rocksdict, msgpack values, a bounded LRU cache.
+    """The durable ``StateStore``: RocksDB via rocksdict, msgpack values, a bounded row cache.
 
     Args:
         path: the store directory (``<checkpoint_dir>/state``); created by the first commit.
@@ -113,7 +112,7 @@ class RocksDBStateStore(StateStore):
         self._timers = RocksDBTimerIndex()
         self._kv = StagedKV()
         self._num_rows = 0
-        self._cache: collections.OrderedDict[bytes, bytes | None] = collections.OrderedDict()
+        self._cache: dict[bytes, bytes | None] = {}
         self._staged: dict[bytes, bytes | None] = {}
         self._sync = WriteOptions()
         self._sync.sync = True
@@ -244,17 +243,17 @@ class RocksDBStateStore(StateStore):
         out: list[Any] = [cache.get(kb, _MISSING) for kb in kbs]
         missing = [i for i, raw in enumerate(out) if raw is _MISSING]
         if missing:
+            misses: list[Any] = [kbs[i] for i in missing]
             fetched: list[bytes | None] = (
-                self._cf["state"].get([kbs[i] for i in missing]) if self._db is not None  # type: ignore[assignment]
+                self._cf["state"].get(misses) if self._db is not None  # type: ignore[assignment]
                 else [None] * len(missing))
             for i, raw in zip(missing, fetched, strict=True):
                 out[i] = raw
-        if self._cache_keys:
-            for kb, raw in zip(kbs, out, strict=True):
-                cache[kb] = raw
-                cache.move_to_end(kb)
-            while len(cache) > self._cache_keys:
-                cache.popitem(last=False)
+            if self._cache_keys:
+                cache.update(zip(misses, fetched, strict=True))
+                # Oldest first: a plain dict keeps insertion order, and commit re-inserts written rows.
+                for kb in list(itertools.islice(cache, max(0, len(cache) - self._cache_keys))):
+                    del cache[kb]
         return out
 
     def _decode(self, raw: bytes) -> StateRow:
@@ -414,6 +413,7 @@ class RocksDBStateStore(StateStore):
             cache = self._cache
             for kb, new in staged.items():
                 if kb in cache:
+                    del cache[kb]  # re-inserted as the newest: rows in use stay cached
                     cache[kb] = new
         staged.clear()
         self._kv.discard()
