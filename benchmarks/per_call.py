@@ -131,7 +131,8 @@ def main() -> None:
               f"{', '.join(f'{x:.2f}' for x in per_round)}); {results[f'{impl}:many'][0]['calls']:,} calls vs "
               f"{results[f'{impl}:few'][0]['calls']:,}")
     if "baseline" in summary:
-        print(f"statefulstream/baseline: {summary['statefulstream']['framework_us_per_call'] / summary['baseline']['framework_us_per_call']:.2f}")
+        ratio = summary["statefulstream"]["framework_us_per_call"] / summary["baseline"]["framework_us_per_call"]
+        print(f"statefulstream/baseline: {ratio:.2f}")
     if args.json:
         print(harness.json.dumps(summary))
 

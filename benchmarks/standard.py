@@ -44,37 +44,27 @@ import harness
 SYSTEMS = ("statefulstream", "floor")
 
 
-def run_statefulstream(data: str, batch: int, workload_dir: str) -> dict[str, Any]:
-    """The standard job through the full runtime; returns the run's figures and verification."""
-    from statefulstream import App, GroupStateTimeout
-    from statefulstream.memory_sink import MemorySink
-    from statefulstream.sources import FileSource
+def import_system(kind: str) -> None:
+    """Import what a system's run needs, so imports stay out of the measured run."""
+    if kind == "floor":
+        import msgpack  # noqa: F401
+        import orjson  # noqa: F401
+        import rocksdict  # noqa: F401
+    else:
+        import statefulstream.memory_sink  # noqa: F401
+        import statefulstream.sources  # noqa: F401
+        import statefulstream.windows  # noqa: F401
 
-    common = harness.load_common(workload_dir)
+
+def run_statefulstream(data: str, batch: int) -> dict[str, Any]:
+    """The standard job through the full runtime; returns the run's figures and its sessions (``rows``)."""
     with tempfile.TemporaryDirectory() as workdir:
-        def run() -> dict[str, Any]:
-            out = MemorySink()
-            read = [0]
-            app = App("standard", source=FileSource(os.path.join(data, "events.jsonl")),
-                      checkpoint_dir=os.path.join(workdir, "ckpt"), trigger="available_now",
-                      max_records_per_trigger=batch)
-            app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay="10 seconds",
-                                           timeout=GroupStateTimeout.EVENT_TIME, sink=out)(harness.sessionize)
-            app.add_listener(lambda p: read.__setitem__(0, read[0] + p.records_read))
-            app.run()
-            return {"events": read[0], "rows": out.rows}
-
-        result = harness.measured(run)
-    result["verify"] = common.verify(result.pop("rows"), data, "wm")
-    return result
+        return harness.measured(lambda: harness.run_session_job(data, batch, os.path.join(workdir, "ckpt")))
 
 
 def run_floor(data: str, batch: int, workload_dir: str) -> dict[str, Any]:
     """The workload's ``run_floor.py`` (RocksDB, orjson), timed up to its output, without its own verify."""
-    common = harness.load_common(workload_dir)
-    import msgpack  # noqa: F401 - imported before the clock starts, as statefulstream's are
-    import orjson  # noqa: F401
-    import rocksdict  # noqa: F401
+    harness.load_common(workload_dir)
     import run_floor as floor  # type: ignore[import-not-found]
 
     captured: dict[str, Any] = {}
@@ -95,7 +85,7 @@ def run_floor(data: str, batch: int, workload_dir: str) -> dict[str, Any]:
             return {"events": events, "cpu_end": captured["cpu_end"], "wall_end": captured["wall_end"]}
 
         result = harness.measured(run)
-    result["verify"] = common.verify(captured["rows"], data, "all")
+    result["rows"] = captured["rows"]
     return result
 
 
@@ -108,22 +98,18 @@ def count_events(data: str) -> int:
 def child(args: argparse.Namespace) -> None:
     """One measured run in this fresh process."""
     workload_dir = os.fspath(args.workload_dir)
+    common = harness.load_common(workload_dir)
+    import_system(args.child)
     if args.import_only:
-        harness.load_common(workload_dir)
-        if args.child == "floor":
-            import msgpack  # noqa: F401
-            import orjson  # noqa: F401
-            import rocksdict  # noqa: F401
-        else:
-            import statefulstream  # noqa: F401
-            import statefulstream.memory_sink  # noqa: F401
-            import statefulstream.sources  # noqa: F401
         harness.child_result({})
         return
     if args.child == "floor":
-        result = run_floor(args.data, args.batch, workload_dir)
+        result, mode = run_floor(args.data, args.batch, workload_dir), "all"  # the floor flushes open sessions
     else:
-        result = run_statefulstream(args.data, args.batch, workload_dir)
+        result, mode = run_statefulstream(args.data, args.batch), "wm"
+    rows = result.pop("rows")
+    if not args.no_verify:
+        result["verify"] = common.verify(rows, args.data, mode)
     harness.child_result(result)
 
 
@@ -148,6 +134,7 @@ def main() -> None:
                         help="also run statefulstream imported from this source checkout (as 'baseline')")
     parser.add_argument("--callgrind", action="store_true", help="count instructions with valgrind instead")
     parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     harness.add_common_args(parser)
     args = parser.parse_args()
     if args.child:
@@ -171,7 +158,7 @@ def main() -> None:
         for system in systems:
             kind = "floor" if system == "floor" else "statefulstream"
             env = {**envs[system], "PYTHONHASHSEED": "0"}
-            base = [sys.executable, script, "--child", kind, *common_args]
+            base = [sys.executable, script, "--child", kind, *common_args, "--no-verify"]
             counts[system] = callgrind_instructions(base, env) - callgrind_instructions([*base, "--import-only"], env)
             print(f"{system:>16}: {counts[system] / 1e9:.3f} G instructions", flush=True)
         for system in systems:
