@@ -114,6 +114,8 @@ class RocksDBStateStore(StateStore):
         self._num_rows = 0
         self._cache: dict[bytes, bytes | None] = {}
         self._staged: dict[bytes, bytes | None] = {}
+        # Group keys of this batch's get_many -> their bytes, so put/delete do not encode them again.
+        self._key_bytes: dict[Hashable, bytes] = {}
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
@@ -180,6 +182,7 @@ class RocksDBStateStore(StateStore):
         self._cache.clear()
         self._staged.clear()
         self._kv.discard()
+        self._key_bytes.clear()
         self._timers = RocksDBTimerIndex()
         self._num_rows = 0
         if self._new and self._db_path != self.path:
@@ -263,6 +266,7 @@ class RocksDBStateStore(StateStore):
         """Return each key's row, staged changes first, then cache, then RocksDB."""
         encode_key = self._codec.encode_key
         kbs = [encode_key(k) for k in keys]
+        self._key_bytes.update(zip(keys, kbs, strict=True))
         staged = self._staged
         if staged:
             raws: list[Any] = [staged.get(kb, _MISSING) for kb in kbs]
@@ -346,7 +350,7 @@ class RocksDBStateStore(StateStore):
                 timeout is outside the int64 range.
         """
         try:
-            self._staged[self._codec.encode_key(key)] = _encode_row(self._codec, row)
+            self._staged[self._encode_key(key)] = _encode_row(self._codec, row)
         except StateEncodeError as exc:
             msg = f"state of key {key!r}: {exc}"
             raise StateEncodeError(msg) from exc
@@ -357,11 +361,17 @@ class RocksDBStateStore(StateStore):
 
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
-        self._staged[self._codec.encode_key(key)] = None
+        self._staged[self._encode_key(key)] = None
+
+    def _encode_key(self, key: Hashable) -> bytes:
+        # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
+        kb = self._key_bytes.get(key) if type(key) is str else None
+        return kb if kb is not None else self._codec.encode_key(key)
 
     def abort(self) -> None:
         """Discard staged changes."""
         self._staged.clear()
+        self._key_bytes.clear()
         self._timers.discard()
         self._kv.discard()
 
@@ -417,6 +427,7 @@ class RocksDBStateStore(StateStore):
                     cache[kb] = new
         staged.clear()
         self._kv.discard()
+        self._key_bytes.clear()
 
     # --- snapshots
 
