@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import resource
 import shlex
 import statistics
@@ -191,6 +192,26 @@ def median(runs: Sequence[dict[str, Any]], field: str) -> float:
 def paired_ratios(results: dict[str, list[dict]], system: str, base: str, field: str) -> list[float]:
     """Per-round ``system / base`` ratios of ``field`` (each pair ran back to back)."""
     return [round(a[field] / b[field], 3) for a, b in zip(results[system], results[base], strict=True) if b[field]]
+
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def callgrind_instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """Instructions valgrind's callgrind counts for ``cmd`` (all threads) minus those of ``cmd --import-only``.
+
+    Deterministic on a busy machine (``PYTHONHASHSEED=0``), unlike CPU time;
+    it does not see cache misses, so memory-bound costs count less than they weigh.
+    """
+    def count(argv: list[str]) -> int:
+        proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                              capture_output=True, text=True, env={**env, "PYTHONHASHSEED": "0"})
+        found = _COLLECTED.findall(proc.stderr)
+        if proc.returncode or not found:
+            sys.exit(f"callgrind run failed ({shlex.join(argv)}), exit {proc.returncode}:\n{proc.stderr[-4000:]}")
+        return int(found[-1])
+
+    return count(cmd) - count([*cmd, "--import-only"])
 
 
 def machine() -> str:

@@ -32,8 +32,6 @@ import contextlib
 import io
 import os
 import pathlib
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,19 +111,6 @@ def child(args: argparse.Namespace) -> None:
     harness.child_result(result)
 
 
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
-
-
-def callgrind_instructions(cmd: list[str], env: dict[str, str]) -> int:
-    """Instructions callgrind counted for ``cmd`` (all threads)."""
-    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
-                          capture_output=True, text=True, env=env)
-    found = _COLLECTED.findall(proc.stderr)
-    if proc.returncode or not found:
-        sys.exit(f"callgrind run failed ({' '.join(cmd)}), exit {proc.returncode}:\n{proc.stderr[-4000:]}")
-    return int(found[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -157,9 +142,9 @@ def main() -> None:
         counts: dict[str, int] = {}
         for system in systems:
             kind = "floor" if system == "floor" else "statefulstream"
-            env = {**envs[system], "PYTHONHASHSEED": "0"}
+            env = envs[system]
             base = [sys.executable, script, "--child", kind, *common_args, "--no-verify"]
-            counts[system] = callgrind_instructions(base, env) - callgrind_instructions([*base, "--import-only"], env)
+            counts[system] = harness.callgrind_instructions(base, env)
             print(f"{system:>16}: {counts[system] / 1e9:.3f} G instructions", flush=True)
         for system in systems:
             if system != "floor":

@@ -15,6 +15,9 @@ RSS, and whether the sessions are exactly the reference's (``wm`` mode).
 
     python benchmarks/windows_vs_handler.py                       # 1M events, 10k users, 3 rounds
     python benchmarks/windows_vs_handler.py --events 200000 --users 2000
+    python benchmarks/windows_vs_handler.py --callgrind --events 200000 --users 2000 --batch 20000
+
+``--callgrind`` counts instructions with valgrind instead of timing (for a busy machine).
 """
 
 from __future__ import annotations
@@ -38,10 +41,15 @@ def child(args: argparse.Namespace) -> None:
     import statefulstream.windows  # noqa: F401
 
     common = harness.load_common(os.fspath(args.workload_dir))
+    if args.import_only:
+        harness.child_result({})
+        return
     with tempfile.TemporaryDirectory() as workdir:
         result = harness.measured(lambda: harness.run_session_job(
             args.data, args.batch, os.path.join(workdir, "ckpt"), windows=args.child == "windows"))
-    result["verify"] = common.verify(result.pop("rows"), args.data, "wm")
+    rows = result.pop("rows")
+    if not args.no_verify:
+        result["verify"] = common.verify(rows, args.data, "wm")
     harness.child_result(result)
 
 
@@ -49,6 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--callgrind", action="store_true", help="count instructions with valgrind instead")
+    parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
     harness.add_common_args(parser)
     args = parser.parse_args()
     if args.child:
@@ -58,6 +69,14 @@ def main() -> None:
     workload_dir = harness.check_workload_dir(args.workload_dir)
     data = harness.standard_data(workload_dir, args.data_root, args.events, args.users)
     script = os.path.abspath(__file__)
+    if args.callgrind:
+        counts = {system: harness.callgrind_instructions(
+            [sys.executable, script, "--child", system, "--data", str(data), "--batch", str(args.batch),
+             "--workload-dir", str(workload_dir), "--no-verify"], dict(os.environ)) for system in SYSTEMS}
+        for system, n in counts.items():
+            print(f"{system:>8}: {n / 1e9:.3f} G instructions (run minus imports)")
+        print(f"windows/handler instructions: {counts['windows'] / counts['handler']:.3f}")
+        return
 
     def run(system: str) -> dict[str, Any]:
         res = harness.run_child(script, system, ["--data", str(data), "--batch", str(args.batch),
