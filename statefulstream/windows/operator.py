@@ -119,9 +119,12 @@ class WindowAggregation:
 
     def _add_rows(self, window: list[Any], values: list[Any], times: list[int], seq0: int,
                   idxs: Sequence[int]) -> None:
-        rows = [values[i] for i in idxs]
-        ts = [times[i] for i in idxs]
-        seqs = [seq0 + i for i in idxs]
+        if len(idxs) == len(values):  # every record of the call (idxs ascending): the common case
+            rows, ts, seqs = values, times, range(seq0, seq0 + len(values))
+        else:
+            rows = [values[i] for i in idxs]
+            ts = [times[i] for i in idxs]
+            seqs = [seq0 + i for i in idxs]
         for i, agg in enumerate(self.aggs, _FIXED):
             window[i] = agg.update(window[i], rows, ts, seqs)
 
