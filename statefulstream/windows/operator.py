@@ -119,6 +119,7 @@ class WindowAggregation:
 
     def _add_rows(self, window: list[Any], values: list[Any], times: list[int], seq0: int,
                   idxs: Sequence[int]) -> None:
+        seqs: Sequence[int]
         if len(idxs) == len(values):  # every record of the call (idxs ascending): the common case
             rows, ts, seqs = values, times, range(seq0, seq0 + len(values))
         else:
