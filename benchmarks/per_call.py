@@ -21,6 +21,7 @@ a loop) is subtracted, leaving the framework's part.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import statistics
@@ -134,7 +135,7 @@ def main() -> None:
         ratio = summary["statefulstream"]["framework_us_per_call"] / summary["baseline"]["framework_us_per_call"]
         print(f"statefulstream/baseline: {ratio:.2f}")
     if args.json:
-        print(harness.json.dumps(summary))
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import pathlib
+import statistics
 import sys
 import tempfile
 import time
@@ -176,10 +178,10 @@ def main() -> None:
         rss = harness.paired_ratios(results, system, "floor", "peak_rss_mb")
         summary[system]["cpu_ratio"] = cpu
         summary[system]["rss_ratio"] = rss
-        print(f"{system}/floor CPU: median {harness.statistics.median(cpu):.2f} (rounds {cpu}); "
-              f"peak RSS: median {harness.statistics.median(rss):.2f} (rounds {rss})")
+        print(f"{system}/floor CPU: median {statistics.median(cpu):.2f} (rounds {cpu}); "
+              f"peak RSS: median {statistics.median(rss):.2f} (rounds {rss})")
     if args.json:
-        print(harness.json.dumps(summary))
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

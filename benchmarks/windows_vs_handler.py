@@ -23,6 +23,7 @@ RSS, and whether the sessions are exactly the reference's (``wm`` mode).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -99,7 +100,7 @@ def main() -> None:
     summary["cpu_ratio"] = ratios
     print(f"windows/handler CPU: median {statistics.median(ratios):.2f} (rounds {ratios})")
     if args.json:
-        print(harness.json.dumps(summary))
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":
