@@ -128,7 +128,7 @@ def run_session_job(data: str, batch: int, checkpoint_dir: str, *, windows: bool
     app = App("standard", source=FileSource(os.path.join(data, "events.jsonl")), checkpoint_dir=checkpoint_dir,
               trigger="available_now", max_records_per_trigger=batch)
     if windows:
-        app.aggregate(key="user", event_time="ts", window=session(GAP_MS), watermark_delay="10 seconds",
+        app.aggregate(key="user", event_time="ts", window=session(f"{GAP_MS} ms"), watermark_delay="10 seconds",
                       aggs={"count": count(), "sum": sum("value")}, sink=out)
     else:
         app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay="10 seconds",
