@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import threading
 from typing import Any
 
@@ -498,3 +499,43 @@ class TestBackpressure:
             app.run("once")
         assert app.executor is not None and app.executor.next_batch_id == 0
         assert dict(app.executor.store.items()) == {}
+
+
+class TestGarbageCollectorPause:
+    """The cyclic collector is off while the handler runs and back on after the batch, success or failure."""
+
+    def _app(self, seen: list[bool], fail: bool = False) -> App:
+        app = App("gc")
+
+        @app.flat_map_groups_with_state(key="k")
+        def handler(key: Any, values: list, state: GroupState[int]) -> Any:
+            seen.append(gc.isenabled())
+            if fail:
+                raise ValueError("boom")
+            return ()
+
+        return app
+
+    def test_paused_during_the_batch_and_enabled_after(self) -> None:
+        seen: list[bool] = []
+        assert gc.isenabled()
+        StreamTester(self._app(seen)).run_batch([{"k": 1}, {"k": 2}])
+        assert seen == [False, False]
+        assert gc.isenabled()
+
+    def test_enabled_again_after_a_failing_batch(self) -> None:
+        seen: list[bool] = []
+        with pytest.raises(UserFunctionError):
+            StreamTester(self._app(seen, fail=True)).run_batch([{"k": 1}])
+        assert seen == [False]
+        assert gc.isenabled()
+
+    def test_left_off_when_the_application_turned_it_off(self) -> None:
+        seen: list[bool] = []
+        gc.disable()
+        try:
+            StreamTester(self._app(seen)).run_batch([{"k": 1}])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        assert seen == [False]

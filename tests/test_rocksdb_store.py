@@ -214,6 +214,18 @@ class TestStateStoreContract:
 
 
 class TestRocksDBStateStore:
+    def test_keys_equal_in_python_stay_distinct_rows_after_a_read(
+            self, rocks: Callable[..., RocksDBStateStore]) -> None:
+        store = rocks()
+        store.open(SIG)
+        store.get_many([1, "1"])  # remembered key bytes must not leak between 1, 1.0, True and "1"
+        store.put(1.0, StateRow("float", NO_TIMEOUT_MS))
+        store.put(True, StateRow("bool", NO_TIMEOUT_MS))
+        store.put("1", StateRow("str", NO_TIMEOUT_MS))
+        store.commit(record(0))
+        assert store.get_many([1, 1.0, True, "1"]) == [None, StateRow("float", NO_TIMEOUT_MS),
+                                                        StateRow("bool", NO_TIMEOUT_MS), StateRow("str", NO_TIMEOUT_MS)]
+
     def test_staged_writes_without_commit_are_gone_after_reopen(self, rocks: Callable[..., RocksDBStateStore]) -> None:
         store = rocks()
         store.open(SIG)

@@ -30,31 +30,34 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
 
     ``batch_query`` runs the step for a bounded (non-streaming) query, as
     Spark's batch ``GroupState``: no timeout calls, and the watermark reads -1
-    (the caller discards the store afterwards).
+    (the caller discards the store afterwards). ``groups`` is emptied: each key's
+    records are dropped once its call is done.
 
     Returns:
         ``(outputs, state_changes)`` of the batch, in call order.
     """
     outputs: list[Any] = []
-    changes: list[StateChange] = []
+    tracked: list[tuple[Hashable, Any, bool, int]] = []
     initial = op.initial_state if plan.batch_id == 0 and op.initial_state else None
     if initial:
         for key, value in initial.items():
             store.put(key, StateRow(value, NO_TIMEOUT_MS))
-            changes.append(StateChange(key, value, False, NO_TIMEOUT_MS))
+            tracked.append((key, value, False, NO_TIMEOUT_MS))
     if initial and not op.skip_emitting_initial_state_keys:
         keys = sorted_keys(set(groups) | set(initial))
     else:  # Spark's skipEmittingInitialStateKeys: initial keys without data are stored, not called
         keys = sorted_keys(groups)
-    loaded = len(changes)
+    loaded = len(tracked)
     # Validate the batch-wide GroupState arguments once (the same checks as GroupState()).
     GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=plan.batch_ts_ms,
                watermark_ms=plan.watermark_ms, watermark_present=op.has_watermark)
-    call = key_caller(op, store, plan, outputs, changes, batch_query=batch_query)
+    call = key_caller(op, store, plan, outputs, tracked, batch_query=batch_query)
     empty: list[Any] = GroupValues()
-    get = groups.get
+    with_data = set(groups)
+    # Popped, so each key's records are freed right after its call, while still in the CPU cache.
+    pop = groups.pop
     for key, row in zip(keys, store.get_many(keys), strict=True):
-        call(key, get(key, empty), row, False)
+        call(key, pop(key, empty), row, False)
     progress.groups_called = len(keys)
     if op.call_all_keys:  # complete-mode aggregation: every stored key each batch, O(state)
         called = set(keys)
@@ -65,24 +68,27 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
         threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
         fired = 0
         for key, row in list(store.expired(threshold)):
-            if key in groups or (initial and key in initial):
+            if key in with_data or (initial and key in initial):
                 continue
             call(key, empty, row, True)
             fired += 1
         progress.timeouts_fired = fired
     # As Spark: loading the initial state is not an update, and a row kept for its timeout after
     # remove() is updated, not removed (only a deleted row, without a timeout, is removed).
-    written = changes[loaded:]
-    progress.state_rows_removed = sum(1 for c in written if c.removed and c.timeout_ms == NO_TIMEOUT_MS)
+    written = tracked[loaded:]  # (key, value, removed, timeout_ms)
+    progress.state_rows_removed = sum(1 for c in written if c[2] and c[3] == NO_TIMEOUT_MS)
     progress.state_rows_updated = len(written) - progress.state_rows_removed
-    return outputs, changes
+    # StateChange rows only for the sinks that take them.
+    return outputs, [StateChange(*c) for c in tracked] if op.state_sinks else []
 
 
 def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs: list[Any],
-               changes: list[StateChange], *, batch_query: bool = False) -> KeyCall:
+               changes: list[tuple[Hashable, Any, bool, int]], *, batch_query: bool = False) -> KeyCall:
     """Return the per-key call: build a GroupState, call the handler, write back (A.3).
 
     Everything constant for the batch is bound once, since this runs once per key.
+    Each write-back is tracked in ``changes`` as ``(key, value, removed, timeout_ms)``,
+    the fields of a ``StateChange`` (built only when a state sink takes them).
     """
     func, flat, kind = op.func, op.flat, op.timeout
     batch_ts, batch_id, present = plan.batch_ts_ms, plan.batch_id, op.has_watermark
@@ -117,10 +123,10 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
         try:
             if action is Action.PUT:
                 put(key, StateRow(new_value, new_ts))
-                track(StateChange(key, new_value, new_value is None, new_ts))
+                track((key, new_value, new_value is None, new_ts))
             elif action is Action.DELETE:
                 delete(key)
-                track(StateChange(key, None, True, NO_TIMEOUT_MS))
+                track((key, None, True, NO_TIMEOUT_MS))
         except StateError as exc:  # e.g. a value the codec cannot store
             msg = f"cannot store the state of key {key!r} in batch {batch_id}: {exc}"
             raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc

@@ -29,7 +29,7 @@ from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.executor.keyed_calls import key_caller
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
-from statefulstream.records import NO_TIMEOUT_MS, GroupValues, StateChange
+from statefulstream.records import NO_TIMEOUT_MS, GroupValues
 from statefulstream.spark.prepare import NO_BATCH
 from statefulstream.state.codec import DEFAULT_CODEC
 from statefulstream.state.group_state import GroupState
@@ -95,7 +95,7 @@ class StatefulCall:
         GroupState(None, False, timeout=op.timeout, batch_processing_time_ms=batch_ts, watermark_ms=watermark,
                    watermark_present=op.has_watermark)
         outputs: list[Any] = []
-        changes: list[StateChange] = []
+        changes: list[tuple[Hashable, Any, bool, int]] = []  # key_caller's (key, value, removed, timeout_ms)
         store = _OneKeyStore()
         call = key_caller(op, cast(StateStore, store), BatchPlan(NO_BATCH, {}, {}, batch_ts, watermark, watermark),
                           outputs, changes)
@@ -105,7 +105,7 @@ class StatefulCall:
         deadline = stored_ts if timed_out else NO_TIMEOUT_MS
         out = _frame(OUTPUT, key_bytes, deadline, [encode(r) for r in outputs])
         if changes and self.track_state:
-            rows = [encode([c.value, c.removed, c.timeout_ms]) for c in changes]
+            rows = [encode([value, removed, timeout_ms]) for _, value, removed, timeout_ms in changes]
             out = pd.concat([out, _frame(STATE_CHANGE, key_bytes, deadline, rows)], ignore_index=True)
         yield out
 

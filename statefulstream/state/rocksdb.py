@@ -26,7 +26,6 @@ any moment leaves either no store or a committed one. An exclusive
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import logging
@@ -80,7 +79,7 @@ def _encode_row(codec: Codec, row: StateRow) -> bytes:
 
 
 class RocksDBStateStore(StateStore):
-    """The durable ``StateStore``: RocksDB via rocksdict, msgpack values, a bounded LRU cache.
+    """The durable ``StateStore``: RocksDB via rocksdict, msgpack values, a bounded row cache.
 
     Args:
         path: the store directory (``<checkpoint_dir>/state``); created by the first commit.
@@ -113,8 +112,10 @@ class RocksDBStateStore(StateStore):
         self._timers = RocksDBTimerIndex()
         self._kv = StagedKV()
         self._num_rows = 0
-        self._cache: collections.OrderedDict[bytes, bytes | None] = collections.OrderedDict()
+        self._cache: dict[bytes, bytes | None] = {}
         self._staged: dict[bytes, bytes | None] = {}
+        # Group keys of this batch's get_many -> their bytes, so put/delete do not encode them again.
+        self._key_bytes: dict[Hashable, bytes] = {}
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
@@ -181,6 +182,7 @@ class RocksDBStateStore(StateStore):
         self._cache.clear()
         self._staged.clear()
         self._kv.discard()
+        self._key_bytes.clear()
         self._timers = RocksDBTimerIndex()
         self._num_rows = 0
         if self._new and self._db_path != self.path:
@@ -244,17 +246,17 @@ class RocksDBStateStore(StateStore):
         out: list[Any] = [cache.get(kb, _MISSING) for kb in kbs]
         missing = [i for i, raw in enumerate(out) if raw is _MISSING]
         if missing:
+            misses: list[Any] = [kbs[i] for i in missing]
             fetched: list[bytes | None] = (
-                self._cf["state"].get([kbs[i] for i in missing]) if self._db is not None  # type: ignore[assignment]
+                self._cf["state"].get(misses) if self._db is not None  # type: ignore[assignment]
                 else [None] * len(missing))
             for i, raw in zip(missing, fetched, strict=True):
                 out[i] = raw
-        if self._cache_keys:
-            for kb, raw in zip(kbs, out, strict=True):
-                cache[kb] = raw
-                cache.move_to_end(kb)
-            while len(cache) > self._cache_keys:
-                cache.popitem(last=False)
+            if self._cache_keys:
+                cache.update(zip(misses, fetched, strict=True))
+                # Oldest first: a plain dict keeps insertion order, and commit re-inserts written rows.
+                for kb in list(itertools.islice(cache, max(0, len(cache) - self._cache_keys))):
+                    del cache[kb]
         return out
 
     def _decode(self, raw: bytes) -> StateRow:
@@ -264,6 +266,7 @@ class RocksDBStateStore(StateStore):
         """Return each key's row, staged changes first, then cache, then RocksDB."""
         encode_key = self._codec.encode_key
         kbs = [encode_key(k) for k in keys]
+        self._key_bytes.update(zip(keys, kbs, strict=True))
         staged = self._staged
         if staged:
             raws: list[Any] = [staged.get(kb, _MISSING) for kb in kbs]
@@ -347,7 +350,7 @@ class RocksDBStateStore(StateStore):
                 timeout is outside the int64 range.
         """
         try:
-            self._staged[self._codec.encode_key(key)] = _encode_row(self._codec, row)
+            self._staged[self._encode_key(key)] = _encode_row(self._codec, row)
         except StateEncodeError as exc:
             msg = f"state of key {key!r}: {exc}"
             raise StateEncodeError(msg) from exc
@@ -358,11 +361,17 @@ class RocksDBStateStore(StateStore):
 
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
-        self._staged[self._codec.encode_key(key)] = None
+        self._staged[self._encode_key(key)] = None
+
+    def _encode_key(self, key: Hashable) -> bytes:
+        # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
+        kb = self._key_bytes.get(key) if type(key) is str else None
+        return kb if kb is not None else self._codec.encode_key(key)
 
     def abort(self) -> None:
         """Discard staged changes."""
         self._staged.clear()
+        self._key_bytes.clear()
         self._timers.discard()
         self._kv.discard()
 
@@ -414,9 +423,11 @@ class RocksDBStateStore(StateStore):
             cache = self._cache
             for kb, new in staged.items():
                 if kb in cache:
+                    del cache[kb]  # re-inserted as the newest: rows in use stay cached
                     cache[kb] = new
         staged.clear()
         self._kv.discard()
+        self._key_bytes.clear()
 
     # --- snapshots
 

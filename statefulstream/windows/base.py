@@ -62,7 +62,8 @@ class Aggregator(ABC):
         if col is None:
             return list(rows)
         if isinstance(col, str):
-            vals = [r.get(col) if isinstance(r, Mapping) else r[col] for r in rows]
+            # ``type(r) is dict`` first: the ABC check is slow and records are nearly always dicts.
+            vals = [r.get(col) if type(r) is dict or isinstance(r, Mapping) else r[col] for r in rows]
         else:
             vals = list(map(col, rows))
         return [v for v in vals if v is not None]

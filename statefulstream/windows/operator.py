@@ -119,9 +119,13 @@ class WindowAggregation:
 
     def _add_rows(self, window: list[Any], values: list[Any], times: list[int], seq0: int,
                   idxs: Sequence[int]) -> None:
-        rows = [values[i] for i in idxs]
-        ts = [times[i] for i in idxs]
-        seqs = [seq0 + i for i in idxs]
+        seqs: Sequence[int]
+        if len(idxs) == len(values):  # every record of the call (idxs ascending): the common case
+            rows, ts, seqs = values, times, range(seq0, seq0 + len(values))
+        else:
+            rows = [values[i] for i in idxs]
+            ts = [times[i] for i in idxs]
+            seqs = [seq0 + i for i in idxs]
         for i, agg in enumerate(self.aggs, _FIXED):
             window[i] = agg.update(window[i], rows, ts, seqs)
 
@@ -144,21 +148,39 @@ class WindowAggregation:
         """Sweep stored sessions and new records by start; join those with ``start <= current end``."""
         assert isinstance(self.window, SessionSpec)
         gap = self.window.gap_ms
-        # (start, end, 0 = stored session / 1 = new record, payload); stored first on equal starts.
-        items: list[tuple[int, int, int, Any]] = [(w[0], w[1], 0, w) for w in windows.values()]
-        items += [(t, t + gap, 1, i) for i, t in enumerate(times)]
-        items.sort(key=lambda it: (it[0], it[2], it[3] if it[2] else 0))
-        groups: list[tuple[int, int, list[list[Any]], list[int]]] = []
-        for start, end, kind, payload in items:
-            if groups and start <= groups[-1][1]:
-                g_start, g_end, stored, idxs = groups[-1]
-                groups[-1] = (g_start, max(g_end, end), stored, idxs)
+        stored_windows = sorted(windows.values(), key=_start)
+        n_stored, next_stored = len(stored_windows), 0
+        # Sessions being formed: [start, end, stored windows, record indexes], in start order.
+        groups: list[list[Any]] = []
+        cur: list[Any] = [None, None, [], []]
+
+        def join(start: int, end: int) -> list[Any]:
+            nonlocal cur
+            if groups and start <= cur[1]:
+                if end > cur[1]:
+                    cur[1] = end
             else:
-                groups.append((start, end, [], []))
-            if kind:
-                groups[-1][3].append(payload)
+                cur = [start, end, [], []]
+                groups.append(cur)
+            return cur
+
+        # Records by event time (arrival order on ties); a stored session goes first on an equal start.
+        for i in sorted(range(len(times)), key=times.__getitem__):
+            t = times[i]
+            while next_stored < n_stored and stored_windows[next_stored][0] <= t:
+                w = stored_windows[next_stored]
+                join(w[0], w[1])[2].append(w)
+                next_stored += 1
+            end = t + gap
+            if groups and t <= cur[1]:  # join(t, end), inlined: this runs once per record
+                if end > cur[1]:
+                    cur[1] = end
             else:
-                groups[-1][2].append(payload)
+                cur = [t, end, [], []]
+                groups.append(cur)
+            cur[3].append(i)
+        for w in stored_windows[next_stored:]:
+            join(w[0], w[1])[2].append(w)
         merged: dict[int, list[Any]] = {}
         changed: set[int] = set()
         for start, end, stored, idxs in groups:

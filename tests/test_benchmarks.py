@@ -1,0 +1,52 @@
+"""The benchmark scripts still run, on a tiny input (so they do not rot). Nothing here is timed."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import harness  # noqa: E402 - the benchmarks' shared module, importable only after the path insert
+
+WORKLOAD = harness.default_workload_dir()
+needs_workload = pytest.mark.skipif(not (WORKLOAD / "run_floor.py").is_file(),
+                                    reason=f"the standard workload folder is not at {WORKLOAD} (../shared/workload)")
+
+
+def run_script(name: str, *args: str) -> dict:
+    """Run a benchmark script with ``--json`` and return its summary (the last line)."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), "--rounds", "1", "--json", *args],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@needs_workload
+def test_standard_runs_both_systems_and_both_are_exact(tmp_path: pathlib.Path) -> None:
+    summary = run_script("standard.py", "--events", "3000", "--users", "30", "--batch", "700",
+                         "--data-root", str(tmp_path), "--workload-dir", str(WORKLOAD))
+    for system in ("statefulstream", "floor"):
+        assert summary[system]["correct"] is True
+        assert summary[system]["cpu_s"] > 0 and summary[system]["peak_rss_mb"] > 0
+    assert len(summary["statefulstream"]["cpu_ratio"]) == 1
+
+
+@needs_workload
+def test_windows_vs_handler_gives_the_reference_sessions_both_ways(tmp_path: pathlib.Path) -> None:
+    summary = run_script("windows_vs_handler.py", "--events", "3000", "--users", "30", "--batch", "700",
+                         "--data-root", str(tmp_path), "--workload-dir", str(WORKLOAD))
+    assert summary["windows"]["correct"] is True
+    assert summary["handler"]["correct"] is True
+    assert len(summary["cpu_ratio"]) == 1
+
+
+def test_per_call_reports_a_cost_per_call(tmp_path: pathlib.Path) -> None:
+    summary = run_script("per_call.py", "--events", "2000", "--per-key", "50", "--batch", "500",
+                         "--data-root", str(tmp_path))
+    assert set(summary["statefulstream"]) == {"framework_us_per_call", "rounds"}
+    assert len(summary["statefulstream"]["rounds"]) == 1
