@@ -12,12 +12,12 @@ import json
 import pathlib
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
+from running_app import wait_for
 
 from statefulstream.sink import Sink
 from statefulstream.sinks import MemorySink
@@ -164,13 +164,6 @@ def run_in_thread(run: Callable[[], None]) -> tuple[threading.Thread, list[BaseE
     return thread, errors
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def episodes(events: Iterable[dict[str, Any]]) -> dict[str, list[Alert]]:
     """Error-rate alerts per device, from the produced events in order."""
     statuses: dict[str, list[tuple[int, str]]] = {}
@@ -213,7 +206,7 @@ class TestAlertingEndToEnd:
             second.add_listener(lambda p: replayed.set() if p.replayed else None)
             thread, errors = run_in_thread(second.run)
             try:
-                wait_for(replayed.is_set, 30, "the replayed batch")
+                wait_for(replayed.is_set, "the replayed batch")
             finally:
                 second.stop()
                 thread.join(30)

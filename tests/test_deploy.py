@@ -15,15 +15,15 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from running_app import wait_for
 
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.sinks import MemorySink
@@ -298,13 +298,6 @@ class TestDashboardMetrics:
         assert {f"{base}_bucket", f"{base}_sum", f"{base}_count"} <= served_metrics["samples"]
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def live_apps(tmp_path: pathlib.Path) -> Iterator[dict[str, str]]:
     """Both examples running on interval triggers with metrics served; compose service name -> host:port."""
@@ -325,7 +318,7 @@ def live_apps(tmp_path: pathlib.Path) -> Iterator[dict[str, str]]:
         threads.append(threading.Thread(target=app.run, daemon=True))
         threads[-1].start()
     try:
-        wait_for(lambda: all(e.is_set() for e in committed.values()), 30, "a first batch of each app")
+        wait_for(lambda: all(e.is_set() for e in committed.values()), "a first batch of each app")
         yield {name: urllib.parse.urlsplit(app.metrics_server.url).netloc for name, app in apps.items()}
     finally:
         for app in apps.values():
@@ -365,7 +358,7 @@ class TestRealPrometheus:
                 except OSError:
                     return False  # not listening yet
 
-            wait_for(rates_known, 30, "two scrapes of each app")
+            wait_for(rates_known, "two scrapes of each app")
             (up,) = query('count(up{job="statefulstream"} == 1)')
             assert up["value"][1] == str(len(live_apps))
             for expr in dashboard_exprs():

@@ -16,7 +16,6 @@ import struct
 import subprocess
 import termios
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from kafka_broker import TansuBroker
 from prometheus_client.parser import text_string_to_metric_families
+from running_app import wait_for
 
 from statefulstream import App, GroupState, GroupStateTimeout, RetryPolicy, SinkUnavailableError, UserFunctionError
 from statefulstream.errors import ConfigError, SinkError
@@ -71,17 +71,9 @@ def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
     return samples.get((name, frozenset({"app": "clicks", **labels}.items())))
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @contextlib.contextmanager
 def running(app: App) -> Iterator[str]:
-    """Run ``app`` in a thread until the block ends; yield its metrics server's base URL."""
+    """Run ``app`` in a thread until the block ends; yield its metrics server's base URL (before recovery ends)."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -535,7 +527,7 @@ class TestPrometheusScrape:
                     results[:] = json.loads(body)["data"]["result"] if status == 200 else []
                     return bool(results)
 
-                wait_for(scraped, "Prometheus to scrape the app", timeout=25)
+                wait_for(scraped, "Prometheus to scrape the app")
             finally:
                 proc.terminate()
                 proc.wait(10)
