@@ -101,8 +101,11 @@ class TestKafkaSink:
         topic = kafka_broker.create_topic()
         zombie = make_sink(kafka_broker, topic, "tx-" + topic)
         make_sink(kafka_broker, topic, "tx-" + topic).close()
-        with pytest.raises(SinkError, match="fatal producer error.*another instance with the same transactional"):
-            zombie.write(0, [{"n": 0}])
+        try:
+            with pytest.raises(SinkError, match="fatal producer error.*another instance with the same transactional"):
+                zombie.write(0, [{"n": 0}])
+        finally:
+            zombie.close()
         assert kafka_broker.read_all(topic) == []
 
     def test_value_formats_and_key_functions(self, kafka_broker):
