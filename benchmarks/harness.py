@@ -42,6 +42,27 @@ def default_workload_dir() -> pathlib.Path:
     return ROOT.parent / "shared" / "workload"
 
 
+def add_size_args(parser: argparse.ArgumentParser, *, events: int, users: int) -> None:
+    """``--events`` and ``--users``: the size of the generated input, with these defaults."""
+    parser.add_argument("--events", type=int, default=events, help="events to generate (default: %(default)s)")
+    parser.add_argument("--users", type=int, default=users, help="distinct users (default: %(default)s)")
+
+
+def add_baseline_arg(parser: argparse.ArgumentParser) -> None:
+    """``--baseline-src``: also run statefulstream imported from another checkout."""
+    parser.add_argument("--baseline-src", type=pathlib.Path,
+                        help="also run statefulstream imported from this source checkout (as 'baseline')")
+
+
+def add_standard_args(parser: argparse.ArgumentParser) -> None:
+    """Options of a script that runs the standard workload in children: its size, ``--callgrind``, the common ones."""
+    add_size_args(parser, events=1_000_000, users=10_000)
+    parser.add_argument("--callgrind", action="store_true", help="count instructions with valgrind instead")
+    parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
+    add_common_args(parser)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Options every benchmark script has."""
     parser.add_argument("--workload-dir", type=pathlib.Path, default=default_workload_dir(),
@@ -83,6 +104,40 @@ def load_common(workload_dir: str | os.PathLike[str]) -> Any:
 
     assert common.GAP_MS == GAP_MS, "the workload's session gap changed; update harness.GAP_MS"
     return common
+
+
+def parse(parser: argparse.ArgumentParser, child: Callable[[argparse.Namespace], None]) -> argparse.Namespace:
+    """Parse the command line: a ``--child`` process does its one run and exits; the parent prints the header."""
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        sys.exit(0)
+    print_header(sys.argv)
+    return args
+
+
+def prepare_standard(args: argparse.Namespace) -> tuple[pathlib.Path, list[str]]:
+    """Generate the standard input once (``--events``, ``--users``); return its folder and every child's options."""
+    workload_dir = check_workload_dir(args.workload_dir)
+    data = standard_data(workload_dir, args.data_root, args.events, args.users)
+    return data, ["--data", str(data), "--batch", str(args.batch), "--workload-dir", str(workload_dir)]
+
+
+def standard_child(args: argparse.Namespace, run: Callable[[], tuple[dict[str, Any], str]]) -> None:
+    """A standard-workload child, its imports done: print ``run()``'s figures, its rows checked in the mode it gives.
+
+    ``--import-only`` stops before the run (callgrind subtracts that run);
+    ``--no-verify`` skips the check (it is outside the figures anyway).
+    """
+    common = load_common(args.workload_dir)
+    if args.import_only:
+        child_result({})
+        return
+    result, mode = run()
+    rows = result.pop("rows")
+    if not args.no_verify:
+        result["verify"] = common.verify(rows, args.data, mode)
+    child_result(result)
 
 
 def sessionize(user: str, events: list[dict[str, Any]], state: Any) -> list[tuple[Any, ...]]:
@@ -212,6 +267,11 @@ def callgrind_instructions(cmd: list[str], env: dict[str, str]) -> int:
         return int(found[-1])
 
     return count(cmd) - count([*cmd, "--import-only"])
+
+
+def child_instructions(script: str, system: str, args: Sequence[str], env: dict[str, str]) -> int:
+    """:func:`callgrind_instructions` of ``script --child system args --no-verify``."""
+    return callgrind_instructions([sys.executable, script, "--child", system, *args, "--no-verify"], env)
 
 
 def machine() -> str:

@@ -25,7 +25,6 @@ import json
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 from typing import Any
@@ -91,14 +90,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--per-key", type=int, default=100, help="events per key of the 'few' input")
     parser.add_argument("--store", choices=["rocksdb", "memory"], default="rocksdb")
-    parser.add_argument("--baseline-src", type=pathlib.Path,
-                        help="also run statefulstream imported from this source checkout (as 'baseline')")
+    harness.add_baseline_arg(parser)
     harness.add_common_args(parser)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
-    harness.print_header(sys.argv)
+    args = harness.parse(parser, child)
     data_dir = args.data_root / f"per-call-n{args.events}-p{args.per_key}"
     data_dir.mkdir(parents=True, exist_ok=True)
     inputs = {"many": (data_dir / "many.jsonl", args.events),

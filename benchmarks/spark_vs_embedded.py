@@ -26,41 +26,12 @@ import tempfile
 import time
 from typing import Any
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-GAP_MS = 30_000
-
-
-def sessionize(user: str, events: list[dict[str, Any]], state: Any) -> list[tuple[str, int, int, int, float]]:
-    """Fold a user's events into ``[start, end, count, sum]`` sessions; emit each when it closes."""
-    if state.has_timed_out:
-        start, end, count, total = state.get()
-        state.remove()
-        return [(user, start, end, count, total)]
-    session = state.get_option()
-    out = []
-    for event in sorted(events, key=lambda e: e["ts"]):
-        ts = event["ts"]
-        if session is not None and ts - session[1] > GAP_MS:
-            out.append((user, *session))
-            session = None
-        if session is None:
-            session = [ts, ts, 0, 0.0]
-        session[0], session[1] = min(session[0], ts), max(session[1], ts)  # events come up to 2 s out of order
-        session[2] += 1
-        session[3] += event["value"]
-    assert session is not None
-    if session[1] + GAP_MS < state.get_current_watermark_ms():
-        out.append((user, *session))
-        state.remove()
-        return out
-    state.update(session)
-    state.set_timeout_timestamp(session[1] + GAP_MS)
-    return out
+import harness
 
 
 def child(engine: str, events: str, out_path: str, cores: int) -> None:
     """Run the job once on ``engine`` and write the sessions and the query's wall time to ``out_path``."""
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(harness.ROOT))
     from statefulstream import App, GroupStateTimeout
     from statefulstream.memory_sink import MemorySink
     from statefulstream.sources.file import FileSource
@@ -69,7 +40,7 @@ def child(engine: str, events: str, out_path: str, cores: int) -> None:
     app = App("bench", source=FileSource(events), checkpoint_dir=out_path + ".checkpoint",
               trigger="available_now", max_records_per_trigger=100_000)
     app.flat_map_groups_with_state(key="user", event_time="ts", watermark_delay="10 seconds",
-                                   timeout=GroupStateTimeout.EVENT_TIME, sink=sink)(sessionize)
+                                   timeout=GroupStateTimeout.EVENT_TIME, sink=sink)(harness.sessionize)
     options: dict[str, Any] = {}
     if engine == "spark":
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -112,10 +83,9 @@ def measure(engine: str, events: str, workdir: str, cores: int, tag: str) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=10_000)
+    harness.add_size_args(parser, events=1_000_000, users=10_000)
     parser.add_argument("--cores", type=int, default=2, help="Spark local[N]")
-    parser.add_argument("--workload", default=str(ROOT.parent / "shared" / "workload"),
+    parser.add_argument("--workload", default=str(harness.default_workload_dir()),
                         help="the shared/workload folder (gen.py, reference.py, common.py)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)

@@ -32,7 +32,6 @@ import contextlib
 import io
 import json
 import os
-import pathlib
 import statistics
 import sys
 import tempfile
@@ -97,46 +96,28 @@ def count_events(data: str) -> int:
 
 def child(args: argparse.Namespace) -> None:
     """One measured run in this fresh process."""
-    workload_dir = os.fspath(args.workload_dir)
-    common = harness.load_common(workload_dir)
     import_system(args.child)
-    if args.import_only:
-        harness.child_result({})
-        return
-    if args.child == "floor":
-        result, mode = run_floor(args.data, args.batch, workload_dir), "all"  # the floor flushes open sessions
-    else:
-        result, mode = run_statefulstream(args.data, args.batch), "wm"
-    rows = result.pop("rows")
-    if not args.no_verify:
-        result["verify"] = common.verify(rows, args.data, mode)
-    harness.child_result(result)
+
+    def run() -> tuple[dict[str, Any], str]:
+        if args.child == "floor":  # the floor flushes open sessions
+            return run_floor(args.data, args.batch, os.fspath(args.workload_dir)), "all"
+        return run_statefulstream(args.data, args.batch), "wm"
+
+    harness.standard_child(args, run)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--baseline-src", type=pathlib.Path,
-                        help="also run statefulstream imported from this source checkout (as 'baseline')")
-    parser.add_argument("--callgrind", action="store_true", help="count instructions with valgrind instead")
-    parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
-    harness.add_common_args(parser)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
-    harness.print_header(sys.argv)
-    workload_dir = harness.check_workload_dir(args.workload_dir)
-    data = harness.standard_data(workload_dir, args.data_root, args.events, args.users)
+    harness.add_baseline_arg(parser)
+    harness.add_standard_args(parser)
+    args = harness.parse(parser, child)
+    data, common_args = harness.prepare_standard(args)
     systems = list(SYSTEMS)
     envs: dict[str, dict[str, str]] = {s: dict(os.environ) for s in systems}
     if args.baseline_src:
         systems.append("baseline")
         envs["baseline"] = {**os.environ, "PYTHONPATH": os.fspath(args.baseline_src.resolve())}
     script = os.path.abspath(__file__)
-    common_args = ["--data", str(data), "--batch", str(args.batch), "--workload-dir", str(workload_dir)]
 
     if args.callgrind:
         print(f"callgrind: instructions of the run minus an import-only run, {args.events} events, "
@@ -144,9 +125,7 @@ def main() -> None:
         counts: dict[str, int] = {}
         for system in systems:
             kind = "floor" if system == "floor" else "statefulstream"
-            env = envs[system]
-            base = [sys.executable, script, "--child", kind, *common_args, "--no-verify"]
-            counts[system] = harness.callgrind_instructions(base, env)
+            counts[system] = harness.child_instructions(script, kind, common_args, envs[system])
             print(f"{system:>16}: {counts[system] / 1e9:.3f} G instructions", flush=True)
         for system in systems:
             if system != "floor":

@@ -24,14 +24,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import harness
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from statefulstream import App, GroupState, GroupStateTimeout  # noqa: E402
 from statefulstream.observe.progress import BatchProgress  # noqa: E402
 from statefulstream.sink import Sink  # noqa: E402
 from statefulstream.sources.file import FileSource  # noqa: E402
-
-GAP_MS = 30_000
 
 
 class NullSink(Sink):
@@ -67,8 +67,7 @@ def folder(path: str) -> collections.Counter[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--users", type=int, default=1_600)
+    harness.add_size_args(parser, events=500_000, users=1_600)
     parser.add_argument("--batch", type=int, default=10_000, help="max records per batch")
     parser.add_argument("--every", type=int, default=10, help="print every N batches")
     args = parser.parse_args()
@@ -90,7 +89,7 @@ def main() -> None:
             session["count"] += len(events)
             session["end"] = max(session["end"], events[-1]["ts"])
             state.update(session)
-            state.set_timeout_timestamp(max(session["end"] + GAP_MS, state.get_current_watermark_ms() + 1))
+            state.set_timeout_timestamp(max(session["end"] + harness.GAP_MS, state.get_current_watermark_ms() + 1))
             return []
 
         largest = 0

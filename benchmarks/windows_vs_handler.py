@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 from typing import Any
 
@@ -41,47 +40,30 @@ def child(args: argparse.Namespace) -> None:
     import statefulstream.sources  # noqa: F401
     import statefulstream.windows  # noqa: F401
 
-    common = harness.load_common(os.fspath(args.workload_dir))
-    if args.import_only:
-        harness.child_result({})
-        return
-    with tempfile.TemporaryDirectory() as workdir:
-        result = harness.measured(lambda: harness.run_session_job(
-            args.data, args.batch, os.path.join(workdir, "ckpt"), windows=args.child == "windows"))
-    rows = result.pop("rows")
-    if not args.no_verify:
-        result["verify"] = common.verify(rows, args.data, "wm")
-    harness.child_result(result)
+    def run() -> tuple[dict[str, Any], str]:
+        with tempfile.TemporaryDirectory() as workdir:
+            return harness.measured(lambda: harness.run_session_job(
+                args.data, args.batch, os.path.join(workdir, "ckpt"), windows=args.child == "windows")), "wm"
+
+    harness.standard_child(args, run)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--callgrind", action="store_true", help="count instructions with valgrind instead")
-    parser.add_argument("--import-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--no-verify", action="store_true", help=argparse.SUPPRESS)
-    harness.add_common_args(parser)
-    args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
-    harness.print_header(sys.argv)
-    workload_dir = harness.check_workload_dir(args.workload_dir)
-    data = harness.standard_data(workload_dir, args.data_root, args.events, args.users)
+    harness.add_standard_args(parser)
+    args = harness.parse(parser, child)
+    data, child_args = harness.prepare_standard(args)
     script = os.path.abspath(__file__)
     if args.callgrind:
-        counts = {system: harness.callgrind_instructions(
-            [sys.executable, script, "--child", system, "--data", str(data), "--batch", str(args.batch),
-             "--workload-dir", str(workload_dir), "--no-verify"], dict(os.environ)) for system in SYSTEMS}
+        counts = {system: harness.child_instructions(script, system, child_args, dict(os.environ))
+                  for system in SYSTEMS}
         for system, n in counts.items():
             print(f"{system:>8}: {n / 1e9:.3f} G instructions (run minus imports)")
         print(f"windows/handler instructions: {counts['windows'] / counts['handler']:.3f}")
         return
 
     def run(system: str) -> dict[str, Any]:
-        res = harness.run_child(script, system, ["--data", str(data), "--batch", str(args.batch),
-                                                 "--workload-dir", str(workload_dir)])
+        res = harness.run_child(script, system, child_args)
         verify = res.pop("verify")
         res["correct"] = verify["ok"]
         res["sessions"] = verify["observed"]
