@@ -119,15 +119,19 @@ def test_a_planned_range_that_lost_its_records_fails_or_reads_what_is_left(tmp_p
     with broker:
         topic = broker.create_topic()
         broker.produce(topic, values(10, "old"), partition=0, batched=False)
-        strict = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds")
-        lenient = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds",
-                              fail_on_data_loss=False)
-        start, end = strict.available({})
+        planner = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds")
+        start, end = planner.available({})
+        planner.close()
         assert end == {f"{topic}:0": 10}
+        # The replay comes from a restarted process: its clients first meet the broker after the loss.
+        # (A consumer kept connected while tansu restarts and the topic is recreated has crashed librdkafka.)
         broker.stop()
         broker.start()
         broker.create_topic(topic)
         broker.produce(topic, values(4, "new"), partition=0, batched=False)
+        strict = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds")
+        lenient = KafkaSource(topic, bootstrap_servers=broker.bootstrap, read_timeout="2 seconds",
+                              fail_on_data_loss=False)
         with pytest.raises(DataLossError, match=r"read is 4, but .* has offsets \[0, 4\).*planned range"):
             strict.read(start, end)
         assert [r["tag"] for r in lenient.read(start, end).records] == ["new"] * 4
