@@ -27,10 +27,11 @@ def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S)
 
 
 @contextlib.contextmanager
-def running(app: App) -> Iterator[str]:
+def running(app: App, *, ready: bool = True) -> Iterator[str]:
     """Run ``app`` (with ``metrics_address`` set) in a thread until the block ends; yield its server's base URL.
 
-    The block starts once recovery is done; an error of ``app.run`` fails the test when the block ends.
+    The block starts once recovery is done (``ready=False``: as soon as the server listens, which may be
+    during recovery); an error of ``app.run`` fails the test when the block ends.
     """
     errors: list[BaseException] = []
 
@@ -43,7 +44,7 @@ def running(app: App) -> Iterator[str]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     wait_for(lambda: errors or (app.metrics_server is not None and app.metrics_server.port != 0
-                                and app.health.readiness()[0]), "the app to be ready")
+                                and (not ready or app.health.readiness()[0])), "the app's server")
     assert app.metrics_server is not None and not errors, errors
     try:
         yield app.metrics_server.url

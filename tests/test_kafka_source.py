@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_broker import TansuBroker
+from running_app import wait_for
 
 from statefulstream.errors import ConfigError, SourceError
 from statefulstream.schema import Schema
@@ -208,18 +209,18 @@ class TestKafkaSource:
             produce_json(broker, topic, rows)
             src = source(broker, topic, read_timeout="30 seconds")
             start, latest = src.available({})
+            read: list[Any] = []
+            reading = threading.Thread(target=lambda: read.append(src.read(start, latest).records))
             broker.stop()
-
-            def come_back() -> None:  # memory storage: the restarted broker gets the same data again
-                time.sleep(1.5)
-                broker.start()
-                broker.create_topic(topic)
-                produce_json(broker, topic, rows)
-
-            thread = threading.Thread(target=come_back)
-            thread.start()
-            records = src.read(start, latest).records
-            thread.join()
+            reading.start()
+            # Bring the broker back only once the read is waiting for its range (memory storage: the
+            # restarted broker gets the same data again).
+            wait_for(lambda: src._reader is not None and src._reader._want, "the read to start")  # noqa: SLF001
+            broker.start()
+            broker.create_topic(topic)
+            produce_json(broker, topic, rows)
+            reading.join(60)
+            (records,) = read
             src.close()
             assert records == rows
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import io
 import json
@@ -27,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 from kafka_broker import TansuBroker
 from prometheus_client.parser import text_string_to_metric_families
-from running_app import wait_for
+from running_app import running, wait_for
 
 from statefulstream import App, GroupState, GroupStateTimeout, RetryPolicy, SinkUnavailableError, UserFunctionError
 from statefulstream.errors import ConfigError, SinkError
@@ -69,31 +68,6 @@ def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset({"app": "clicks", **labels}.items())))
-
-
-@contextlib.contextmanager
-def running(app: App) -> Iterator[str]:
-    """Run ``app`` in a thread until the block ends; yield its metrics server's base URL (before recovery ends)."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            app.run()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    wait_for(lambda: app.metrics_server is not None and app.metrics_server.port != 0 or bool(errors),
-             "the metrics server")
-    assert app.metrics_server is not None and not errors, errors
-    try:
-        yield app.metrics_server.url
-    finally:
-        app.stop()
-        thread.join(10)
-    if errors:
-        raise errors[0]
 
 
 def echo_handler(user: str, events: list[dict[str, Any]], state: GroupState[int]) -> list[dict[str, Any]]:
@@ -162,7 +136,7 @@ class TestMetricsEndpoint:
     def test_counters_move_by_processed_late_and_dead_lettered_records(self) -> None:
         app, source, out, reports = clicks_app()
         ref = Reference()
-        with running(app) as url:
+        with running(app, ready=False) as url:
             before = scrape(url)
             assert sample(before, "statefulstream_records_read_total") == 0
             waves = [wave(0, "abcab", missing_key=2), wave(60, "cdd", missing_key=1, late=4), wave(120, "a", late=2)]
@@ -188,7 +162,7 @@ class TestMetricsEndpoint:
     def test_watermark_lag_is_measured_against_the_app_clock_at_scrape_time(self) -> None:
         now = [T0 + 100_000]
         app, source, _, reports = clicks_app(clock=lambda: now[0])
-        with running(app) as url:
+        with running(app, ready=False) as url:
             feed(source, reports, wave(0, "ab"))
             watermark_ms = T0 + 1000 - DELAY_MS
             assert sample(scrape(url), "statefulstream_watermark_lag_seconds") == (now[0] - watermark_ms) / 1000
@@ -197,7 +171,7 @@ class TestMetricsEndpoint:
 
     def test_unknown_path_is_404(self) -> None:
         app, _, _, _ = clicks_app()
-        with running(app) as url:
+        with running(app, ready=False) as url:
             status, body = http_get(url + "/nope")
         assert status == 404 and "/metrics" in body
 
@@ -383,7 +357,7 @@ class TestHealth:
         gate = threading.Event()
         app = App("clicks", source=GatedSource([], gate), metrics_address=0)
         app.flat_map_groups_with_state(key="user", sink=MemorySink())(echo_handler)
-        with running(app) as url:
+        with running(app, ready=False) as url:
             status, body = http_get(url + "/ready")
             assert (status, json.loads(body)["status"]) == (503, "starting")
             assert http_get(url + "/health")[0] == 200  # alive while recovering
@@ -398,7 +372,7 @@ class TestHealth:
         sink = GatedSink(gate)
         app = App("clicks", source=MemorySource([{"user": "a"}]), metrics_address=0, health_timeout="200 ms")
         app.flat_map_groups_with_state(key="user", sink=sink)(echo_handler)
-        with running(app) as url:
+        with running(app, ready=False) as url:
             assert sink.writing.wait(5)
             wait_for(lambda: http_get(url + "/health")[0] == 503, "/health to fail")
             body = json.loads(http_get(url + "/health")[1])
@@ -500,7 +474,7 @@ class TestPrometheusScrape:
         app, source, _, reports = clicks_app()
         ref = Reference()
         records = wave(0, "abcabca", missing_key=2)
-        with running(app) as url:
+        with running(app, ready=False) as url:
             feed(source, reports, records)
             ref.wave(records)
             target = urllib.parse.urlsplit(url).netloc
