@@ -104,10 +104,12 @@ class TransactionalProducer:
             KafkaException: any other client error (the caller aborts).
         """
         producer = self.producer
-        extra = {} if partition is None else {"partition": partition}
         while True:
             try:
-                producer.produce(topic, value, key=key, headers=headers, **extra)
+                if partition is None:
+                    producer.produce(topic, value, key=key, headers=headers)
+                else:
+                    producer.produce(topic, value, key=key, headers=headers, partition=partition)
                 return True
             except BufferError:
                 producer.poll(0.1)  # local queue full: let deliveries drain

@@ -119,6 +119,16 @@ class Metrics:
                 ("timers_deleted", "Timers deleted before they fired."),
                 ("timers_expired", "Timers that fired."),
                 ("values_removed_by_ttl", "State values removed because their TTL expired."))}
+        # Scale-out (statefulstream.scaleout): partitions owned, and restores of a partition's state.
+        self._owned = gauge("statefulstream_partitions_owned", "Source partitions this process owns (scale-out).")
+        self._restores = counter("statefulstream_restores", "Partition state restores from the changelog.",
+                                 "partition")
+        self._restore_records = counter("statefulstream_restore_records",
+                                        "Changelog records read while restoring, per partition.", "partition")
+        self._restore_seconds = gauge("statefulstream_restore_seconds",
+                                      "Duration of the last restore of a partition's state.", "partition")
+        self._restore_rate = gauge("statefulstream_restore_records_per_second",
+                                   "Changelog records per second in the last restore of a partition.", "partition")
         for metric in (self._read, self._processed, self._late, self._late_kept, self._filtered, self._groups,
                        self._timeouts, self._updated, self._removed, self._output, self._batches, self._replayed,
                        self._handler_errors, self._data_loss):
@@ -127,6 +137,18 @@ class Metrics:
             self._duration.labels(app, phase)
         self._watermark_ms: int | None = None
         self._partitions: set[str] = set()
+
+    def set_partitions(self, owned: int) -> None:
+        """The number of source partitions this process owns now (scale-out)."""
+        self._owned.labels(self.app).set(owned)
+
+    def on_restore(self, partition: str, records: int, seconds: float) -> None:
+        """Add one restore of ``partition``'s state: changelog records read and how long it took."""
+        app = self.app
+        self._restores.labels(app, partition).inc()
+        self._restore_records.labels(app, partition).inc(records)
+        self._restore_seconds.labels(app, partition).set(seconds)
+        self._restore_rate.labels(app, partition).set(records / seconds if seconds > 0 else 0.0)
 
     def declare_sinks(self, names: Iterable[str]) -> None:
         """Show the sink series of ``names`` at 0 before their first write (``increase()`` needs a start)."""
