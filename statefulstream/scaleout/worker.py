@@ -116,8 +116,10 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
             for name in sorted(tasks):
                 ran |= _run_task(ctx, tasks, name, watermark)
             app.metrics.set_partitions(len(tasks))
-            if ctx.available_now and tasks and all(t.done(watermark) for t in tasks.values()):
-                return
+            if ctx.available_now and tasks:
+                now = combined_watermark(tasks.values())  # the round moved it: timeouts may still be due
+                if all(t.done(now) for t in tasks.values()):
+                    return
             if not ran:
                 stop.wait(IDLE_WAIT_S)
     finally:

@@ -1,0 +1,170 @@
+"""Scale-out on a Kafka consumer group (tansu): workers, kills, additions, removals, restore, repartition.
+
+Every run is compared with an offline computation of the sessions and with a
+single-process run of the same job: output rows as a multiset (committed
+records only: tansu shows aborted ones, so the batch-marker rule applies,
+see ``committed_view``) and the final state per key.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka_broker import TansuBroker
+
+from statefulstream.sinks.kafka import committed_attempts
+from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
+
+JOB = Path(__file__).parent / "scaleout_job.py"
+PARTITIONS = 6
+USERS = 48
+GAP_MS = 30_000
+T0 = 1_700_000_000_000
+
+
+def events(seed: int) -> list[dict[str, Any]]:
+    """Each user's clicks in event-time order, sessions split by gaps; all users interleaved by time."""
+    rng = random.Random(seed)
+    out = []
+    for u in range(USERS):
+        ts = T0 + rng.randint(0, 20_000)
+        for _ in range(rng.randint(8, 30)):
+            ts += rng.choice((1_000, 5_000, 12_000, 45_000, 90_000))
+            out.append({"user": f"u{u}", "account": f"a{u % 7}", "ts": ts})
+    out.sort(key=lambda e: (e["ts"], e["user"]))
+    return out
+
+
+def flushes(evs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """One event per partition far past every other: every watermark passes every session's timeout."""
+    ts = max(e["ts"] for e in evs) + 600_000
+    return [(p, {"user": f"flush-{p}", "account": f"flush-{p}", "ts": ts}) for p in range(PARTITIONS)]
+
+
+def expected_sessions(evs: list[dict[str, Any]], key: str) -> collections.Counter[tuple[Any, ...]]:
+    """The sessions the job must emit, computed here: per key, split on gaps > GAP_MS; all closed by the flush."""
+    by_key: dict[str, list[int]] = collections.defaultdict(list)
+    for e in evs:
+        by_key[e[key]].append(e["ts"])
+    out: collections.Counter[tuple[Any, ...]] = collections.Counter()
+    for k, times in by_key.items():
+        times.sort()
+        start = prev = times[0]
+        n = 0
+        for ts in times:
+            if ts - prev > GAP_MS:
+                out[(k, start, prev, n)] += 1
+                start, n = ts, 0
+            prev, n = ts, n + 1
+        out[(k, start, prev, n)] += 1
+    return out
+
+
+def produce(broker: TansuBroker, topic: str, evs: list[dict[str, Any]]) -> None:
+    broker.produce(topic, [orjson.dumps(e) for e in evs], keys=[e["user"].encode() for e in evs])
+
+
+def produce_flushes(broker: TansuBroker, topic: str, evs: list[dict[str, Any]]) -> None:
+    for p, e in flushes(evs):
+        broker.produce(topic, [orjson.dumps(e)], keys=[e["user"].encode()], partition=p)
+
+
+def committed_view(broker: TansuBroker, topic: str) -> list[dict[str, Any]]:
+    """The output rows a read_committed consumer keeps on Apache Kafka (tansu also shows aborted ones)."""
+    markers = [{"key": m.key(), "value": m.value()} for m in broker.read_all(f"{topic}.batches", idle_s=0.5)]
+    ok = committed_attempts(markers)
+    rows = []
+    for m in broker.read_all(topic, idle_s=0.5):
+        h = {k: v.decode() for k, v in m.headers() or []}
+        if (h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT]) in ok:
+            rows.append(orjson.loads(m.value()))
+    return rows
+
+
+def sessions_of(rows: list[dict[str, Any]]) -> collections.Counter[tuple[Any, ...]]:
+    return collections.Counter((r["key"], r["start"], r["end"], r["n"]) for r in rows)
+
+
+class Worker:
+    """One worker process of the job."""
+
+    def __init__(self, broker: TansuBroker, topics: tuple[str, str], workdir: Path, name: str, app: str,
+                 **env: str) -> None:
+        self.checkpoint = workdir / name
+        self.log = workdir / f"{name}.log"
+        self.env = {**os.environ, **env}
+        self.args = [sys.executable, str(JOB), broker.bootstrap, *topics, str(self.checkpoint), app]
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL,
+                                     stderr=self.log.open("wb"))
+
+    def owned(self) -> set[str]:
+        """Partitions this worker last logged as owned (from its log: assigned minus revoked)."""
+        owned: set[str] = set()
+        for line in self.log.read_text(errors="replace").splitlines():
+            if ": assigned [" in line or ": revoked [" in line:
+                names = set(line.split("[", 1)[1].rstrip("]").replace("'", "").split(", ")) - {""}
+                owned = owned | names if ": assigned [" in line else owned - names
+        return owned
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_for(what: str, condition: Any, workers: list[Worker], timeout_s: float = 120.0) -> None:
+    """Wait until ``condition()`` holds; fail with the workers' logs if it does not in ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {w.checkpoint.name} ({w.proc.poll()}):\n{w.tail()}" for w in workers)
+            pytest.fail(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.2)
+
+
+def run_single(broker: TansuBroker, topics: tuple[str, str], workdir: Path, app: str, name: str | None = None,
+               **env: str) -> list[Any]:
+    """Run one worker over everything (available_now) and return its final state, per key."""
+    name = name or app
+    dump = workdir / f"{name}-state.json"
+    worker = Worker(broker, topics, workdir, name, app, TRIGGER="available_now", DUMP_STATE=str(dump), **env)
+    code = worker.proc.wait(180)
+    assert code == 0, worker.tail()
+    return orjson.loads(dump.read_bytes())
+
+
+@pytest.fixture
+def topics(kafka_broker: TansuBroker) -> tuple[str, str]:
+    return kafka_broker.create_topic(partitions=PARTITIONS), kafka_broker.create_topic()
+
+
+class TestOneWorker:
+    def test_one_worker_emits_the_offline_sessions_and_a_fresh_one_restores_the_state(
+            self, kafka_broker: TansuBroker, topics: tuple[str, str], tmp_path: Path) -> None:
+        evs = events(1)
+        produce(kafka_broker, topics[0], evs)
+        produce_flushes(kafka_broker, topics[0], evs)
+        state = run_single(kafka_broker, topics, tmp_path, "single")
+        assert sessions_of(committed_view(kafka_broker, topics[1])) == expected_sessions(evs, "user")
+        users = {k: v for k, v in state if not k.startswith("flush")}
+        assert sorted(users) == sorted({e["user"] for e in evs})
+        assert all(v["start"] is None for v in users.values())  # every session was closed
+        # A second process with an empty checkpoint restores all 6 partitions from the changelog.
+        restored = run_single(kafka_broker, topics, tmp_path, "single", name="fresh")
+        assert restored == state
+        assert "restored" in (tmp_path / "fresh.log").read_text()
+        # It resumed from the restored offsets: nothing was processed (or written) twice.
+        assert sessions_of(committed_view(kafka_broker, topics[1])) == expected_sessions(evs, "user")
