@@ -168,3 +168,46 @@ class TestOneWorker:
         assert "restored" in (tmp_path / "fresh.log").read_text()
         # It resumed from the restored offsets: nothing was processed (or written) twice.
         assert sessions_of(committed_view(kafka_broker, topics[1])) == expected_sessions(evs, "user")
+
+
+class TestWorkersComeAndGo:
+    """Three workers on six partitions: one SIGKILLed mid-batch, a fourth started, another removed."""
+
+    def test_output_and_final_state_equal_a_single_process_run(
+            self, kafka_broker: TansuBroker, tmp_path: Path) -> None:
+        source = kafka_broker.create_topic(partitions=PARTITIONS)
+        out, ref_out = kafka_broker.create_topic(), kafka_broker.create_topic()
+        evs = events(2)
+        cut = len(evs) * 3 // 5
+        produce(kafka_broker, source, evs[:cut])
+        topics = (source, out)
+        w1 = Worker(kafka_broker, topics, tmp_path, "w1", "multi", KILL_AFTER_CALLS="12")
+        w2 = Worker(kafka_broker, topics, tmp_path, "w2", "multi")
+        w3 = Worker(kafka_broker, topics, tmp_path, "w3", "multi")
+        workers = [w1, w2, w3]
+        try:
+            wait_for("w1 to be killed in its 12th handler call", lambda: w1.proc.poll() is not None, workers)
+            assert w1.proc.returncode == -signal.SIGKILL, w1.tail()
+            w4 = Worker(kafka_broker, topics, tmp_path, "w4", "multi")
+            workers.append(w4)
+            produce(kafka_broker, source, evs[cut:])
+            wait_for("w4 to own partitions", lambda: bool(w4.owned()), workers)
+            wait_for("w2 to own partitions", lambda: bool(w2.owned()), workers)
+            assert w2.stop() == 0, w2.tail()
+            produce_flushes(kafka_broker, source, evs)
+            want = expected_sessions(evs, "user")
+            wait_for("every session to be committed", lambda: sessions_of(committed_view(kafka_broker, out)) == want,
+                     workers)
+            owners = [w.owned() for w in (w3, w4)]
+            assert set().union(*owners) == {f"{source}:{p}" for p in range(PARTITIONS)}, owners
+            assert not owners[0] & owners[1], owners
+        finally:
+            for w in workers:
+                w.stop()
+        # The final state, read back by a fresh process restoring every partition from the changelog ...
+        final = run_single(kafka_broker, topics, tmp_path, "multi", name="final")
+        # ... equals a single-process run's over the same input (its own app, changelog and output topic).
+        reference = run_single(kafka_broker, (source, ref_out), tmp_path, "reference")
+        assert final == reference
+        assert sessions_of(committed_view(kafka_broker, out)) == sessions_of(committed_view(kafka_broker, ref_out))
+        assert "restored" in (tmp_path / "w4.log").read_text() + (tmp_path / "w3.log").read_text()

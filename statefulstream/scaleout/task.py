@@ -214,24 +214,34 @@ class PartitionTask:
 
     # --- batches
 
-    def run_once(self, watermark_ms: int) -> bool:
+    def batch_watermark(self, process_ms: int) -> int:
+        """The watermark this partition's next batch runs with: the process's, never above its own.
+
+        A partition that has not seen an event time yet (a new one, just
+        assigned) does not hold the process's watermark back, so it must not
+        run with it either: its records would all be behind it.
+        """
+        return min(process_ms, self.watermark_ms)
+
+    def run_once(self, process_ms: int) -> bool:
         """Plan and run this partition's next batch with the process's watermark; whether one ran with data.
 
         A batch without data runs when a timeout may fire (as the trigger loop decides for one app).
         """
         executor = self.executor
         assert executor is not None
+        watermark_ms = self.batch_watermark(process_ms)
         plan = executor.plan(watermark_ms=watermark_ms, until=self.until)
         if plan.has_data or needs_no_data_batch(executor, watermark_ms=watermark_ms):
             executor.run_batch(plan)
         return plan.has_data
 
-    def done(self, watermark_ms: int) -> bool:
+    def done(self, process_ms: int) -> bool:
         """With ``available_now``: whether everything there was at assignment time is processed."""
         executor = self.executor
         assert executor is not None and self.until is not None
         caught_up = all(executor.offsets.get(p, 0) >= end for p, end in self.until.items())
-        return caught_up and not needs_no_data_batch(executor, watermark_ms=watermark_ms)
+        return caught_up and not needs_no_data_batch(executor, watermark_ms=self.batch_watermark(process_ms))
 
     def _commit_transaction(self, record: CommitRecord, changes: Mapping[bytes, bytes | None]) -> None:
         """Write the batch's sink rows, changelog rows, marker and group offset in one Kafka transaction.
