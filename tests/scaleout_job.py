@@ -9,7 +9,12 @@ Environment:
 * ``KILL_AFTER_CALLS=n``: SIGKILL itself inside the n-th handler call, i.e.
   in the middle of a batch;
 * ``REKEY=1``: group by the ``account`` field instead of the message key, so
-  the records are re-keyed through the repartition topic;
+  the records are re-keyed through the repartition topic; then the handler
+  counts each account's events and sums their times (order does not matter:
+  one account's records come from several source partitions) and outputs
+  every record once;
+* ``GROUP``: the consumer group (default: the app's name); the state and
+  offsets live in the changelog, so a new group starts where the app is;
 * ``DUMP_STATE=path``: after the run, write every partition's state rows as
   JSON (``[[key, state], ...]``) to ``path``.
 
@@ -37,6 +42,7 @@ from statefulstream.sources.kafka import KafkaSource
 from statefulstream.state.rocksdb import inspect_store
 
 GAP_MS = 30_000
+T0 = 1_700_000_000_000
 _calls = 0
 
 
@@ -44,12 +50,26 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
     """The job: sessions per key, 50 records per batch, state per partition."""
     rekey = os.environ.get("REKEY") == "1"
     kill_after = int(os.environ.get("KILL_AFTER_CALLS", "0"))
-    source = KafkaSource(input_topic, bootstrap_servers=bootstrap, group_id=name, key_field="user",
+    source = KafkaSource(input_topic, bootstrap_servers=bootstrap, group_id=os.environ.get("GROUP") or name,
+                         key_field="user",
                          scale_out=True, watermark_probe=True, read_timeout="30 seconds",
                          config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
     app = App(name, source=source, checkpoint_dir=checkpoint_dir, max_records_per_trigger=50)
 
-    @app.flat_map_groups_with_state(key="account" if rekey else "user", event_time="ts",
+    if rekey:
+        @app.flat_map_groups_with_state(key="account", sink=KafkaSink(output_topic, bootstrap_servers=bootstrap,
+                                                                      key="key", timeout="30 seconds"))
+        def totals(key: str, events: Iterator[dict[str, Any]], state: GroupState) -> Iterator[dict[str, Any]]:
+            st = state.get() if state.exists else {"events": 0, "sum": 0}
+            for event in events:
+                st["events"] += 1
+                st["sum"] += event["ts"] - T0
+                yield {"key": key, "user": event["user"], "ts": event["ts"]}
+            state.update(st)
+
+        return app
+
+    @app.flat_map_groups_with_state(key="user", event_time="ts",
                                     watermark_delay="10 seconds", timeout=GroupStateTimeout.EVENT_TIME,
                                     sink=KafkaSink(output_topic, bootstrap_servers=bootstrap, key="key",
                                                    timeout="30 seconds"))

@@ -110,30 +110,7 @@ class Changelog:
             ConfigError: the topic exists with another partition count.
             SourceError: the broker did not answer, or refused to create it.
         """
-        admin = AdminClient(self.config)
-        try:
-            meta = admin.list_topics(timeout=self.timeout.total_seconds())
-        except KafkaException as exc:
-            msg = f"changelog topic {self.topic!r}: cannot list topics: {exc}; is the broker up?"
-            raise SourceError(msg) from exc
-        if self.topic in meta.topics and meta.topics[self.topic].error is None:
-            have = len(meta.topics[self.topic].partitions)
-            if have != partitions:
-                msg = (f"changelog topic {self.topic!r} has {have} partitions but the source has {partitions}: "
-                       f"each source partition needs its own changelog partition. Recreate the changelog topic "
-                       f"with {partitions} partitions (and a new checkpoint), or name another one in ScaleOut")
-                raise ConfigError(msg)
-            return
-        new = NewTopic(self.topic, num_partitions=partitions, replication_factor=-1,
-                       config={"cleanup.policy": "compact"})
-        try:
-            admin.create_topics([new])[self.topic].result(self.timeout.total_seconds())
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                msg = (f"cannot create changelog topic {self.topic!r}: {exc}; create it yourself "
-                       f"({partitions} partitions, cleanup.policy=compact)")
-                raise SourceError(msg) from exc
-        logger.info("created changelog topic %r (%d partitions, compacted)", self.topic, partitions)
+        ensure_topic(self.config, self.topic, partitions, timeout=self.timeout, compact=True)
 
     def write(self, txn: TransactionalProducer, partition: int, changes: Mapping[bytes, bytes | None],
               marker: Marker) -> None:
@@ -236,8 +213,35 @@ class Changelog:
         return rows
 
 
-def check_partition_count(topic: str, count: int) -> None:
-    """Refuse a topic without partitions (metadata not ready or topic missing)."""
-    if count <= 0:
-        msg = f"Kafka topic {topic!r} has no partitions (missing?); create it before starting the app"
-        raise ConfigError(msg)
+def ensure_topic(config: Mapping[str, Any], topic: str, partitions: int, *, timeout: dt.timedelta,
+                 compact: bool) -> None:
+    """Create an internal topic with ``partitions`` partitions if missing; check the count if it exists.
+
+    Raises:
+        ConfigError: the topic exists with another partition count.
+        SourceError: the broker did not answer, or refused to create it.
+    """
+    admin = AdminClient(dict(config))
+    try:
+        meta = admin.list_topics(timeout=timeout.total_seconds())
+    except KafkaException as exc:
+        msg = f"internal topic {topic!r}: cannot list topics: {exc}; is the broker up?"
+        raise SourceError(msg) from exc
+    if topic in meta.topics and meta.topics[topic].error is None:
+        have = len(meta.topics[topic].partitions)
+        if have != partitions:
+            msg = (f"internal topic {topic!r} has {have} partitions but the source has {partitions}: each source "
+                   f"partition needs its own. Recreate it with {partitions} partitions (and a new checkpoint), or "
+                   f"name another one in ScaleOut")
+            raise ConfigError(msg)
+        return
+    policy = {"cleanup.policy": "compact"} if compact else {}
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1,
+                                      config=policy)])[topic].result(timeout.total_seconds())
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            msg = (f"cannot create internal topic {topic!r}: {exc}; create it yourself ({partitions} partitions"
+                   f"{', cleanup.policy=compact' if compact else ''})")
+            raise SourceError(msg) from exc
+    logger.info("created internal topic %r (%d partitions%s)", topic, partitions, ", compacted" if compact else "")

@@ -125,6 +125,14 @@ class PartitionTask:
             _, latest = self.executor.source.available(self.executor.offsets)
             self.until = dict(latest)
 
+    def refresh_until(self) -> bool:
+        """``available_now``: move the end to what the partition holds now; whether it moved."""
+        assert self.executor is not None and self.until is not None
+        _, latest = self.executor.source.available(self.executor.offsets)
+        moved = any(latest.get(p, 0) > end for p, end in self.until.items()) or bool(set(latest) - set(self.until))
+        self.until = dict(latest)
+        return moved
+
     def close(self) -> None:
         """Close the executor and the producer (between batches: nothing is in flight)."""
         executor, self.executor = self.executor, None

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from statefulstream.errors import ConfigError
 from statefulstream.executor.trigger_loop import IDLE_WAIT_S
@@ -26,9 +26,15 @@ from statefulstream.kafka_txn import FencedError
 from statefulstream.observe.health import Heartbeat
 from statefulstream.operator import StatefulOperator
 from statefulstream.pipeline import Step
-from statefulstream.scaleout.changelog import Changelog, RestoreResult
+from statefulstream.scaleout.changelog import Changelog, RestoreResult, ensure_topic
 from statefulstream.scaleout.membership import GroupMembership
 from statefulstream.scaleout.options import ScaleOut
+from statefulstream.scaleout.repartition import (
+    RepartitionWriter,
+    forward_operator,
+    needs_repartition,
+    repartitioned_source,
+)
 from statefulstream.scaleout.task import PartitionTask
 from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources.kafka import KafkaSource
@@ -105,21 +111,19 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
     if trigger.kind is TriggerKind.ONCE:
         raise ConfigError(f"app {app.name!r}: trigger 'once' is not supported with scale_out; use "
                           f"'available_now' or a processing-time trigger")
-    ctx = _context(app, source, operator, trigger)
+    ctx, forward = _contexts(app, source, operator, trigger)
     tasks: dict[str, PartitionTask] = {}
     try:
         while not stop.is_set():
             heartbeat.beat()
-            _rebalance(ctx, tasks)
+            _rebalance(ctx, forward, tasks)
             watermark = combined_watermark(tasks.values())
             ran = False
             for name in sorted(tasks):
                 ran |= _run_task(ctx, tasks, name, watermark)
             app.metrics.set_partitions(len(tasks))
-            if ctx.available_now and tasks:
-                now = combined_watermark(tasks.values())  # the round moved it: timeouts may still be due
-                if all(t.done(now) for t in tasks.values()):
-                    return
+            if ctx.available_now and tasks and _all_done(tasks, forward):
+                return
             if not ran:
                 stop.wait(IDLE_WAIT_S)
     finally:
@@ -127,6 +131,23 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
             task.close()
         ctx.membership.close()
         ctx.source.close()
+        if forward is not None:
+            forward.source.close()
+
+
+def _all_done(tasks: dict[str, PartitionTask], forward: GroupContext | None) -> bool:
+    """``available_now``: every task processed what was there; the stateful stage after the forward one.
+
+    Once every forward task is done, the stateful tasks look again for the end
+    of their repartition partitions, which the forward tasks were still filling.
+    """
+    now = combined_watermark(tasks.values())  # the round moved it: timeouts may still be due
+    if not all(t.done(now) for t in tasks.values()):
+        return False
+    if forward is None:
+        return True
+    moved = [t.refresh_until() for t in tasks.values() if t.ctx is not forward]
+    return not any(moved)
 
 
 def combined_watermark(tasks: Any) -> int:
@@ -146,8 +167,12 @@ def _run_task(ctx: GroupContext, tasks: dict[str, PartitionTask], name: str, wat
         return False
 
 
-def _rebalance(ctx: GroupContext, tasks: dict[str, PartitionTask]) -> None:
-    """Close the tasks of revoked partitions, then open those of newly assigned ones."""
+def _rebalance(ctx: GroupContext, forward: GroupContext | None, tasks: dict[str, PartitionTask]) -> None:
+    """Close the tasks of revoked partitions, then open those of newly assigned ones.
+
+    With a repartition step, partitions of the source topic get forward tasks
+    and those of the repartition topic the stateful ones.
+    """
     assigned, revoked = ctx.membership.poll(0)
     for name in revoked:
         task = tasks.pop(name, None)
@@ -156,34 +181,52 @@ def _rebalance(ctx: GroupContext, tasks: dict[str, PartitionTask]) -> None:
             logger.info("partition %s: released", name)
     for name in assigned:
         if name in ctx.membership.owned and name not in tasks:
-            task = PartitionTask(ctx, name)
+            of_source = forward is not None and name.rpartition(":")[0] == forward.source.topics[0]
+            task = PartitionTask(forward if of_source and forward is not None else ctx, name)
             task.open()
             tasks[name] = task
 
 
-def _context(app: App, source: KafkaSource, operator: StatefulOperator, trigger: Trigger) -> GroupContext:
+def _contexts(app: App, source: KafkaSource, operator: StatefulOperator,
+              trigger: Trigger) -> tuple[GroupContext, GroupContext | None]:
+    """The stateful stage's context and, when records must be re-keyed, the forward stage's."""
     scale = source.scale_out
     assert scale is not None and app.checkpoint_dir is not None
     topic = source.topics[0]
     client = {"bootstrap.servers": source.bootstrap_servers, **source.config}
+    admin = admin_config(client, drop=_PRODUCER_ONLY)
     reader = copy.copy(source)
     reader.group_id = None  # offsets are committed in each partition's transaction, not by the reader
     reader.open()
     partitions = len(reader._partitions())
-    changelog = Changelog(scale.changelog_for(app.name, topic), admin_config(client, drop=_PRODUCER_ONLY),
-                          timeout=source.read_timeout)
+    changelog = Changelog(scale.changelog_for(app.name, topic), admin, timeout=source.read_timeout)
     changelog.ensure(partitions)
     context = SinkContext(app_name=app.name)
-    kafka_sinks: list[Any] = list(operator.sinks)
-    for sink in kafka_sinks:
-        sink.prepare(context)
+    for sink in operator.sinks:
+        cast(Any, sink).prepare(context)
     dead: Any = app.dead_letter_sink
     kafka_dead = dead if _in_transaction(dead) else None
     if kafka_dead is not None:
         kafka_dead.prepare(context)
-    membership = GroupMembership([topic], {**client, "group.id": source.group_id})
-    producer = admin_config(client)
-    return GroupContext(app=app, operator=operator, steps=app.steps, source=reader, scale=scale,
-                        checkpoint_dir=app.checkpoint_dir, changelog=changelog, membership=membership,
-                        producer_config=producer, timeout=source.read_timeout, kafka_sinks=kafka_sinks,
-                        kafka_dead_letters=kafka_dead, available_now=trigger.kind is TriggerKind.AVAILABLE_NOW)
+    rekey = needs_repartition(source, operator)
+    topics = [topic]
+    if rekey:
+        topics.append(scale.repartition_for(app.name, topic))
+        ensure_topic(admin, topics[1], partitions, timeout=source.read_timeout, compact=False)
+        logger.info("app %r groups by %r, not by the message key: records are re-keyed through topic %r",
+                    app.name, operator.key_spec, topics[1])
+    membership = GroupMembership(topics, {**client, "group.id": source.group_id})
+    ctx = GroupContext(app=app, operator=operator, steps=app.steps, source=reader, scale=scale,
+                       checkpoint_dir=app.checkpoint_dir, changelog=changelog, membership=membership,
+                       producer_config=admin_config(client), timeout=source.read_timeout,
+                       kafka_sinks=list(operator.sinks), kafka_dead_letters=kafka_dead,
+                       available_now=trigger.kind is TriggerKind.AVAILABLE_NOW)
+    if not rekey:
+        return ctx, None
+    forward_sink = RepartitionWriter(topics[1])
+    stateful_reader = repartitioned_source(source, topics[1])
+    stateful_reader.open()
+    forward = dataclasses.replace(ctx, operator=forward_operator(operator, forward_sink), kafka_sinks=[forward_sink],
+                                  changelog=Changelog(f"{topics[1]}-offsets", admin, timeout=source.read_timeout))
+    forward.changelog.ensure(partitions)
+    return dataclasses.replace(ctx, source=stateful_reader, steps=[]), forward
