@@ -22,8 +22,8 @@ import orjson
 import pytest
 from kafka_broker import TansuBroker
 
-from statefulstream.sinks.kafka import committed_attempts
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
+from statefulstream.sinks.kafka import committed_attempts
 
 JOB = Path(__file__).parent / "scaleout_job.py"
 PARTITIONS = 6
