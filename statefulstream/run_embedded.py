@@ -33,8 +33,7 @@ def run_embedded(app: App, trig: Trigger) -> None:
 
         heartbeat = Heartbeat()
         with _served(app, heartbeat, trig, queries=False):
-            app.health.ready()
-            run_scaled_out(app, trig, app._stop, heartbeat)
+            run_scaled_out(app, trig, app._stop, heartbeat, app.health.ready)
         return
     executor = app.build_executor()
     app.metrics.declare_sinks(executor.sink_names)

@@ -8,6 +8,9 @@ Environment:
   default, continuous (until SIGTERM);
 * ``KILL_AFTER_CALLS=n``: SIGKILL itself inside the n-th handler call, i.e.
   in the middle of a batch;
+* ``PAUSE_AFTER_CALLS=n``: SIGSTOP itself inside the n-th handler call (the
+  test resumes it with SIGCONT once its partitions moved: a zombie);
+* ``METRICS_FILE=path``: after the run, write the app's Prometheus metrics there;
 * ``REKEY=1``: group by the ``account`` field instead of the message key, so
   the records are re-keyed through the repartition topic; then the handler
   counts each account's events and sums their times (order does not matter:
@@ -50,6 +53,7 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
     """The job: sessions per key, 50 records per batch, state per partition."""
     rekey = os.environ.get("REKEY") == "1"
     kill_after = int(os.environ.get("KILL_AFTER_CALLS", "0"))
+    pause_after = int(os.environ.get("PAUSE_AFTER_CALLS", "0"))
     source = KafkaSource(input_topic, bootstrap_servers=bootstrap, group_id=os.environ.get("GROUP") or name,
                          key_field="user",
                          scale_out=True, watermark_probe=True, read_timeout="30 seconds",
@@ -78,6 +82,8 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
         _calls += 1
         if kill_after and _calls >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+        if pause_after and _calls == pause_after:
+            os.kill(os.getpid(), signal.SIGSTOP)  # a zombie: frozen mid-batch until SIGCONT
         st = state.get() if state.exists else {"closed": 0, "events": 0, "start": None, "end": None, "n": 0}
         if state.has_timed_out:
             yield _closed(key, st)
@@ -123,6 +129,9 @@ def main(argv: list[str]) -> int:
     bootstrap, input_topic, output_topic, checkpoint_dir, name = argv[1:6]
     app = build(bootstrap, input_topic, output_topic, checkpoint_dir, name)
     app.run(os.environ.get("TRIGGER") or None)
+    if os.environ.get("METRICS_FILE"):
+        with open(os.environ["METRICS_FILE"], "wb") as out:
+            out.write(app.metrics.exposition()[0])
     if os.environ.get("DUMP_STATE"):
         dump_state(checkpoint_dir, os.environ["DUMP_STATE"])
     return 0

@@ -163,9 +163,16 @@ class TestOneWorker:
         assert sorted(users) == sorted({e["user"] for e in evs})
         assert all(v["start"] is None for v in users.values())  # every session was closed
         # A second process with an empty checkpoint restores all 6 partitions from the changelog.
-        restored = run_single(kafka_broker, topics, tmp_path, "single", name="fresh")
+        metrics = tmp_path / "metrics.txt"
+        restored = run_single(kafka_broker, topics, tmp_path, "single", name="fresh", METRICS_FILE=str(metrics))
         assert restored == state
         assert "restored" in (tmp_path / "fresh.log").read_text()
+        exported = metrics.read_text()
+        for p in range(PARTITIONS):
+            line = next(x for x in exported.splitlines()
+                        if x.startswith("statefulstream_restore_records_total") and f'partition="{topics[0]}:{p}"' in x)
+            assert float(line.rsplit(" ", 1)[1]) > 0, line
+        assert "statefulstream_partitions_owned{app=\"single\"} 6.0" in exported
         # It resumed from the restored offsets: nothing was processed (or written) twice.
         assert sessions_of(committed_view(kafka_broker, topics[1])) == expected_sessions(evs, "user")
 
@@ -249,3 +256,38 @@ class TestRepartition:
             by_account[e["account"]]["sum"] += e["ts"] - T0
         assert final == by_account
         assert rows() == want  # the final run re-read nothing
+
+
+class TestZombie:
+    """A worker frozen mid-batch loses its partitions; when it wakes up, its transaction is fenced."""
+
+    def test_a_frozen_worker_is_fenced_and_nothing_is_written_twice(
+            self, kafka_broker: TansuBroker, tmp_path: Path) -> None:
+        source, out = kafka_broker.create_topic(partitions=PARTITIONS), kafka_broker.create_topic()
+        evs = events(4)
+        produce(kafka_broker, source, evs[: len(evs) // 2])
+        zombie = Worker(kafka_broker, (source, out), tmp_path, "zombie", "fenced", PAUSE_AFTER_CALLS="10")
+        workers = [zombie]
+        try:
+            wait_for("the zombie to freeze mid-batch", lambda: _state(zombie.proc.pid) == "T", workers)
+            other = Worker(kafka_broker, (source, out), tmp_path, "other", "fenced")
+            workers.append(other)
+            every = {f"{source}:{p}" for p in range(PARTITIONS)}
+            wait_for("the other worker to own every partition", lambda: other.owned() == every, workers)
+            produce(kafka_broker, source, evs[len(evs) // 2:])
+            produce_flushes(kafka_broker, source, evs)
+            want = expected_sessions(evs, "user")
+            wait_for("every session to be committed", lambda: sessions_of(committed_view(kafka_broker, out)) == want,
+                     workers)
+            zombie.proc.send_signal(signal.SIGCONT)
+            wait_for("the zombie to find out it was fenced", lambda: "Dropping partition" in zombie.log.read_text(), workers)
+            assert "fenced (" in zombie.log.read_text()
+            assert sessions_of(committed_view(kafka_broker, out)) == want  # its batch was never committed
+        finally:
+            for w in workers:
+                w.stop()
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -137,10 +137,19 @@ class Metrics:
             self._duration.labels(app, phase)
         self._watermark_ms: int | None = None
         self._partitions: set[str] = set()
+        self._partitioned = False  # scale-out: state gauges summed over partitions by set_partitions
 
-    def set_partitions(self, owned: int) -> None:
-        """The number of source partitions this process owns now (scale-out)."""
-        self._owned.labels(self.app).set(owned)
+    def set_partitions(self, owned: int, *, state_keys: int, state_bytes: int) -> None:
+        """Scale-out: the partitions this process owns now, and the rows and bytes of their stores together.
+
+        From the first call on, a batch no longer sets the state gauges: each
+        batch knows only its own partition's store.
+        """
+        self._partitioned = True
+        app = self.app
+        self._owned.labels(app).set(owned)
+        self._state_keys.labels(app).set(state_keys)
+        self._state_bytes.labels(app).set(state_bytes)
 
     def on_restore(self, partition: str, records: int, seconds: float) -> None:
         """Add one restore of ``partition``'s state: changelog records read and how long it took."""
@@ -170,9 +179,9 @@ class Metrics:
                 metric.labels(app).inc(amount)
         for reason, count in progress.records_dead_lettered.items():
             self._dead.labels(app, reason).inc(count)
-        if progress.state_keys >= 0:
+        if progress.state_keys >= 0 and not self._partitioned:
             self._state_keys.labels(app).set(progress.state_keys)
-        if progress.state_bytes >= 0:
+        if progress.state_bytes >= 0 and not self._partitioned:
             self._state_bytes.labels(app).set(progress.state_bytes)
         self._batches.labels(app).inc()
         if progress.replayed:

@@ -16,7 +16,8 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from statefulstream.errors import ConfigError
@@ -101,9 +102,13 @@ def check_scale_out(app: App, source: KafkaSource, operator: StatefulOperator) -
                           f"holds every state change")
 
 
-def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat: Heartbeat) -> None:
+def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat: Heartbeat,
+                   on_ready: Callable[[], None]) -> None:
     """Run ``app`` as one member of its consumer group until ``stop`` is set (or, for ``available_now``,
-    until every partition it owns is processed up to what was there when it was assigned)."""
+    until every partition it owns is processed up to what was there when it was assigned).
+
+    ``on_ready`` is called once the first assignment's partitions are open (restored).
+    """
     source = app.source
     assert isinstance(source, KafkaSource) and source.scale_out is not None
     operator = app._defined_operator()
@@ -114,17 +119,24 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
     ctx, forward = _contexts(app, source, operator, trigger)
     tasks: dict[str, PartitionTask] = {}
     try:
+        ready = False
         while not stop.is_set():
+            began = time.monotonic()
             heartbeat.beat()
             _rebalance(ctx, forward, tasks)
+            if tasks and not ready:
+                on_ready()
+                ready = True
             watermark = combined_watermark(tasks.values())
             ran = False
             for name in sorted(tasks):
                 ran |= _run_task(ctx, tasks, name, watermark)
-            app.metrics.set_partitions(len(tasks))
+            _report(app, tasks)
             if ctx.available_now and tasks and _all_done(tasks, forward):
                 return
-            if not ran:
+            if trigger.kind is TriggerKind.PROCESSING_TIME:
+                stop.wait(max(0.0, trigger.interval_ms / 1000 - (time.monotonic() - began)))
+            elif not ran:
                 stop.wait(IDLE_WAIT_S)
     finally:
         for task in tasks.values():
@@ -133,6 +145,13 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
         ctx.source.close()
         if forward is not None:
             forward.source.close()
+
+
+def _report(app: App, tasks: dict[str, PartitionTask]) -> None:
+    """The process's figures over the partitions it owns now (the per-batch ones come from each executor)."""
+    stores = [t.executor.store for t in tasks.values() if t.executor is not None]
+    app.metrics.set_partitions(len(tasks), state_keys=sum(s.num_rows() for s in stores),
+                               state_bytes=sum(max(0, s.disk_bytes()) for s in stores))
 
 
 def _all_done(tasks: dict[str, PartitionTask], forward: GroupContext | None) -> bool:
@@ -162,7 +181,7 @@ def _run_task(ctx: GroupContext, tasks: dict[str, PartitionTask], name: str, wat
     try:
         return task.run_once(watermark)
     except FencedError as exc:
-        logger.warning("partition %s: %s; dropping it (the group has given it to another process)", name, exc)
+        logger.warning("%s Dropping partition %s: the group has given it to another process", exc, name)
         tasks.pop(name).close()
         return False
 
