@@ -31,7 +31,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from statefulstream.durations import Duration, parse_duration_ms
@@ -45,6 +45,13 @@ from statefulstream.kafka_client import (
     list_offsets,
     mask_config,
 )
+from statefulstream.kafka_txn import (
+    HEADER_ATTEMPT,
+    HEADER_BATCH,
+    HEADER_SINK,
+    Headers,
+    TransactionalProducer,
+)
 from statefulstream.records import DeadLetter
 from statefulstream.sink import Sink, SinkContext
 
@@ -54,13 +61,11 @@ Serializer = Callable[[Any], bytes]
 """Turns an output row into a message value; ``TypeError``/``ValueError`` dead-letters the row."""
 KeyFunc = Callable[[Any], Any]
 """Returns a row's message key (bytes, str, int or None)."""
-Headers = list[tuple[str, str | bytes | None]]
 HeaderFunc = Callable[[Any], Headers]
 """Returns extra headers for a row."""
 
-HEADER_SINK = "statefulstream.sink"
-HEADER_BATCH = "statefulstream.batch_id"
-HEADER_ATTEMPT = "statefulstream.attempt"
+__all__ = ["HEADER_ATTEMPT", "HEADER_BATCH", "HEADER_SINK", "KafkaDeadLetterSink", "KafkaSink", "committed_attempts",
+           "dead_letter_headers"]
 
 _PRODUCER_ONLY = ("transactional.", "enable.idempotence", "acks", "linger.", "batch.", "compression.",
                   "queue.buffering", "message.timeout", "delivery.", "retries", "retry.", "max.in.flight",
@@ -130,15 +135,29 @@ class KafkaSink(Sink):
         self._headers = headers
         self.timeout = dt.timedelta(milliseconds=parse_duration_ms(timeout, name="timeout"))
         self.last_committed: int | None = None
-        self._producer: Producer | None = None
+        self._txn: TransactionalProducer | None = None
         self._context = SinkContext()
-        self._attempt = ""
 
     def __repr__(self) -> str:
         extra = f", config={mask_config(self.config)!r}" if self.config else ""
         return f"{type(self).__name__}(topic={self.topic!r}, bootstrap_servers={self.bootstrap_servers!r}{extra})"
 
     # --- lifecycle
+
+    def prepare(self, context: SinkContext) -> None:
+        """Check the topic and create the marker topic, without a producer of its own.
+
+        ``open`` calls it; a scale-out partition task calls it alone and then
+        writes through :meth:`produce_batch` in its own transaction.
+
+        Raises:
+            SinkUnavailableError: the broker did not answer in time.
+            SinkError: the topic is missing or the marker topic cannot be created.
+        """
+        self._context = context
+        if self.transactional_id is None:
+            self.transactional_id = f"{context.app_name}.{self.topic}"
+        self._ensure_marker_topic()
 
     def open(self, context: SinkContext) -> None:
         """Start the transactional producer, fence older incarnations, and find the last committed batch.
@@ -147,28 +166,21 @@ class KafkaSink(Sink):
             SinkUnavailableError: the broker did not answer in time.
             SinkError: the producer cannot be created or the marker topic cannot be created.
         """
-        self._context = context
-        if self.transactional_id is None:
-            self.transactional_id = f"{context.app_name}.{self.topic}"
-        # A fresh attempt id per incarnation tells a committed attempt's records from an aborted one's.
-        self._attempt = uuid.uuid4().hex
-        conf = {"bootstrap.servers": self.bootstrap_servers, **self.config,
-                "transactional.id": self.transactional_id}
-        try:
-            self._producer = Producer(conf)
-            self._producer.init_transactions(self.timeout.total_seconds())
-        except KafkaException as exc:
-            raise self._translate(exc, "init_transactions") from exc
-        self._ensure_marker_topic()
+        self.prepare(context)
+        assert self.transactional_id is not None
+        self._txn = TransactionalProducer(self.transactional_id, {"bootstrap.servers": self.bootstrap_servers,
+                                                                 **self.config},
+                                          timeout=self.timeout, what=f"Kafka sink {self.topic!r}")
+        self._txn.open()
         self.last_committed = self._read_last_marker()
         logger.info("Kafka sink %r (transactional id %r): last committed batch %s", self.topic,
                     self.transactional_id, self.last_committed)
 
     def close(self) -> None:
         """Release the producer (nothing is pending between batches). Idempotent."""
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(self.timeout.total_seconds())
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.close()
 
     # --- writing
 
@@ -180,31 +192,40 @@ class KafkaSink(Sink):
                 aborted for a retriable reason; the runtime retries the batch.
             SinkError: a fatal producer error (fenced by a newer incarnation).
         """
-        if self._producer is None:
+        if self._txn is None or not self._txn.is_open:
             self.open(self._context)
-        producer = self._producer
-        assert producer is not None
+        txn = self._txn
+        assert txn is not None
         if self.last_committed is not None and batch_id <= self.last_committed:
             logger.info("Kafka sink %r: batch %d is already committed (marker found); skipping its replay",
                         self.topic, batch_id)
             return
-        base: Headers = [(HEADER_SINK, str(self.transactional_id).encode()), (HEADER_BATCH, str(batch_id).encode()),
-                (HEADER_ATTEMPT, self._attempt.encode())]
+        txn.begin()
         try:
-            producer.begin_transaction()
-            count = self._produce_rows(producer, batch_id, rows, base)
-            producer.flush(self.timeout.total_seconds())  # records before marker: a visible marker implies all records
-            marker = orjson.dumps({"batch_id": batch_id, "attempt": self._attempt, "topic": self.topic,
-                                   "records": count})
-            producer.produce(self.marker_topic, marker, key=str(self.transactional_id).encode(), headers=base)
-            producer.commit_transaction(self.timeout.total_seconds())
+            self.produce_batch(txn, batch_id, rows)
+            txn.commit()
         except KafkaException as exc:
-            self._abort(producer)
-            raise self._translate(exc, f"batch {batch_id}") from exc
+            error = txn.translate(exc, f"batch {batch_id}")  # first: a fatal error closes the producer, no abort
+            txn.abort()
+            raise error from exc
         self.last_committed = batch_id
 
-    def _produce_rows(self, producer: Producer, batch_id: int, rows: Sequence[Any],
-                      base: Headers) -> int:
+    def produce_batch(self, txn: TransactionalProducer, batch_id: int, rows: Sequence[Any]) -> None:
+        """Produce the batch's rows and then its marker in ``txn``'s open transaction (not committed here).
+
+        The rows are flushed before the marker is produced, so a visible marker
+        implies that every record of its attempt reached the broker.
+
+        Raises:
+            KafkaException: a client error (the caller aborts the transaction).
+        """
+        base = txn.headers(batch_id)
+        count = self._produce_rows(txn, batch_id, rows, base)
+        txn.flush()
+        marker = orjson.dumps({"batch_id": batch_id, "attempt": txn.attempt, "topic": self.topic, "records": count})
+        txn.produce(self.marker_topic, marker, key=txn.transactional_id.encode(), headers=base)
+
+    def _produce_rows(self, txn: TransactionalProducer, batch_id: int, rows: Sequence[Any], base: Headers) -> int:
         serialize, key_of, extra = self._serialize, self._key, self._headers
         count = 0
         for index, row in enumerate(rows):
@@ -215,46 +236,20 @@ class KafkaSink(Sink):
             except (TypeError, ValueError, AttributeError) as exc:
                 self._dead_letter(batch_id, index, row, f"row cannot be serialized: {exc}")
                 continue
-            if self._produce_one(producer, value, key, headers):
+            if txn.produce(self.topic, value, key=key, headers=headers):
                 count += 1
             else:
                 self._dead_letter(batch_id, index, row, "record is larger than the producer's message.max.bytes")
         return count
-
-    def _produce_one(self, producer: Producer, value: bytes, key: bytes | None, headers: Headers) -> bool:
-        """Queue one record; return False if it is too large to ever be sent."""
-        while True:
-            try:
-                producer.produce(self.topic, value, key=key, headers=headers)
-                return True
-            except BufferError:
-                producer.poll(0.1)  # local queue full: let deliveries drain
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise
-                return False
 
     def _dead_letter(self, batch_id: int, index: int, row: Any, reason: str) -> None:
         self._context.dead_letter(DeadLetter(reason=reason, source=f"kafka sink {self.topic}", raw=repr(row),
                                              error="sink", position={"sink": self.topic, "batch_id": batch_id,
                                                                      "row": index}))
 
-    def _abort(self, producer: Producer) -> None:
-        try:
-            producer.abort_transaction(self.timeout.total_seconds())
-        except KafkaException as exc:
-            logger.warning("Kafka sink %r: abort_transaction failed (%s); the next open() aborts it", self.topic,
-                           exc)
-            self._producer = None  # reopen: init_transactions fences and aborts what is pending
-
-    def _translate(self, exc: KafkaException, what: str) -> SinkError:
-        err: KafkaError = exc.args[0]
-        where = f"Kafka sink {self.topic!r} ({what}, transactional id {self.transactional_id!r})"
-        if err.fatal():
-            self._producer = None
-            return SinkError(f"{where}: fatal producer error {err.str()}; another instance with the same "
-                             f"transactional id may be running. The batch is replayed on restart.")
-        return SinkUnavailableError(f"{where}: {err.str()}; retrying the batch")
+    def _unavailable(self, exc: KafkaException, what: str) -> SinkError:
+        where = f"Kafka sink {self.topic!r} ({what})"
+        return SinkUnavailableError(f"{where}: {exc.args[0].str()}; retrying the batch")
 
     # --- markers
 
@@ -266,7 +261,7 @@ class KafkaSink(Sink):
         try:
             meta = admin.list_topics(timeout=self.timeout.total_seconds())
         except KafkaException as exc:
-            raise self._translate(exc, "list topics") from exc
+            raise self._unavailable(exc, "list topics") from exc
         if self.topic not in meta.topics or meta.topics[self.topic].error is not None:
             msg = f"Kafka sink: topic {self.topic!r} does not exist on {self.bootstrap_servers}; create it first"
             raise SinkError(msg)
@@ -295,7 +290,7 @@ class KafkaSink(Sink):
             start = list_offsets(admin, tps, OffsetSpec.earliest(), timeout=self.timeout)
             latest = list_offsets(admin, tps, OffsetSpec.latest(), timeout=self.timeout)
         except KafkaException as exc:
-            raise self._translate(exc, f"list offsets of marker topic {self.marker_topic!r}") from exc
+            raise self._unavailable(exc, f"list offsets of marker topic {self.marker_topic!r}") from exc
         conf = {**self._client_config(), "group.id": f"statefulstream-markers-{uuid.uuid4().hex}",
                 "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error"}
         reader = RangeReader(conf, timeout=self.timeout)

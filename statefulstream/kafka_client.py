@@ -192,6 +192,7 @@ class RangeReader:
         self._want: dict[str, tuple[int, int]] = {}  # the range being asked for, by partition
         self._moves: dict[str, int] = {}  # partitions the thread must re-position, and where to
         self._paused: set[str] = set()
+        self._releases: set[str] = set()  # partitions the thread must unassign
         self._commits: list[_Commit] = []
         self._last_error: KafkaError | None = None
         self._failure: BaseException | None = None
@@ -257,6 +258,16 @@ class RangeReader:
         if done.error is not None:
             raise done.error
 
+    def release(self, partitions: Sequence[str]) -> None:
+        """Stop reading ``partitions`` and drop what is held of them (their group moved them elsewhere)."""
+        with self._cond:
+            for p in partitions:
+                self._buffers.pop(p, None)
+                self._moves.pop(p, None)
+                self._want.pop(p, None)
+                self._releases.add(p)
+            self._cond.notify_all()
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             msg = f"the Kafka reader thread stopped: {self._failure!r}"
@@ -290,6 +301,11 @@ class RangeReader:
         with self._cond:
             if self._closing:
                 return False
+            releases, self._releases = self._releases, set()
+            gone = [self._tps.pop(p) for p in releases if p in self._tps]
+            self._paused -= releases
+            if gone:
+                consumer.incremental_unassign(gone)
             if not self._pause_or_resume(consumer) and not self._moves and not self._commits:
                 self._cond.wait(_POLL.total_seconds())
                 return True

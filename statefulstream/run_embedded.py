@@ -6,9 +6,12 @@ starts is stopped again, whether the run finishes, is stopped or fails.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from statefulstream.observe.config_view import trigger_text
+from statefulstream.observe.health import Heartbeat
 from statefulstream.observe.progress_bar import ProgressBar
 from statefulstream.observe.server import MetricsServer
 from statefulstream.observe.state_query import StateQueries
@@ -20,31 +23,50 @@ if TYPE_CHECKING:
 
 
 def run_embedded(app: App, trig: Trigger) -> None:
-    """Recover and run ``app``'s batches as ``trig`` says, serving /metrics, /health, /ready and the status page."""
+    """Recover and run ``app``'s batches as ``trig`` says, serving /metrics, /health, /ready and the status page.
+
+    With a ``KafkaSource(scale_out=...)`` this process runs as one member of
+    the consumer group instead (``statefulstream.scaleout``).
+    """
+    if getattr(app.source, "scale_out", None) is not None:
+        from statefulstream.scaleout.worker import run_scaled_out
+
+        heartbeat = Heartbeat()
+        with _served(app, heartbeat, trig, queries=False):
+            run_scaled_out(app, trig, app._stop, heartbeat, app.health.ready)
+        return
     executor = app.build_executor()
     app.metrics.declare_sinks(executor.sink_names)
     bar = ProgressBar(app.name) if trig.kind is TriggerKind.AVAILABLE_NOW else None
     if bar is not None:
         executor.listeners.append(bar.on_batch)
+    try:
+        with _served(app, executor.heartbeat, trig, queries=app.state_queries):
+            executor.start()
+            app.health.ready()
+            executor.run(trig, app._stop)
+    finally:
+        executor.close()
+        if bar is not None:
+            bar.close()
+
+
+@contextlib.contextmanager
+def _served(app: App, heartbeat: Heartbeat, trig: Trigger, *, queries: bool) -> Iterator[None]:
+    """Health, the HTTP server (served during recovery too, so /ready can say "not yet") and stop signals."""
     app._stop.clear()
-    app.health.starting(executor.heartbeat, trig)
-    # Served during recovery too, so /ready can say "not yet".
+    app.health.starting(heartbeat, trig)
     app.status.trigger = trigger_text(trig)
-    queries = StateQueries(app._committed_view) if app.state_queries else None
+    state = StateQueries(app._committed_view) if queries else None
     app.metrics_server = (MetricsServer(app.metrics_address, app.metrics, app.health, status=app.status,
-                                        state=queries) if app.metrics_address is not None else None)
+                                        state=state) if app.metrics_address is not None else None)
     restore = install_stop_handlers(app.name, app._stop)
     try:
         if app.metrics_server is not None:
             app.metrics_server.start()
-        executor.start()
-        app.health.ready()
-        executor.run(trig, app._stop)
+        yield
     finally:
         app.health.stopped()
         restore()
-        executor.close()
-        if bar is not None:
-            bar.close()
         if app.metrics_server is not None:
             app.metrics_server.stop()

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Producer
 from fault_job import around, reached
 
-import statefulstream.sinks.kafka
+import statefulstream.kafka_txn
 from statefulstream import App, GroupStateTimeout
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.sinks.kafka import KafkaSink
@@ -58,7 +58,7 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
     around(KafkaSource, "read", "read", None)
     around(KafkaSink, "write", "sink_before", "sink_after")
     around(RocksDBStateStore, "commit", "commit_before", "commit_after")
-    statefulstream.sinks.kafka.Producer = _KillableProducer  # type: ignore[misc]
+    statefulstream.kafka_txn.Producer = _KillableProducer  # type: ignore[misc]
     source = KafkaSource(input_topic, bootstrap_servers=bootstrap, watermark_probe=True, read_timeout="20 seconds")
     app = App("eos-job", source=source, checkpoint_dir=checkpoint_dir, trigger="available_now",
               max_records_per_trigger=MAX_RECORDS_PER_BATCH)

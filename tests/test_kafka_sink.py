@@ -13,6 +13,7 @@ from kafka_broker import TansuBroker
 from slow_proxy import SlowProxy
 
 from statefulstream.errors import SinkError
+from statefulstream.kafka_txn import FencedError
 from statefulstream.records import DeadLetter
 from statefulstream.sink import SinkContext
 from statefulstream.sinks.kafka import (
@@ -86,10 +87,11 @@ class TestKafkaSink:
         crashed = make_sink(kafka_broker, topic, txid)
         crashed.write(0, [{"n": 0}])
         # Crash mid-batch 1: records flushed to the broker, no marker, no commit.
-        producer = crashed._producer
+        assert crashed._txn is not None
+        producer = crashed._txn.producer
         producer.begin_transaction()
         producer.produce(topic, orjson.dumps({"n": 1}), headers=[(HEADER_SINK, txid), (HEADER_BATCH, "1"),
-                                                                  (HEADER_ATTEMPT, crashed._attempt)])
+                                                                  (HEADER_ATTEMPT, crashed._txn.attempt)])
         producer.flush(10)
         restarted = make_sink(kafka_broker, topic, txid)  # fences the crashed producer, aborting its transaction
         assert restarted.last_committed == 0
@@ -102,7 +104,7 @@ class TestKafkaSink:
         zombie = make_sink(kafka_broker, topic, "tx-" + topic)
         make_sink(kafka_broker, topic, "tx-" + topic).close()
         try:
-            with pytest.raises(SinkError, match="fatal producer error.*another instance with the same transactional"):
+            with pytest.raises(FencedError, match="fenced .*another process now writes with this transactional id"):
                 zombie.write(0, [{"n": 0}])
         finally:
             zombie.close()

@@ -272,11 +272,16 @@ class Executor:
                 logger.exception("app %r: failure listener %r raised", self.app_name, listener)
 
     def _next_watermark(self, plan: BatchPlan, max_et: int | None) -> int:
-        """Max(current, max event time - delay); never backwards (SEMANTICS.md B.4)."""
+        """Max(current, max event time - delay); never backwards (SEMANTICS.md B.4).
+
+        "Current" is the executor's own watermark as well as the plan's: a
+        scale-out partition runs with its process's (lower) watermark but keeps its own.
+        """
+        current = max(plan.watermark_ms, self.watermark_ms)
         delay = self.op.watermark_delay_ms
         if delay is None or max_et is None:
-            return plan.watermark_ms
-        return max(plan.watermark_ms, max_et - delay)
+            return current
+        return max(current, max_et - delay)
 
     def _advance(self, plan: BatchPlan, next_wm: int) -> None:
         """Step 8: move the resume point past the committed batch; the new watermark applies from the next."""

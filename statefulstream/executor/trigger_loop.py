@@ -50,12 +50,15 @@ def run_trigger(executor: Executor, trigger: Trigger, stop: threading.Event) -> 
             stop.wait(IDLE_WAIT_S)
 
 
-def needs_no_data_batch(executor: Executor) -> bool:
-    """Whether a batch without data is due: timeouts may fire (SEMANTICS.md B.3)."""
+def needs_no_data_batch(executor: Executor, *, watermark_ms: int | None = None) -> bool:
+    """Whether a batch without data is due: timeouts may fire (SEMANTICS.md B.3).
+
+    ``watermark_ms`` is the watermark the batch would run with (default: the executor's own).
+    """
     timeout = executor.op.timeout
     if timeout is GroupStateTimeout.PROCESSING_TIME:
         return True
     if timeout is GroupStateTimeout.EVENT_TIME:
         last = executor.last_batch_watermark_ms
-        return last is not None and executor.watermark_ms > last
+        return last is not None and (executor.watermark_ms if watermark_ms is None else watermark_ms) > last
     return False

@@ -119,6 +119,16 @@ class Metrics:
                 ("timers_deleted", "Timers deleted before they fired."),
                 ("timers_expired", "Timers that fired."),
                 ("values_removed_by_ttl", "State values removed because their TTL expired."))}
+        # Scale-out (statefulstream.scaleout): partitions owned, and restores of a partition's state.
+        self._owned = gauge("statefulstream_partitions_owned", "Source partitions this process owns (scale-out).")
+        self._restores = counter("statefulstream_restores", "Partition state restores from the changelog.",
+                                 "partition")
+        self._restore_records = counter("statefulstream_restore_records",
+                                        "Changelog records read while restoring, per partition.", "partition")
+        self._restore_seconds = gauge("statefulstream_restore_seconds",
+                                      "Duration of the last restore of a partition's state.", "partition")
+        self._restore_rate = gauge("statefulstream_restore_records_per_second",
+                                   "Changelog records per second in the last restore of a partition.", "partition")
         for metric in (self._read, self._processed, self._late, self._late_kept, self._filtered, self._groups,
                        self._timeouts, self._updated, self._removed, self._output, self._batches, self._replayed,
                        self._handler_errors, self._data_loss):
@@ -127,6 +137,27 @@ class Metrics:
             self._duration.labels(app, phase)
         self._watermark_ms: int | None = None
         self._partitions: set[str] = set()
+        self._partitioned = False  # scale-out: state gauges summed over partitions by set_partitions
+
+    def set_partitions(self, owned: int, *, state_keys: int, state_bytes: int) -> None:
+        """Scale-out: the partitions this process owns now, and the rows and bytes of their stores together.
+
+        From the first call on, a batch no longer sets the state gauges: each
+        batch knows only its own partition's store.
+        """
+        self._partitioned = True
+        app = self.app
+        self._owned.labels(app).set(owned)
+        self._state_keys.labels(app).set(state_keys)
+        self._state_bytes.labels(app).set(state_bytes)
+
+    def on_restore(self, partition: str, records: int, seconds: float) -> None:
+        """Add one restore of ``partition``'s state: changelog records read and how long it took."""
+        app = self.app
+        self._restores.labels(app, partition).inc()
+        self._restore_records.labels(app, partition).inc(records)
+        self._restore_seconds.labels(app, partition).set(seconds)
+        self._restore_rate.labels(app, partition).set(records / seconds if seconds > 0 else 0.0)
 
     def declare_sinks(self, names: Iterable[str]) -> None:
         """Show the sink series of ``names`` at 0 before their first write (``increase()`` needs a start)."""
@@ -148,9 +179,9 @@ class Metrics:
                 metric.labels(app).inc(amount)
         for reason, count in progress.records_dead_lettered.items():
             self._dead.labels(app, reason).inc(count)
-        if progress.state_keys >= 0:
+        if progress.state_keys >= 0 and not self._partitioned:
             self._state_keys.labels(app).set(progress.state_keys)
-        if progress.state_bytes >= 0:
+        if progress.state_bytes >= 0 and not self._partitioned:
             self._state_bytes.labels(app).set(progress.state_bytes)
         self._batches.labels(app).inc()
         if progress.replayed:

@@ -38,6 +38,7 @@ from statefulstream.kafka_client import (
 )
 from statefulstream.records import Offsets
 from statefulstream.retry import RetryPolicy
+from statefulstream.scaleout.options import ScaleOut
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source, data_lost
 from statefulstream.sources.kafka_decode import FORMATS, Decoder, MessageDecoder
@@ -85,6 +86,11 @@ class KafkaSource(Source):
             counts it (``data_loss_events``, ``statefulstream_source_data_loss_total``).
         read_ahead: records fetched beyond the planned range while a batch is
             processed (the next batch starts where this one ends); 0 disables.
+        scale_out: ``True`` or a :class:`~statefulstream.scaleout.ScaleOut`:
+            run the app as several processes of the consumer group ``group_id``,
+            each owning some partitions, with state kept per partition and moved
+            through a changelog topic (docs/scaleout.md). ``False``: one process
+            reads every partition.
 
     Attributes:
         decoder: the :class:`~statefulstream.sources.kafka_decode.MessageDecoder` of
@@ -116,6 +122,7 @@ class KafkaSource(Source):
         poll_records: int = 10_000,
         fail_on_data_loss: bool = True,
         read_ahead: int = 100_000,
+        scale_out: bool | ScaleOut = False,
     ) -> None:
         if (topics is None) == (pattern is None):
             msg = "KafkaSource needs exactly one of topics= (a name or a list) or pattern= (a regex)"
@@ -146,6 +153,11 @@ class KafkaSource(Source):
             msg = f"KafkaSource read_ahead must be a number of records >= 0; got {read_ahead!r}"
             raise ConfigError(msg)
         self.read_ahead = read_ahead
+        self.scale_out: ScaleOut | None = ScaleOut() if scale_out is True else (scale_out or None)
+        if self.scale_out is not None and (group_id is None or pattern is not None or len(self.topics) != 1):
+            msg = ("KafkaSource(scale_out=...) needs one topic (not a pattern) and a group_id: the processes of "
+                   "the app share the topic's partitions through that consumer group")
+            raise ConfigError(msg)
         self._reader: RangeReader | None = None
         self._prober: Consumer | None = None
         self._admin: AdminClient | None = None
@@ -205,11 +217,12 @@ class KafkaSource(Source):
 
     # --- planning
 
-    def available(self, start: Offsets) -> tuple[dict[str, int], dict[str, int]]:
+    def available(self, start: Offsets, *, only: Sequence[str] | None = None) -> tuple[dict[str, int], dict[str, int]]:
         """Return ``start`` completed for new partitions and the end of each partition.
 
         A partition whose unread records are gone moves to its earliest offset
-        when ``fail_on_data_loss`` is off.
+        when ``fail_on_data_loss`` is off. ``only`` limits the answer to those
+        partitions (a scale-out task asks for its own).
 
         Raises:
             SourceError: a named topic does not exist, records not read yet
@@ -217,6 +230,8 @@ class KafkaSource(Source):
                 within ``read_timeout``.
         """
         partitions = self._partitions()
+        if only is not None:
+            partitions = [tp for tp in partitions if partition_name(tp.topic, tp.partition) in only]
         latest = self._list_offsets(partitions, OffsetSpec.latest())
         if self.watermark_probe:
             latest = self._probe_ends(latest)
@@ -391,6 +406,11 @@ class KafkaSource(Source):
         return self._range_reader().read(shrunk)
 
     # --- after commit
+
+    def release(self, partitions: Sequence[str]) -> None:
+        """Stop reading ``partitions`` (``"topic:p"``) and drop what was read ahead of them (scale-out revokes)."""
+        if self._reader is not None:
+            self._reader.release(partitions)
 
     def committed(self, end: Offsets) -> None:
         """Commit ``end`` to the consumer group (for lag tools); failures are logged, not raised."""

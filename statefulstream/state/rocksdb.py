@@ -363,6 +363,18 @@ class RocksDBStateStore(StateStore):
         """Stage the removal of a key's row and timer."""
         self._staged[self._encode_key(key)] = None
 
+    def staged_changes(self) -> Mapping[bytes, bytes | None]:
+        """The batch's staged rows as stored: encoded key -> encoded row, ``None`` for a removal.
+
+        A scale-out partition task writes these to its changelog topic, in the
+        same Kafka transaction as the batch's outputs (``statefulstream.scaleout``).
+        """
+        return self._staged
+
+    def stage_encoded(self, key: bytes, row: bytes | None) -> None:
+        """Stage a row exactly as :meth:`staged_changes` gave it (restoring from a changelog)."""
+        self._staged[key] = row
+
     def _encode_key(self, key: Hashable) -> bytes:
         # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
         kb = self._key_bytes.get(key) if type(key) is str else None
