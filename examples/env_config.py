@@ -71,11 +71,14 @@ class ExampleEnv:
             raise ConfigError(msg)
         return env
 
-    def kafka_source(self, app_name: str) -> Source | None:
+    def kafka_source(self, app_name: str, *, key_field: str | None = None) -> Source | None:
         """A ``KafkaSource`` of ``EVENTS_TOPIC`` when ``KAFKA_BOOTSTRAP`` is set, else ``None``.
 
         With ``SCALE_OUT=1`` it is a scale-out source: the group is the app's
         (``KAFKA_GROUP_ID`` or the app name), and its members share the partitions.
+        ``key_field`` puts the message key into that field of each record: an
+        app that groups by it keeps each key's state in the key's partition
+        (otherwise a scale-out app re-keys records through a repartition topic).
         """
         if not self.kafka_bootstrap:
             return None
@@ -83,4 +86,4 @@ class ExampleEnv:
 
         return KafkaSource(self.events_topic, bootstrap_servers=self.kafka_bootstrap,
                            group_id=self.kafka_group_id or app_name, watermark_probe=self.kafka_watermark_probe,
-                           scale_out=self.scale_out)
+                           scale_out=self.scale_out, key_field=key_field)

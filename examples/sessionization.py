@@ -139,6 +139,8 @@ def app_from_env(environ: Mapping[str, str]) -> App:
     """
     env = ExampleEnv.from_environ(environ)
     trigger = env.trigger or ("5 seconds" if env.kafka_bootstrap else "available_now")
+    # Scaled out, the message key (the user) is the group key: each user's state stays in its partition.
+    source = env.kafka_source("sessions", key_field="user" if env.scale_out else None)
     to_kafka = bool(environ.get("SESSIONS_TOPIC", "").strip())
     if env.scale_out and (not to_kafka or environ.get("CASSANDRA_HOSTS", "").strip()):
         msg = ("SCALE_OUT=1 writes sessions in each partition's Kafka transaction: set SESSIONS_TOPIC to a Kafka "
@@ -148,10 +150,10 @@ def app_from_env(environ: Mapping[str, str]) -> App:
         if not env.kafka_bootstrap:
             raise ConfigError("SESSIONS_TOPIC is a Kafka topic: set KAFKA_BOOTSTRAP (and EVENTS_TOPIC) too")
         sessions, dead = kafka_sinks(environ, env.kafka_bootstrap)
-        return build_app(env.kafka_source("sessions"), sessions, checkpoint_dir=env.checkpoint_dir, trigger=trigger,
+        return build_app(source, sessions, checkpoint_dir=env.checkpoint_dir, trigger=trigger,
                          metrics_address=env.metrics_address, dead_letters=dead)
     sinks = cassandra_sinks(environ)
-    return build_app(env.kafka_source("sessions"), sinks[0] if sinks else None,
+    return build_app(source, sinks[0] if sinks else None,
                      checkpoint_dir=env.checkpoint_dir, trigger=trigger,
                      state_sink=sinks[1] if sinks else None, metrics_address=env.metrics_address)
 

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from running_app import wait_for
 
 from statefulstream.observe.progress import BatchProgress
+from statefulstream.scaleout.repartition import needs_repartition
 from statefulstream.sinks import MemorySink
 from statefulstream.sources import MemorySource
 
@@ -144,6 +145,7 @@ class TestComposeFile:
             assert topic in topics  # the app's Kafka sinks need their topics
         app = sessionization.app_from_env(env)
         assert app.source.scale_out is not None and app.source.group_id == "sessions"
+        assert not needs_repartition(app.source, app.operator)  # grouped by the message key: no re-keying
         assert [type(s).__name__ for s in app.sinks] == ["KafkaSink"] and app.operator.state_sinks == []
         assert type(app.dead_letter_sink).__name__ == "KafkaDeadLetterSink"
         copier = compose["services"]["sessions-to-scylla"]["environment"]
