@@ -22,6 +22,17 @@ default ``demo``) writes closed
 sessions to Scylla/Cassandra table ``sessions`` and mirrors the open ones
 (the operator's state) into ``open_sessions`` for dashboards, creating both
 tables if needed; ``METRICS_ADDRESS`` serves ``/metrics``.
+
+``SESSIONS_TOPIC`` writes closed sessions to that Kafka topic instead (keyed
+by user, exactly once), and ``DEAD_LETTERS_TOPIC`` dead letters to another.
+
+Scaled out (the compose default, docs/scaleout.md): ``SCALE_OUT=1`` runs the
+app as one of several processes of its consumer group. Every output must then
+be written in the partition's Kafka transaction, so ``SESSIONS_TOPIC`` is
+required and the Cassandra sinks are not used
+(``examples/sessions_to_cassandra.py`` copies the topic into Scylla); with
+``DEAD_LETTERS_TOPIC`` dead letters join the same transaction (default: files
+in each partition's checkpoint folder).
 """
 
 from __future__ import annotations
@@ -33,8 +44,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from env_config import ExampleEnv
+from session_tables import cassandra_sinks
 
 from statefulstream import App, GroupState, GroupStateTimeout
+from statefulstream.errors import ConfigError
 from statefulstream.logs import configure_logging
 from statefulstream.sink import Sink
 from statefulstream.sinks import ConsoleSink
@@ -89,16 +102,18 @@ def sessionize(user: str, events: list[dict[str, Any]], state: GroupState[dict[s
 
 def build_app(source: Source | None = None, sink: Sink | None = None, *, checkpoint_dir: str | None = None,
               trigger: str | None = "available_now", max_records_per_trigger: int | None = None,
-              state_sink: Sink | None = None, metrics_address: str | None = None) -> App:
+              state_sink: Sink | None = None, metrics_address: str | None = None,
+              dead_letters: Sink | None = None) -> App:
     """Build the sessionization app (defaults: the sample data and the console).
 
     Args:
         state_sink: receives the open sessions' state changes after each batch.
         metrics_address: serve ``/metrics``, ``/health`` and ``/ready`` there.
+        dead_letters: where records that cannot be processed go (default: the checkpoint's files).
     """
     app = App("sessions", source=source or FileSource(os.environ.get("EVENTS", str(DATA))),
               checkpoint_dir=checkpoint_dir, trigger=trigger, max_records_per_trigger=max_records_per_trigger,
-              metrics_address=metrics_address)
+              metrics_address=metrics_address, dead_letters=dead_letters)
     app.flat_map_groups_with_state(
         key="user", event_time="ts", watermark_delay=WATERMARK_DELAY, output_mode="append",
         timeout=GroupStateTimeout.EVENT_TIME, sink=sink or ConsoleSink(), state_sink=state_sink,
@@ -106,37 +121,40 @@ def build_app(source: Source | None = None, sink: Sink | None = None, *, checkpo
     return app
 
 
-def cassandra_sinks(environ: Mapping[str, str]) -> tuple[Sink, Sink] | None:
-    """``(sessions sink, open-sessions state sink)`` for ``CASSANDRA_HOSTS``, or ``None`` when it is unset."""
-    hosts = [h.strip() for h in environ.get("CASSANDRA_HOSTS", "").split(",") if h.strip()]
-    if not hosts:
-        return None
-    from statefulstream.sinks.cassandra import (  # the cassandra extra
-        CassandraSink,
-        CassandraStateSink,
-        state_table_schema,
-    )
-    from statefulstream.sinks.cassandra_cql import TableSchema
+def kafka_sinks(environ: Mapping[str, str], bootstrap: str) -> tuple[Sink, Sink | None]:
+    """``(sessions sink, dead-letter sink or None)``: ``SESSIONS_TOPIC`` and ``DEAD_LETTERS_TOPIC`` on Kafka."""
+    from statefulstream.sinks.kafka import KafkaDeadLetterSink, KafkaSink  # the kafka extra
 
-    keyspace = environ.get("CASSANDRA_KEYSPACE") or "demo"
-    port = int(environ.get("CASSANDRA_PORT") or 9042)
-    sessions = CassandraSink(hosts=hosts, port=port, keyspace=keyspace, table="sessions", schema=TableSchema(
-        {"user": "text", "start": "timestamp", "end": "timestamp", "events": "int", "pages": "list<text>",
-         "bought": "boolean", "duration_ms": "bigint"}, partition_key=("user",), clustering=("start",)))
-    open_sessions = CassandraStateSink(
-        hosts=hosts, port=port, keyspace=keyspace, table="open_sessions", key_columns="user",
-        columns=["start", "end", "events"],
-        schema=state_table_schema({"user": "text"}, {"start": "timestamp", "end": "timestamp", "events": "int"}))
-    return sessions, open_sessions
+    dead = environ.get("DEAD_LETTERS_TOPIC", "").strip()
+    return (KafkaSink(environ["SESSIONS_TOPIC"].strip(), bootstrap_servers=bootstrap, key="user"),
+            KafkaDeadLetterSink(dead, bootstrap_servers=bootstrap) if dead else None)
 
 
 def app_from_env(environ: Mapping[str, str]) -> App:
-    """The app as the environment configures it (see the module docstring)."""
+    """The app as the environment configures it (see the module docstring).
+
+    Raises:
+        ConfigError: ``SCALE_OUT=1`` without ``SESSIONS_TOPIC`` or with ``CASSANDRA_HOSTS``;
+            ``SESSIONS_TOPIC`` without ``KAFKA_BOOTSTRAP``.
+    """
     env = ExampleEnv.from_environ(environ)
+    trigger = env.trigger or ("5 seconds" if env.kafka_bootstrap else "available_now")
+    # Scaled out, the message key (the user) is the group key: each user's state stays in its partition.
+    source = env.kafka_source("sessions", key_field="user" if env.scale_out else None)
+    to_kafka = bool(environ.get("SESSIONS_TOPIC", "").strip())
+    if env.scale_out and (not to_kafka or environ.get("CASSANDRA_HOSTS", "").strip()):
+        msg = ("SCALE_OUT=1 writes sessions in each partition's Kafka transaction: set SESSIONS_TOPIC to a Kafka "
+               "topic and unset CASSANDRA_HOSTS (examples/sessions_to_cassandra.py copies the topic to Cassandra)")
+        raise ConfigError(msg)
+    if to_kafka:
+        if not env.kafka_bootstrap:
+            raise ConfigError("SESSIONS_TOPIC is a Kafka topic: set KAFKA_BOOTSTRAP (and EVENTS_TOPIC) too")
+        sessions, dead = kafka_sinks(environ, env.kafka_bootstrap)
+        return build_app(source, sessions, checkpoint_dir=env.checkpoint_dir, trigger=trigger,
+                         metrics_address=env.metrics_address, dead_letters=dead)
     sinks = cassandra_sinks(environ)
-    return build_app(env.kafka_source("sessions"), sinks[0] if sinks else None,
-                     checkpoint_dir=env.checkpoint_dir,
-                     trigger=env.trigger or ("5 seconds" if env.kafka_bootstrap else "available_now"),
+    return build_app(source, sinks[0] if sinks else None,
+                     checkpoint_dir=env.checkpoint_dir, trigger=trigger,
                      state_sink=sinks[1] if sinks else None, metrics_address=env.metrics_address)
 
 

@@ -167,3 +167,103 @@ class TestStateShow:
     def test_directory_without_state_is_reported(self, tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["state", "show", str(tmp_path)])
         assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def make_partition(root: Path, name: str, rows: dict[str, StateRow], *, batches: int, own_watermark: int,
+                   pending: bool = False) -> None:
+    """One partition's checkpoint folder as a scale-out task leaves it: ``partitions/<name>/{state,offsets}``."""
+    where = root / "partitions" / name
+    log = FilePlanLog(str(where / "offsets"))
+    store = RocksDBStateStore(str(where / "state"))
+    store.open(SIG)
+    source = name.replace("-", ":")
+    for batch_id in range(batches):
+        plan = BatchPlan(batch_id, {source: batch_id * 5}, {source: batch_id * 5 + 5}, 2000 + batch_id, 7, 0)
+        log.write(plan)
+        if batch_id == batches - 1:
+            for key, row in rows.items():
+                store.put(key, row)
+        store.commit(CommitRecord(batch_id, plan.end, plan.batch_ts_ms, 7, own_watermark))
+    if pending:
+        log.write(BatchPlan(batches, {source: batches * 5}, {source: batches * 5 + 3}, 3000, 7, 0))
+    store.close()
+
+
+PARTS = {"clicks-0": {"ann": StateRow({"n": 1}, 9000), "bob": StateRow({"n": 2})},
+         "clicks-1": {"cy": StateRow({"n": 3}, 8000)},
+         "clicks-10": {"dee": StateRow({"n": 4}), "eve": StateRow({"n": 5}, 7000), "fay": StateRow({"n": 6})}}
+OWN_WATERMARK = {"clicks-0": 600, "clicks-1": 0, "clicks-10": 400}  # clicks-1 has seen no event time
+
+
+def make_partitioned(root: Path) -> None:
+    """Three partitions with state (one with a pending batch), one that never committed, one restoring."""
+    for n, (name, rows) in enumerate(PARTS.items()):
+        make_partition(root, name, rows, batches=n + 1, own_watermark=OWN_WATERMARK[name], pending=n == 0)
+    FilePlanLog(str(root / "partitions" / "clicks-2" / "offsets")).write(BatchPlan(0, {}, {"clicks:2": 4}, 1, 0, 0))
+    (root / "partitions" / "clicks-3.restoring" / "state").mkdir(parents=True)
+
+
+class TestPartitionedCheckpoint:
+    def test_json_describes_each_partition_and_the_totals(self, tmp_path: Path) -> None:
+        make_partitioned(tmp_path)
+        info = json.loads(invoke("checkpoint", "show", "--json", str(tmp_path)).output)
+        assert info["scale_out"] is True and info["restoring"] == ["clicks-3"]
+        by_name = {p["partition"]: p for p in info["partitions"]}
+        assert list(by_name) == ["clicks-0", "clicks-1", "clicks-2", "clicks-10"]  # by partition number
+        for n, (name, rows) in enumerate(PARTS.items()):
+            part = by_name[name]
+            assert part["last_commit"]["batch_id"] == n
+            assert part["last_commit"]["offsets"] == {name.replace("-", ":"): n * 5 + 5}
+            assert part["last_commit"]["next_watermark_ms"] == OWN_WATERMARK[name]
+            assert part["state"]["rows"] == len(rows)
+            assert part["state"]["timers"] == sum(r.timeout_ms != NO_TIMEOUT_MS for r in rows.values())
+        assert by_name["clicks-0"]["pending"]["batch_id"] == 1 and by_name["clicks-1"]["pending"] is None
+        assert by_name["clicks-2"]["state"] is None and by_name["clicks-2"]["pending"]["batch_id"] == 0
+        assert info["totals"]["rows"] == sum(len(rows) for rows in PARTS.values())
+        assert info["totals"]["disk_bytes"] == sum(p["state"]["disk_bytes"] for p in by_name.values() if p["state"])
+        # The min rule leaves out partitions without an event time (clicks-1's 0).
+        assert info["watermark_ms"] == min(w for w in OWN_WATERMARK.values() if w > 0)
+
+    def test_text_has_a_line_per_partition(self, tmp_path: Path) -> None:
+        make_partitioned(tmp_path)
+        out = invoke("checkpoint", "show", str(tmp_path)).output
+        assert "scale-out    4 partition checkpoints under partitions/" in out
+        assert 'partition    clicks-10: batch 2, offsets {"clicks:10": 15}, watermark 7' in out
+        assert "partition    clicks-0: batch 0" in out and "batch 1 planned, not committed" in out
+        assert "partition    clicks-2: no batch committed; batch 0 planned, not committed" in out
+        assert "restoring    clicks-3" in out
+        assert "watermark    400 (1970-01-01T00:00:00.400Z) (the smallest of the partitions' own)" in out
+
+    def test_state_show_reads_every_partition_or_one(self, tmp_path: Path) -> None:
+        make_partitioned(tmp_path)
+        out = invoke("state", "show", "--json", "--limit", "0", str(tmp_path)).output
+        lines = [json.loads(x) for x in out.splitlines()]
+        got = {(r["partition"], r["key"]): r["value"] for r in lines}
+        assert got == {(name, key): row.value for name, rows in PARTS.items() for key, row in rows.items()}
+        one = invoke("state", "show", "--json", "--partition", "clicks-10", str(tmp_path)).output.splitlines()
+        assert [json.loads(x)["key"] for x in one] == sorted(PARTS["clicks-10"])
+        limited = invoke("state", "show", "--limit", "2", str(tmp_path)).output.splitlines()
+        assert [line.split("\t")[:2] for line in limited] == [["clicks-0", '"ann"'], ["clicks-0", '"bob"']]
+        assert len(invoke("state", "show", "--limit", "3", str(tmp_path)).output.splitlines()) == 3
+
+    def test_state_show_finds_a_key_in_its_partition(self, tmp_path: Path) -> None:
+        make_partitioned(tmp_path)
+        assert invoke("state", "show", "--key", "eve", str(tmp_path)).output == (
+            'clicks-10\t"eve"\ttimeout 7000 (1970-01-01T00:00:07.000Z)\t{"n": 5}\n')
+        missing = CliRunner().invoke(cli, ["state", "show", "--key", "eve", "--partition", "clicks-0", str(tmp_path)])
+        assert missing.exit_code == 1 and "no state row for key 'eve' in any partition" in missing.output
+
+    def test_unknown_partition_and_partition_of_a_plain_checkpoint_are_errors(self, tmp_path: Path) -> None:
+        make_partitioned(tmp_path / "scaled")
+        make_checkpoint(tmp_path / "plain").close()
+        result = CliRunner().invoke(cli, ["state", "show", "--partition", "clicks-9", str(tmp_path / "scaled")])
+        assert result.exit_code == 1 and "no partition 'clicks-9'" in result.output and "clicks-10" in result.output
+        result = CliRunner().invoke(cli, ["state", "show", "--partition", "clicks-0", str(tmp_path / "plain")])
+        assert result.exit_code == 1 and "--partition is for scale-out checkpoints" in result.output
+
+    def test_never_modifies_a_partitioned_checkpoint(self, tmp_path: Path) -> None:
+        make_partitioned(tmp_path)
+        before = tree_digest(tmp_path)
+        invoke("checkpoint", "show", str(tmp_path))
+        invoke("state", "show", "--limit", "0", str(tmp_path))
+        assert tree_digest(tmp_path) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -26,7 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from running_app import wait_for
 
 from statefulstream.observe.progress import BatchProgress
+from statefulstream.scaleout.repartition import needs_repartition
 from statefulstream.sinks import MemorySink
+from statefulstream.sources import MemorySource
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
@@ -34,6 +37,7 @@ import alerting  # noqa: E402
 import env_config  # noqa: E402
 import produce_events  # noqa: E402
 import sessionization  # noqa: E402
+import sessions_to_cassandra  # noqa: E402
 import webhook_receiver  # noqa: E402
 from env_config import ExampleEnv  # noqa: E402
 from kafka_broker import free_port  # noqa: E402
@@ -43,7 +47,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "statefulstream.json"
-APPS = ("sessionization", "alerting")
+APPS = ("sessionization", "alerting", "sessions-to-scylla")
 ONLY_AFTER_A_FAILURE = {"statefulstream_batch_failures_total"}
 """Labelled by phase, so without a failed batch the family is declared (HELP/TYPE) but has no sample."""
 
@@ -98,7 +102,7 @@ class TestComposeFile:
                 elif dependency in ("kafka", "scylla", "webhook-receiver", "prometheus"):
                     assert how["condition"] == "service_healthy", f"{name} -> {dependency}"
         assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
-        assert services["sessionization"]["depends_on"]["scylla"]["condition"] == "service_healthy"
+        assert services["sessions-to-scylla"]["depends_on"]["scylla"]["condition"] == "service_healthy"
         assert services["alerting"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
 
     def test_images_are_pinned_by_version(self, compose: dict[str, Any]) -> None:
@@ -123,9 +127,30 @@ class TestComposeFile:
         for name in APPS:
             service = compose["services"][name]
             env = service["environment"]
-            assert mounts(service)[env["CHECKPOINT_DIR"]] in compose["volumes"]  # a named volume
+            if env.get("SCALE_OUT") == "1":  # replicas: two processes must never share a checkpoint folder
+                assert env["CHECKPOINT_DIR"] not in mounts(service)
+            else:
+                assert mounts(service)[env["CHECKPOINT_DIR"]] in compose["volumes"]  # a named volume
             assert env["METRICS_ADDRESS"] == "0.0.0.0:9108"
             ExampleEnv.from_environ(env)  # the apps accept their configuration
+
+    def test_sessionization_runs_scaled_out_on_at_most_as_many_replicas_as_partitions(
+            self, compose: dict[str, Any]) -> None:
+        service = compose["services"]["sessionization"]
+        env = service["environment"]
+        assert env["SCALE_OUT"] == "1"
+        topics = dict(re.findall(r"^\s*create (\S+) (\d+)$", compose["services"]["kafka-init"]["command"][0], re.M))
+        assert 1 < service["deploy"]["replicas"] <= int(topics[env["EVENTS_TOPIC"]])
+        for topic in (env["SESSIONS_TOPIC"], env["DEAD_LETTERS_TOPIC"]):
+            assert topic in topics  # the app's Kafka sinks need their topics
+        app = sessionization.app_from_env(env)
+        assert app.source.scale_out is not None and app.source.group_id == "sessions"
+        assert not needs_repartition(app.source, app.operator)  # grouped by the message key: no re-keying
+        assert [type(s).__name__ for s in app.sinks] == ["KafkaSink"] and app.operator.state_sinks == []
+        assert type(app.dead_letter_sink).__name__ == "KafkaDeadLetterSink"
+        copier = compose["services"]["sessions-to-scylla"]["environment"]
+        assert copier["EVENTS_TOPIC"] == env["SESSIONS_TOPIC"]
+        assert compose["services"]["sessions-to-scylla"]["depends_on"]["scylla"]["condition"] == "service_healthy"
 
     def test_bind_mounts_exist_and_published_ports_are_loopback_only(self, compose: dict[str, Any]) -> None:
         for name, service in compose["services"].items():
@@ -201,6 +226,13 @@ class TestPrometheusConfig:
     def test_it_scrapes_every_app_on_its_metrics_port(self, compose: dict[str, Any]) -> None:
         config = yaml.safe_load(PROMETHEUS.read_text())
         targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+        # Replicated services are found through DNS (one address per replica), so every replica is scraped.
+        targets |= {f"{name}:{sd['port']}" for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+                    for name in sd["names"]}
+        for name, service in compose["services"].items():
+            if service.get("deploy", {}).get("replicas", 1) > 1:
+                assert any(name in sd["names"] for job in config["scrape_configs"]
+                           for sd in job.get("dns_sd_configs", [])), f"{name}: only one replica would be scraped"
         metrics_port = {name: compose["services"][name]["environment"]["METRICS_ADDRESS"].rsplit(":", 1)[1]
                         for name in APPS}
         assert targets == {f"{name}:{port}" for name, port in metrics_port.items()}
@@ -310,7 +342,10 @@ def live_apps(tmp_path: pathlib.Path) -> Iterator[dict[str, str]]:
                                                        checkpoint_dir=str(tmp_path / "sessions"),
                                                        metrics_address="127.0.0.1:0"),
             "alerting": alerting.build_app(sink=pagerduty, trigger="50 ms", checkpoint_dir=str(tmp_path / "alerts"),
-                                           metrics_address="127.0.0.1:0")}
+                                           metrics_address="127.0.0.1:0"),
+            "sessions-to-scylla": sessions_to_cassandra.build_app(
+                MemorySource([{"user": "u1", "start": 1, "end": 2, "events": 1}]), MemorySink(), trigger="500 ms",
+                checkpoint_dir=str(tmp_path / "copy"), metrics_address="127.0.0.1:0")}
     committed = {name: threading.Event() for name in apps}
     threads = []
     for name, app in apps.items():
@@ -337,6 +372,8 @@ class TestRealPrometheus:
         for job in config["scrape_configs"]:
             for group in job["static_configs"]:
                 group["targets"] = [live_apps[t.rsplit(":", 1)[0]] for t in group["targets"]]
+            for sd in job.pop("dns_sd_configs", []):  # one loopback app stands for the replicas
+                job["static_configs"] += [{"targets": [live_apps[name]]} for name in sd["names"]]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         with open(tmp_path / "prometheus.log", "wb") as log:
@@ -470,3 +507,55 @@ def test_examples_docstring_examples_run() -> None:
     for module in (env_config, produce_events, webhook_receiver, alerting):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+@pytest.mark.kafka
+def test_scaled_out_sessionization_with_the_compose_environment_and_its_copy_to_cassandra(
+        kafka_broker: Any, tmp_path: pathlib.Path) -> None:
+    """Two processes of the example as compose runs them (SCALE_OUT=1, sessions and dead letters to Kafka) emit
+    exactly the offline sessions; sessions_to_cassandra.py then copies them into the CQL table."""
+    from cql_server import CqlServer
+    from test_scaleout import committed_view
+
+    partitions = 3
+    clicks = kafka_broker.create_topic(partitions=partitions)
+    sessions_topic, dead_topic = kafka_broker.create_topic(), kafka_broker.create_topic()
+    argv = ["clicks", "--bootstrap", kafka_broker.bootstrap, "--topic", clicks, "--keys", "40", "--rate", "20",
+            "--count", "1500", "--start-ms", "1714557600000", "--no-pace", "--seed", "9"]
+    assert produce_events.main(argv) == 1500
+    produced = list(produce_events.events_for(produce_events.parse_args(argv)))
+    # One event per partition far past the others: every partition's watermark then closes every session.
+    flush_ts = max(e["ts"] for e in produced) + 600_000
+    flushes = [{"user": f"flush-{p}", "ts": flush_ts, "page": "/home", "action": "view"} for p in range(partitions)]
+    for p, event in enumerate(flushes):
+        kafka_broker.produce(clicks, [json.dumps(event).encode()], keys=[event["user"].encode()], partition=p)
+    recorded = tmp_path / "produced.jsonl"
+    recorded.write_text("".join(json.dumps(e) + "\n" for e in [*produced, *flushes]))
+    expected = offline_sessions(recorded)
+    assert len(expected) > 30 and not any(user.startswith("flush") for user, *_ in expected)
+
+    env = {"KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "EVENTS_TOPIC": clicks, "SCALE_OUT": "1",
+           "SESSIONS_TOPIC": sessions_topic, "DEAD_LETTERS_TOPIC": dead_topic, "KAFKA_WATERMARK_PROBE": "1",
+           "TRIGGER": "available_now", "PATH": os.environ.get("PATH", "")}
+    procs = []
+    for n in range(2):  # each process its own checkpoint, as each compose replica has its own container
+        log = (tmp_path / f"worker-{n}.log").open("wb")
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "examples" / "sessionization.py")],
+                                      env={**env, "CHECKPOINT_DIR": str(tmp_path / f"worker-{n}")},
+                                      stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT))
+    for n, proc in enumerate(procs):
+        assert proc.wait(180) == 0, (tmp_path / f"worker-{n}.log").read_text()[-3000:]
+    assert as_tuples(committed_view(kafka_broker, sessions_topic)) == expected
+
+    server = CqlServer()
+    try:
+        copier = sessions_to_cassandra.app_from_env({
+            "KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "EVENTS_TOPIC": sessions_topic, "KAFKA_WATERMARK_PROBE": "1",
+            "CASSANDRA_HOSTS": "127.0.0.1", "CASSANDRA_PORT": str(server.port), "TRIGGER": "available_now",
+            "CHECKPOINT_DIR": str(tmp_path / "copy")})
+        copier.run()
+        table = server.tables[("demo", "sessions")]
+    finally:
+        server.close()
+    # Upserts on (user, start): one row per session, whatever the topic held more than once.
+    assert sorted(user for user, _start in table.rows) == sorted(user for user, *_ in expected)

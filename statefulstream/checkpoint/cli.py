@@ -23,6 +23,7 @@ import click
 
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.checkpoint.layout import OFFSETS_DIR, STATE_DIR
+from statefulstream.checkpoint.partitions import PARTITIONS_DIR, is_partitioned, partition_folders, restoring_folders
 from statefulstream.checkpoint.snapshot import snapshot_checkpoint
 from statefulstream.errors import StatefulStreamError
 from statefulstream.processor.state_cli import is_processor_signature, print_processor_rows, processor_rows
@@ -73,9 +74,18 @@ def _ms(ms: int | None) -> str:
 def describe(checkpoint_dir: str) -> dict[str, Any]:
     """Return what ``checkpoint show`` prints, as data (read-only).
 
+    A scale-out checkpoint (a ``partitions/`` folder) is described per
+    partition: see :func:`describe_partitioned`.
+
     Raises:
         StatefulStreamError: a part of the checkpoint cannot be read (the message names it).
     """
+    if is_partitioned(checkpoint_dir):
+        return describe_partitioned(checkpoint_dir)
+    return _describe_one(checkpoint_dir)
+
+
+def _describe_one(checkpoint_dir: str) -> dict[str, Any]:
     state_dir, log = os.path.join(checkpoint_dir, STATE_DIR), FilePlanLog(os.path.join(checkpoint_dir, OFFSETS_DIR))
     info: dict[str, Any] = {"checkpoint_dir": os.path.abspath(checkpoint_dir)}
     ids = log.batch_ids()
@@ -98,7 +108,62 @@ def describe(checkpoint_dir: str) -> dict[str, Any]:
     return info
 
 
+def describe_partitioned(checkpoint_dir: str) -> dict[str, Any]:
+    """Describe a scale-out checkpoint: each partition's folder as :func:`describe` would, and totals.
+
+    ``watermark_ms`` is the smallest of the partitions' own watermarks (their
+    last commit's ``next_watermark_ms``; partitions without one left out):
+    the watermark a process owning all of them runs its next batches with.
+
+    Raises:
+        StatefulStreamError: a part of a partition's checkpoint cannot be read (the message names it).
+    """
+    parts = [{"partition": name, **_describe_one(path)} for name, path in partition_folders(checkpoint_dir)]
+    states = [p["state"] for p in parts if p["state"] is not None]
+    marks = [p["last_commit"]["next_watermark_ms"] for p in parts
+             if p["last_commit"] is not None and p["last_commit"]["next_watermark_ms"] > 0]
+    return {"checkpoint_dir": os.path.abspath(checkpoint_dir), "scale_out": True, "partitions": parts,
+            "restoring": restoring_folders(checkpoint_dir),
+            "totals": {key: sum(s[key] for s in states) for key in ("rows", "timers", "disk_bytes")},
+            "watermark_ms": min(marks) if marks else None}
+
+
+def _print_partitioned(info: dict[str, Any]) -> None:
+    echo = click.echo
+    echo(f"checkpoint   {info['checkpoint_dir']}")
+    parts = info["partitions"]
+    echo(f"scale-out    {len(parts)} partition checkpoints under {PARTITIONS_DIR}/")
+    totals = info["totals"]
+    echo(f"state        {totals['rows']} rows (keys), {totals['timers']} timers, {totals['disk_bytes']} bytes on "
+         f"disk in all partitions")
+    echo(f"watermark    {_ms(info['watermark_ms'])} (the smallest of the partitions' own)")
+    for name in info["restoring"]:
+        echo(f"restoring    {name}: a restore from the changelog is running or was interrupted "
+             f"(the partition's next owner starts it again)")
+    for part in parts:
+        echo(f"partition    {part['partition']}: {_partition_line(part)}")
+
+
+def _partition_line(part: dict[str, Any]) -> str:
+    last, state = part["last_commit"], part["state"]
+    if last is None:
+        text = "no batch committed"
+    else:
+        text = (f"batch {last['batch_id']}, offsets {_dumps(last['offsets'])}, watermark "
+                f"{_ms(last['watermark_ms'])}, own next {_ms(last['next_watermark_ms'])}")
+    if state is not None:
+        text += f"; {state['rows']} rows, {state['timers']} timers"
+        if state["in_use"]:
+            text += " (held by a running app)"
+    if part["pending"] is not None:
+        text += f"; batch {part['pending']['batch_id']} planned, not committed"
+    return text
+
+
 def _print_description(info: dict[str, Any]) -> None:
+    if info.get("scale_out"):
+        _print_partitioned(info)
+        return
     echo = click.echo
     echo(f"checkpoint   {info['checkpoint_dir']}")
     log = info["offsets_log"]
@@ -136,6 +201,8 @@ def checkpoint() -> None:
 def show_checkpoint(directory: str, as_json: bool) -> None:
     """Show batches, the last committed batch, its offsets and watermark, and the state size.
 
+    A scale-out checkpoint (a partitions/ folder) shows each partition's last
+    batch, offsets, watermark and rows, the totals, and the smallest watermark.
     Opens everything read-only: safe beside a running app, never modifies DIRECTORY.
     """
     try:
@@ -206,41 +273,95 @@ def _rows(store: RocksDBStateStore, key: str | None, limit: int | None) -> Itera
 @click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
               help="Rows to show (0 for all).")
 @click.option("--variable", help="A stateful processor's checkpoint: show only this state variable.")
+@click.option("--partition", "partition", help="A scale-out checkpoint: read only this partition's folder "
+              "(its name under partitions/, e.g. clicks-3).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: key, timeout_ms, value "
-              "(a processor's: key, variables, timers).")
-def show_state(directory: str, key: str | None, limit: int, variable: str | None, as_json: bool) -> None:
+              "(a processor's: key, variables, timers; a scale-out checkpoint's: and partition).")
+def show_state(directory: str, key: str | None, limit: int, variable: str | None, partition: str | None,
+               as_json: bool) -> None:
     """Show decoded state rows of checkpoint DIRECTORY with their timeouts, in key order.
 
     For a stateful processor (transform_with_state): each key's variables by
     name (values, lists, maps; TTL-expired values left out) and its timers.
+    A scale-out checkpoint (a partitions/ folder) is read partition by
+    partition (in key order within each), each row prefixed with its
+    partition; --partition reads one.
     Opens the store read-only: safe beside a running app, never modifies DIRECTORY.
     State holding registered (custom) types cannot be decoded here; inspect it from
     the app's own code.
     """
-    state_dir = os.path.join(directory, STATE_DIR)
+    if not is_partitioned(directory):
+        if partition is not None:
+            raise click.ClickException(f"--partition is for scale-out checkpoints; {directory} has no "
+                                       f"{PARTITIONS_DIR}/ folder")
+        state_dir = os.path.join(directory, STATE_DIR)
+        if not _show_store(state_dir, _Shown(key, limit or None, variable, as_json)) and key is not None:
+            raise click.ClickException(f"no state row for key {key!r} in {state_dir}")
+        return
+    folders = partition_folders(directory)
+    if partition is not None:
+        folders = [(name, path) for name, path in folders if name == partition]
+        if not folders:
+            names = ", ".join(name for name, _ in partition_folders(directory)) or "none"
+            raise click.ClickException(f"no partition {partition!r} in {os.path.join(directory, PARTITIONS_DIR)}; "
+                                       f"it holds: {names}")
+    shown = _Shown(key, limit or None, variable, as_json)
+    for name, path in folders:
+        if os.path.isdir(os.path.join(path, STATE_DIR)):  # a partition with no committed batch has no store
+            _show_store(os.path.join(path, STATE_DIR), shown, partition=name)
+        if shown.full:
+            break
+    if key is not None and not shown.count:
+        raise click.ClickException(f"no state row for key {key!r} in any partition of {directory}")
+
+
+@dataclasses.dataclass
+class _Shown:
+    """What ``state show`` prints, and how many rows it printed so far (the limit spans partitions)."""
+
+    key: str | None
+    limit: int | None
+    variable: str | None
+    as_json: bool
+    count: int = 0
+
+    @property
+    def left(self) -> int | None:
+        return None if self.limit is None else self.limit - self.count
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.count >= self.limit
+
+
+def _show_store(state_dir: str, shown: _Shown, *, partition: str | None = None) -> int:
+    """Print the rows of one store (prefixed with ``partition`` when given); return how many."""
     try:
         store, last = inspect_store(state_dir)
     except StatefulStreamError as exc:
         raise _fail(exc) from exc
-    shown = 0
+    before = shown.count
+    key, as_json = shown.key, shown.as_json
     try:
         if is_processor_signature(store.signature):
-            rows = processor_rows(store.kv(), _key_candidates(key) if key is not None else None, limit or None,
-                                  variable=variable, now_ms=None if last is None else last.batch_ts_ms)
-            shown = print_processor_rows(rows, as_json=as_json, dumps=_dumps)
+            rows = processor_rows(store.kv(), _key_candidates(key) if key is not None else None, shown.left,
+                                  variable=shown.variable, now_ms=None if last is None else last.batch_ts_ms)
+            shown.count += print_processor_rows(rows, as_json=as_json, dumps=_dumps)
         else:
-            if variable is not None:
-                raise click.ClickException(f"--variable is for stateful processors; {directory} holds GroupState rows")
-            for k, row in _rows(store, key, limit or None):
-                shown += 1
+            if shown.variable is not None:
+                raise click.ClickException(f"--variable is for stateful processors; {state_dir} holds GroupState "
+                                           f"rows")
+            prefix = "" if partition is None else f"{partition}\t"
+            for k, row in _rows(store, key, shown.left):
+                shown.count += 1
                 if as_json:
                     timeout = None if row.timeout_ms == NO_TIMEOUT_MS else row.timeout_ms
-                    click.echo(_dumps({"key": k, "timeout_ms": timeout, "value": row.value}))
+                    where = {} if partition is None else {"partition": partition}
+                    click.echo(_dumps({**where, "key": k, "timeout_ms": timeout, "value": row.value}))
                 else:
-                    click.echo(f"{_dumps(k)}\ttimeout {_ms(row.timeout_ms)}\t{_dumps(row.value)}")
+                    click.echo(f"{prefix}{_dumps(k)}\ttimeout {_ms(row.timeout_ms)}\t{_dumps(row.value)}")
     except StatefulStreamError as exc:
         raise _fail(exc) from exc
     finally:
         store.close()
-    if key is not None and not shown:
-        raise click.ClickException(f"no state row for key {key!r} in {state_dir}")
+    return shown.count - before
