@@ -185,6 +185,7 @@ class PartitionTask:
             for key, row in rows.items():
                 store.stage_encoded(key, row)
             store.commit(provisional)
+            self.ctx.membership.keep_alive()  # a long restore must not cost the process its group membership
 
         try:
             result = self.ctx.changelog.restore(self.partition, apply, chunk=self.ctx.scale.restore_chunk)
