@@ -273,6 +273,29 @@ class TestMetrics:
         assert m.value("statefulstream_source_lag_records", partition="t:0") == 0
         assert m.value("statefulstream_source_lag_records", partition="t:1") is None
 
+    def test_scale_out_keeps_the_lag_of_every_owned_partition_and_sums_their_state(self) -> None:
+        m = Metrics("clicks")
+        m.set_partitions(["t:0", "t:1"], state_keys=0, state_bytes=0)
+        m.on_batch(self.progress(end_offsets={"t:0": 5}, latest_offsets={"t:0": 9}, state_keys=3))
+        m.on_batch(self.progress(end_offsets={"t:1": 1}, latest_offsets={"t:1": 4}, state_keys=2))
+        assert m.value("statefulstream_source_lag_records", partition="t:0") == 4  # a batch of t:1 keeps t:0's
+        assert m.value("statefulstream_source_lag_records", partition="t:1") == 3
+        m.set_partitions(["t:1"], state_keys=2, state_bytes=100)
+        assert m.value("statefulstream_source_lag_records", partition="t:0") is None  # no longer owned
+        assert m.value("statefulstream_partitions_owned") == 1
+        assert m.value("statefulstream_state_keys") == 2
+        m.on_batch(self.progress(end_offsets={"t:1": 4}, latest_offsets={"t:1": 4}, state_keys=9))
+        assert m.value("statefulstream_state_keys") == 2  # one partition's store is not the process's state
+
+    def test_restore_figures_per_partition(self) -> None:
+        m = Metrics("clicks")
+        m.on_restore("t:3", 5000, 0.5)
+        m.on_restore("t:3", 1000, 0.25)
+        assert m.value("statefulstream_restores_total", partition="t:3") == 2
+        assert m.value("statefulstream_restore_records_total", partition="t:3") == 6000
+        assert m.value("statefulstream_restore_seconds", partition="t:3") == 0.25
+        assert m.value("statefulstream_restore_records_per_second", partition="t:3") == 4000
+
     def test_no_watermark_series_without_a_watermark(self) -> None:
         m = Metrics("clicks")
         m.on_batch(self.progress(records_read=1))

@@ -99,8 +99,8 @@ class Worker:
     """One worker process of the job."""
 
     def __init__(self, broker: TansuBroker, topics: tuple[str, str], workdir: Path, name: str, app: str,
-                 **env: str) -> None:
-        self.checkpoint = workdir / name
+                 checkpoint: Path | None = None, **env: str) -> None:
+        self.checkpoint = checkpoint or workdir / name
         self.log = workdir / f"{name}.log"
         self.env = {**os.environ, **env}
         self.args = [sys.executable, str(JOB), broker.bootstrap, *topics, str(self.checkpoint), app]
@@ -280,7 +280,8 @@ class TestZombie:
             wait_for("every session to be committed", lambda: sessions_of(committed_view(kafka_broker, out)) == want,
                      workers)
             zombie.proc.send_signal(signal.SIGCONT)
-            wait_for("the zombie to find out it was fenced", lambda: "Dropping partition" in zombie.log.read_text(), workers)
+            wait_for("the zombie to find out it was fenced", lambda: "Dropping partition" in zombie.log.read_text(),
+                     workers)
             assert "fenced (" in zombie.log.read_text()
             assert sessions_of(committed_view(kafka_broker, out)) == want  # its batch was never committed
         finally:
@@ -291,3 +292,17 @@ class TestZombie:
 def _state(pid: int) -> str:
     """The process state letter from /proc (``T``: stopped)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+class TestOneCheckpointPerProcess:
+    def test_a_second_process_on_the_same_checkpoint_folder_is_refused(
+            self, kafka_broker: TansuBroker, topics: tuple[str, str], tmp_path: Path) -> None:
+        first = Worker(kafka_broker, topics, tmp_path, "first", "shared")
+        try:
+            wait_for("the first worker to own partitions", lambda: bool(first.owned()), [first])
+            second = Worker(kafka_broker, topics, tmp_path, "second", "shared", checkpoint=first.checkpoint)
+            assert second.proc.wait(60) == 1
+            assert "is in use by another process: each scale-out process needs a checkpoint_dir" in second.tail()
+            assert first.proc.poll() is None
+        finally:
+            assert first.stop() == 0, first.tail()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
@@ -139,15 +139,20 @@ class Metrics:
         self._partitions: set[str] = set()
         self._partitioned = False  # scale-out: state gauges summed over partitions by set_partitions
 
-    def set_partitions(self, owned: int, *, state_keys: int, state_bytes: int) -> None:
+    def set_partitions(self, owned: Collection[str], *, state_keys: int, state_bytes: int) -> None:
         """Scale-out: the partitions this process owns now, and the rows and bytes of their stores together.
 
-        From the first call on, a batch no longer sets the state gauges: each
-        batch knows only its own partition's store.
+        From the first call on, a batch no longer sets the state gauges (each
+        batch knows only its own partition's store) and no longer drops the
+        lag of partitions it did not read: partitions leave the lag gauge here,
+        when this process stops owning them.
         """
         self._partitioned = True
         app = self.app
-        self._owned.labels(app).set(owned)
+        self._owned.labels(app).set(len(owned))
+        for gone in self._partitions - set(owned):
+            self._lag.remove(app, gone)
+            self._partitions.discard(gone)
         self._state_keys.labels(app).set(state_keys)
         self._state_bytes.labels(app).set(state_bytes)
 
@@ -228,6 +233,9 @@ class Metrics:
         end = progress.end_offsets
         for partition, position in latest.items():
             self._lag.labels(self.app, partition).set(max(0, position - end.get(partition, 0)))
+        if self._partitioned:  # one partition per batch: set_partitions drops those no longer owned
+            self._partitions.update(latest)
+            return
         # Partitions this worker no longer reads (a rebalance) must not keep their last lag forever.
         for gone in self._partitions - latest.keys():
             self._lag.remove(self.app, gone)

@@ -70,12 +70,23 @@ class GroupMembership:
 
         A partition both revoked and assigned again in between appears in both.
         """
-        msg = self._consumer.poll(timeout_s)
-        if msg is not None and msg.error() is not None:
-            logger.warning("group %r: %s", self.group_id, msg.error())
+        self._serve(timeout_s)
         assigned, revoked = self._assigned, self._revoked
         self._assigned, self._revoked = [], []
         return assigned, revoked
+
+    def keep_alive(self) -> None:
+        """Serve the group protocol during long work (a restore) without taking the changes ``poll`` reports.
+
+        librdkafka counts the time between two polls against ``max.poll.interval.ms``;
+        a member that exceeds it is removed from the group.
+        """
+        self._serve(0.0)
+
+    def _serve(self, timeout_s: float) -> None:
+        msg = self._consumer.poll(timeout_s)  # the partitions are paused: only events and callbacks come
+        if msg is not None and msg.error() is not None:
+            logger.warning("group %r: %s", self.group_id, msg.error())
 
     def group_metadata(self) -> Any:
         """The consumer's group metadata, for offsets committed inside a transaction."""

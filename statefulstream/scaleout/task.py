@@ -29,6 +29,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from statefulstream.checkpoint.files import FilePlanLog
 from statefulstream.checkpoint.layout import OFFSETS_DIR, STATE_DIR, default_dead_letters, progress_dir
+from statefulstream.checkpoint.partitions import PARTITIONS_DIR, RESTORING_SUFFIX
 from statefulstream.checkpoint.plan_log import BatchPlan, PlanLog
 from statefulstream.errors import SinkUnavailableError, StateCorruptedError
 from statefulstream.executor.batch import Executor
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 def partition_dir(checkpoint_dir: str, name: str) -> str:
     """Where partition ``"topic:p"``'s checkpoint lives: ``<checkpoint_dir>/partitions/<topic>-<p>``."""
     topic, partition = parse_partition_name(name)
-    return os.path.join(checkpoint_dir, "partitions", f"{topic}-{partition}")
+    return os.path.join(checkpoint_dir, PARTITIONS_DIR, f"{topic}-{partition}")
 
 
 class _Pending(Sink):
@@ -174,7 +175,7 @@ class PartitionTask:
 
     def _restore(self) -> int | None:
         """Rebuild ``self.dir`` from the changelog in a side folder, then swap it in (a crash leaves no half copy)."""
-        building = self.dir + ".restoring"
+        building = self.dir + RESTORING_SUFFIX
         shutil.rmtree(building, ignore_errors=True)
         store = RocksDBStateStore(os.path.join(building, STATE_DIR), cache_keys=0)
         store.open(self.ctx.operator.signature())
@@ -184,6 +185,7 @@ class PartitionTask:
             for key, row in rows.items():
                 store.stage_encoded(key, row)
             store.commit(provisional)
+            self.ctx.membership.keep_alive()  # a long restore must not cost the process its group membership
 
         try:
             result = self.ctx.changelog.restore(self.partition, apply, chunk=self.ctx.scale.restore_chunk)

@@ -15,12 +15,14 @@ import copy
 import dataclasses
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from statefulstream.errors import ConfigError
+from statefulstream.checkpoint.partitions import PARTITIONS_DIR
+from statefulstream.errors import ConfigError, StateError
 from statefulstream.executor.trigger_loop import IDLE_WAIT_S
 from statefulstream.kafka_client import admin_config
 from statefulstream.kafka_txn import FencedError
@@ -39,6 +41,7 @@ from statefulstream.scaleout.repartition import (
 from statefulstream.scaleout.task import PartitionTask
 from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources.kafka import KafkaSource
+from statefulstream.state.rocksdb_dir import lock_dir
 from statefulstream.triggers import Trigger, TriggerKind
 
 if TYPE_CHECKING:
@@ -116,6 +119,8 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
     if trigger.kind is TriggerKind.ONCE:
         raise ConfigError(f"app {app.name!r}: trigger 'once' is not supported with scale_out; use "
                           f"'available_now' or a processing-time trigger")
+    assert app.checkpoint_dir is not None
+    lock = lock_partitions(app.checkpoint_dir)
     ctx, forward = _contexts(app, source, operator, trigger)
     tasks: dict[str, PartitionTask] = {}
     try:
@@ -145,12 +150,32 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
         ctx.source.close()
         if forward is not None:
             forward.source.close()
+        os.close(lock)
+
+
+def lock_partitions(checkpoint_dir: str) -> int:
+    """Hold ``<checkpoint_dir>/partitions`` for this process; return the descriptor (close to release).
+
+    Partition folders are deleted and swapped while restoring, so two
+    processes must never share a checkpoint folder (each replica has its own).
+
+    Raises:
+        ConfigError: another process of this or another app runs on the same checkpoint folder.
+    """
+    path = os.path.join(checkpoint_dir, PARTITIONS_DIR)
+    os.makedirs(path, exist_ok=True)
+    try:
+        return lock_dir(path)
+    except StateError as exc:
+        msg = (f"checkpoint {checkpoint_dir} is in use by another process: each scale-out process needs a "
+               f"checkpoint_dir of its own (a local folder, not a volume shared by the replicas)")
+        raise ConfigError(msg) from exc
 
 
 def _report(app: App, tasks: dict[str, PartitionTask]) -> None:
     """The process's figures over the partitions it owns now (the per-batch ones come from each executor)."""
     stores = [t.executor.store for t in tasks.values() if t.executor is not None]
-    app.metrics.set_partitions(len(tasks), state_keys=sum(s.num_rows() for s in stores),
+    app.metrics.set_partitions(list(tasks), state_keys=sum(s.num_rows() for s in stores),
                                state_bytes=sum(max(0, s.disk_bytes()) for s in stores))
 
 
