@@ -33,6 +33,7 @@ import os
 import shutil
 import struct
 import threading
+from collections import deque
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -72,10 +73,6 @@ DEFAULT_CACHE_KEYS = 100_000
 _TIMEOUT = struct.Struct(">q")
 _MISSING = object()
 _EXPIRED_CHUNK = 512  # timers read per multi-get while walking the index
-
-
-def _encode_row(codec: Codec, row: StateRow) -> bytes:
-    return _TIMEOUT.pack(row.timeout_ms) + codec.encode(row.value)
 
 
 class RocksDBStateStore(StateStore):
@@ -254,18 +251,26 @@ class RocksDBStateStore(StateStore):
                 out[i] = raw
             if self._cache_keys:
                 cache.update(zip(misses, fetched, strict=True))
-                # Oldest first: a plain dict keeps insertion order, and commit re-inserts written rows.
-                for kb in list(itertools.islice(cache, max(0, len(cache) - self._cache_keys))):
-                    del cache[kb]
+                self._trim_cache()
         return out
+
+    def _trim_cache(self) -> None:
+        """Evict the oldest rows beyond ``cache_keys``: a plain dict keeps insertion order, and commit re-inserts
+        the rows it writes, so rows in use stay."""
+        cache = self._cache
+        excess = len(cache) - self._cache_keys
+        if excess > 0:
+            deque(map(cache.__delitem__, list(itertools.islice(cache, excess))), maxlen=0)
 
     def _decode(self, raw: bytes) -> StateRow:
         return StateRow(self._codec.decode(raw[_TIMEOUT.size:]), _TIMEOUT.unpack_from(raw)[0])
 
     def get_many(self, keys: Sequence[Hashable]) -> list[StateRow | None]:
         """Return each key's row, staged changes first, then cache, then RocksDB."""
-        encode_key = self._codec.encode_key
-        kbs = [encode_key(k) for k in keys]
+        try:
+            kbs = list(map(self._codec.pack_key, keys))
+        except Exception:  # noqa: BLE001 - encode_key says which key and why
+            kbs = [self._codec.encode_key(k) for k in keys]
         self._key_bytes.update(zip(keys, kbs, strict=True))
         staged = self._staged
         if staged:
@@ -275,8 +280,8 @@ class RocksDBStateStore(StateStore):
                 raws[i] = raw
         else:
             raws = self._committed(kbs)
-        decode = self._decode
-        return [None if raw is None else decode(raw) for raw in raws]
+        decode, unpack = self._codec.decode, _TIMEOUT.unpack_from
+        return [None if raw is None else StateRow(decode(raw[_TIMEOUT.size:]), unpack(raw)[0]) for raw in raws]
 
     def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows with a timeout below ``threshold_ms`` in ``(deadline, key bytes)`` order.
@@ -349,19 +354,33 @@ class RocksDBStateStore(StateStore):
             codec.StateEncodeError: the value or key holds a type the codec cannot store, or the
                 timeout is outside the int64 range.
         """
+        self.put_value(key, row.value, row.timeout_ms)
+
+    def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
+        """Stage ``StateRow(value, timeout_ms)`` (see :meth:`put`), encoded now."""
+        # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
+        kb = self._key_bytes.get(key) if type(key) is str else None
         try:
-            self._staged[self._encode_key(key)] = _encode_row(self._codec, row)
-        except StateEncodeError as exc:
-            msg = f"state of key {key!r}: {exc}"
-            raise StateEncodeError(msg) from exc
-        except struct.error as exc:
-            msg = (f"state of key {key!r}: timeout {row.timeout_ms} is outside the range a stored timeout can "
-                   f"hold (a signed 64-bit number of epoch milliseconds)")
-            raise StateEncodeError(msg) from exc
+            self._staged[kb or self._codec.encode_key(key)] = _TIMEOUT.pack(timeout_ms) + self._codec.pack_value(value)
+        except Exception as exc:  # noqa: BLE001 - say what could not be stored
+            raise self._encode_error(key, value, timeout_ms, exc) from exc
+
+    def _encode_error(self, key: Hashable, value: Any, timeout_ms: int, exc: Exception) -> Exception:
+        """The error for a row that cannot be staged: which key, and what in it the codec refused."""
+        if isinstance(exc, struct.error):
+            return StateEncodeError(f"state of key {key!r}: timeout {timeout_ms} is outside the range a stored "
+                                    f"timeout can hold (a signed 64-bit number of epoch milliseconds)")
+        try:
+            self._codec.encode_key(key)
+            self._codec.encode(value)
+        except StateEncodeError as error:
+            return StateEncodeError(f"state of key {key!r}: {error}")
+        return exc  # not an encoding problem: as it was raised
 
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
-        self._staged[self._encode_key(key)] = None
+        kb = self._key_bytes.get(key) if type(key) is str else None
+        self._staged[kb or self._codec.encode_key(key)] = None
 
     def staged_changes(self) -> Mapping[bytes, bytes | None]:
         """The batch's staged rows as stored: encoded key -> encoded row, ``None`` for a removal.
@@ -374,11 +393,6 @@ class RocksDBStateStore(StateStore):
     def stage_encoded(self, key: bytes, row: bytes | None) -> None:
         """Stage a row exactly as :meth:`staged_changes` gave it (restoring from a changelog)."""
         self._staged[key] = row
-
-    def _encode_key(self, key: Hashable) -> bytes:
-        # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
-        kb = self._key_bytes.get(key) if type(key) is str else None
-        return kb if kb is not None else self._codec.encode_key(key)
 
     def abort(self) -> None:
         """Discard staged changes."""
@@ -404,8 +418,11 @@ class RocksDBStateStore(StateStore):
         batch = WriteBatch(raw_mode=True)
         timers.begin(batch)
         rows = self._num_rows
+        unpack = _TIMEOUT.unpack_from
         if staged:
-            put, delete, unpack, move = batch.put, batch.delete, _TIMEOUT.unpack_from, timers.move
+            put, delete = batch.put, batch.delete
+            moves = []  # (key, old timeout, new timeout) of every written row
+            move = moves.append
             for (kb, new), old in zip(staged.items(), self._committed(list(staged)), strict=True):
                 if new is None:
                     delete(kb, h_state)
@@ -415,8 +432,14 @@ class RocksDBStateStore(StateStore):
                     put(kb, new, h_state)
                     new_t = unpack(new)[0]
                     rows += old is None
-                move(kb, NO_TIMEOUT_MS if old is None else unpack(old)[0], new_t)
-        floor = timers.staged_floor()
+                move((kb, NO_TIMEOUT_MS if old is None else unpack(old)[0], new_t))
+            timers.stage(moves)
+
+        def keeps(deadline: int, kb: bytes) -> bool:  # a due timer stays unless its row's write moved it
+            new = staged.get(kb, _MISSING)
+            return new is _MISSING or (new is not None and unpack(new)[0] == deadline)
+
+        floor = timers.staged_floor(keeps)
         header = self._signature if self._new else None
         for name, value in meta_items(commit=record, num_rows=rows, num_timers=timers.staged_count(),
                                       timer_floor_ms=floor, signature=header):
@@ -431,12 +454,11 @@ class RocksDBStateStore(StateStore):
             self._publish()
         self._num_rows = rows
         timers.committed(floor)
-        if self._cache_keys:
+        if self._cache_keys:  # written rows re-inserted as the newest: rows in use stay cached
             cache = self._cache
-            for kb, new in staged.items():
-                if kb in cache:
-                    del cache[kb]  # re-inserted as the newest: rows in use stay cached
-                    cache[kb] = new
+            deque(map(cache.pop, staged, itertools.repeat(None)), maxlen=0)
+            cache.update(staged)
+            self._trim_cache()
         staged.clear()
         self._kv.discard()
         self._key_bytes.clear()

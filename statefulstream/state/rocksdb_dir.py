@@ -91,6 +91,9 @@ def _cf_options(cache: Cache, name: str) -> Options:
     opts = Options(raw_mode=True)
     opts.set_block_based_table_factory(table)
     opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    # Looking up a key that is not there (every new group) skips the memtables too, not only the files.
+    opts.set_memtable_prefix_bloom_ratio(0.1)
+    opts.set_memtable_whole_key_filtering(True)
     if name in ("timers", KV_COLUMN_FAMILY):
         # Every timer move (a processor's deleted timers and expired values too) leaves a tombstone;
         # a file that is mostly tombstones is compacted away early.

@@ -127,6 +127,10 @@ class StateStore(ABC):
     def put(self, key: Hashable, row: StateRow) -> None:
         """Stage a row (and its timer) for the next commit."""
 
+    def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
+        """Stage ``StateRow(value, timeout_ms)``, as :meth:`put` (a store may skip building the row)."""
+        self.put(key, StateRow(value, timeout_ms))
+
     @abstractmethod
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
