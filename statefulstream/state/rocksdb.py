@@ -34,7 +34,7 @@ import shutil
 import struct
 import threading
 from collections import deque
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rocksdict import Rdict, WriteBatch, WriteOptions
@@ -110,9 +110,9 @@ class RocksDBStateStore(StateStore):
         self._kv = StagedKV()
         self._num_rows = 0
         self._cache: dict[bytes, bytes | None] = {}
-        self._staged: dict[bytes, bytes | None] = {}
-        # Group keys of this batch's get_many -> their bytes, so put/delete do not encode them again.
-        self._key_bytes: dict[Hashable, bytes] = {}
+        # This batch's writes in call order, (key bytes, row bytes or None to delete): appending is
+        # cheaper than a dict insert per handler call; a dict is built when they are read (last write wins).
+        self._writes: list[tuple[bytes, bytes | None]] = []
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
@@ -177,9 +177,8 @@ class RocksDBStateStore(StateStore):
         with self._swap:
             self._detach()
         self._cache.clear()
-        self._staged.clear()
+        self._writes.clear()
         self._kv.discard()
-        self._key_bytes.clear()
         self._timers = RocksDBTimerIndex()
         self._num_rows = 0
         if self._new and self._db_path != self.path:
@@ -271,9 +270,8 @@ class RocksDBStateStore(StateStore):
             kbs = list(map(self._codec.pack_key, keys))
         except Exception:  # noqa: BLE001 - encode_key says which key and why
             kbs = [self._codec.encode_key(k) for k in keys]
-        self._key_bytes.update(zip(keys, kbs, strict=True))
-        staged = self._staged
-        if staged:
+        if self._writes:
+            staged = dict(self._writes)
             raws: list[Any] = [staged.get(kb, _MISSING) for kb in kbs]
             missing = [i for i, raw in enumerate(raws) if raw is _MISSING]
             for i, raw in zip(missing, self._committed([kbs[i] for i in missing]), strict=True):
@@ -283,11 +281,12 @@ class RocksDBStateStore(StateStore):
         decode, unpack = self._codec.decode, _TIMEOUT.unpack_from
         return [None if raw is None else StateRow(decode(raw[_TIMEOUT.size:]), unpack(raw)[0]) for raw in raws]
 
-    def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
+    def expired(self, threshold_ms: int, skip: Collection[Hashable] = ()) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows with a timeout below ``threshold_ms`` in ``(deadline, key bytes)`` order.
 
         Reads the timer index from its floor up to the threshold, plus one
         multi-get per chunk of timers: O(expired), not O(state) nor O(timers ever set).
+        Timers of keys in ``skip`` (compared encoded) are left out unread.
 
         Raises:
             StateCorruptedError: a timer points at a row that is not there.
@@ -295,6 +294,12 @@ class RocksDBStateStore(StateStore):
         if self._db is None:
             return
         due = self._timers.due(threshold_ms)
+        if skip:
+            try:
+                skipped = set(map(self._codec.pack_key, skip))
+            except Exception:  # noqa: BLE001 - a key that cannot be encoded has no row to skip: read them all
+                skipped = set()
+            due = iter([timer for timer in due if timer[1] not in skipped])
         decode_key = self._codec.decode_key
         while chunk := list(itertools.islice(due, _EXPIRED_CHUNK)):
             for (deadline, kb), raw in zip(chunk, self._committed([kb for _, kb in chunk]), strict=True):
@@ -358,10 +363,9 @@ class RocksDBStateStore(StateStore):
 
     def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
         """Stage ``StateRow(value, timeout_ms)`` (see :meth:`put`), encoded now."""
-        # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
-        kb = self._key_bytes.get(key) if type(key) is str else None
+        codec = self._codec
         try:
-            self._staged[kb or self._codec.encode_key(key)] = _TIMEOUT.pack(timeout_ms) + self._codec.pack_value(value)
+            self._writes.append((codec.pack_key(key), _TIMEOUT.pack(timeout_ms) + codec.pack_value(value)))
         except Exception as exc:  # noqa: BLE001 - say what could not be stored
             raise self._encode_error(key, value, timeout_ms, exc) from exc
 
@@ -379,8 +383,11 @@ class RocksDBStateStore(StateStore):
 
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
-        kb = self._key_bytes.get(key) if type(key) is str else None
-        self._staged[kb or self._codec.encode_key(key)] = None
+        try:
+            kb = self._codec.pack_key(key)
+        except Exception:  # noqa: BLE001 - encode_key says which key and why
+            kb = self._codec.encode_key(key)
+        self._writes.append((kb, None))
 
     def staged_changes(self) -> Mapping[bytes, bytes | None]:
         """The batch's staged rows as stored: encoded key -> encoded row, ``None`` for a removal.
@@ -396,8 +403,7 @@ class RocksDBStateStore(StateStore):
 
     def abort(self) -> None:
         """Discard staged changes."""
-        self._staged.clear()
-        self._key_bytes.clear()
+        self._writes.clear()
         self._timers.discard()
         self._kv.discard()
 
@@ -414,7 +420,7 @@ class RocksDBStateStore(StateStore):
         """
         self._ensure_writable()
         h_state, h_meta = self._handles["state"], self._handles["meta"]
-        staged, timers = self._staged, self._timers
+        staged, timers = dict(self._writes), self._timers
         batch = WriteBatch(raw_mode=True)
         timers.begin(batch)
         rows = self._num_rows
@@ -459,9 +465,8 @@ class RocksDBStateStore(StateStore):
             deque(map(cache.pop, staged, itertools.repeat(None)), maxlen=0)
             cache.update(staged)
             self._trim_cache()
-        staged.clear()
+        self._writes.clear()
         self._kv.discard()
-        self._key_bytes.clear()
 
     # --- snapshots
 

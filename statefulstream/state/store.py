@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -136,8 +136,12 @@ class StateStore(ABC):
         """Stage the removal of a key's row and timer."""
 
     @abstractmethod
-    def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
-        """Yield committed rows whose timeout is ``< threshold_ms``, in ``(deadline, key)`` order."""
+    def expired(self, threshold_ms: int, skip: Collection[Hashable] = ()) -> Iterator[tuple[Hashable, StateRow]]:
+        """Yield committed rows whose timeout is ``< threshold_ms``, in ``(deadline, key)`` order.
+
+        Rows of keys in ``skip`` may be left out without being read (the caller
+        skips them anyway: keys called with data in this batch).
+        """
 
     @abstractmethod
     def commit(self, record: CommitRecord) -> None:

@@ -185,21 +185,15 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
 
     def due(self, threshold_ms: int) -> Iterator[tuple[int, bytes]]:
         """Yield committed timers in ``[floor, threshold_ms)``: reads nothing below the floor."""
-        if threshold_ms <= self.floor_ms:
-            self._scanned(threshold_ms, [])
-            return
-        floor = deadline_prefix(self.floor_ms)
-        opts = ReadOptions()
-        opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
-        it = self._cf.iter(opts)  # type: ignore[union-attr]
-        it.seek(floor)  # not seek_to_first: that walks every tombstone below the floor
         yielded: list[tuple[int, bytes]] = []
-        while it.valid():
-            timer = split_timer_key(it.key())
-            yielded.append(timer)
-            yield timer
-            it.next()
+        if threshold_ms > self.floor_ms:
+            opts = ReadOptions()
+            opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
+            # Seeks to the floor (seek_to_first would walk every tombstone below it); read in one go.
+            found = self._cf.keys(from_key=deadline_prefix(self.floor_ms), read_opt=opts)  # type: ignore[union-attr]
+            yielded = list(map(split_timer_key, found))
         self._scanned(threshold_ms, yielded)
+        return iter(yielded)
 
     def _scanned(self, threshold_ms: int, yielded: list[tuple[int, bytes]]) -> None:
         if self._scan is None or threshold_ms >= self._scan[0]:
