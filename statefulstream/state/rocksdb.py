@@ -246,8 +246,11 @@ class RocksDBStateStore(StateStore):
             fetched: list[bytes | None] = (
                 self._cf["state"].get(misses) if self._db is not None  # type: ignore[assignment]
                 else [None] * len(missing))
-            for i, raw in zip(missing, fetched, strict=True):
-                out[i] = raw
+            if len(missing) == len(out):  # nothing cached (new keys, a cold start): no per-key loop
+                out = list(fetched)
+            else:
+                for i, raw in zip(missing, fetched, strict=True):
+                    out[i] = raw
             if self._cache_keys:
                 cache.update(zip(misses, fetched, strict=True))
                 self._trim_cache()
