@@ -430,7 +430,7 @@ class RocksDBStateStore(StateStore):
         unpack = _TIMEOUT.unpack_from
         if staged:
             put, delete = batch.put, batch.delete
-            moves = []  # (key, old timeout, new timeout) of every written row
+            moves: list[tuple[bytes, int, int]] = []  # (key, old timeout, new timeout) of every written row
             move = moves.append
             for (kb, new), old in zip(staged.items(), self._committed(list(staged)), strict=True):
                 if new is None:
@@ -445,8 +445,10 @@ class RocksDBStateStore(StateStore):
             timers.stage(moves)
 
         def keeps(deadline: int, kb: bytes) -> bool:  # a due timer stays unless its row's write moved it
-            new = staged.get(kb, _MISSING)
-            return new is _MISSING or (new is not None and unpack(new)[0] == deadline)
+            if kb not in staged:
+                return True
+            new = staged[kb]
+            return new is not None and unpack(new)[0] == deadline
 
         floor = timers.staged_floor(keeps)
         header = self._signature if self._new else None
