@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from itertools import compress, islice, pairwise, repeat
-from operator import add, gt
 from typing import Any
 
 from statefulstream.durations import Duration, parse_duration_ms
@@ -150,38 +148,39 @@ class WindowAggregation:
         """Sweep stored sessions and new records by start; join those with ``start <= current end``."""
         assert isinstance(self.window, SessionSpec)
         gap = self.window.gap_ms
-        # Records by event time (arrival order on ties), cut into runs wherever the next record is more
-        # than a gap after the previous one: a run is one interval [first, last + gap], found in C-level
-        # passes rather than a Python step per record.
-        order = sorted(range(len(times)), key=times.__getitem__)
-        ts = list(map(times.__getitem__, order))
-        cuts = [0, *compress(range(1, len(ts)), map(gt, islice(ts, 1, None), map(add, ts, repeat(gap)))), len(ts)]
-        runs = [(ts[a], ts[b - 1] + gap, a, b) for a, b in pairwise(cuts)]
         stored_windows = sorted(windows.values(), key=_start)
-        # Sessions being formed: [start, end, stored windows, record indexes], in start order. Stored
-        # sessions and runs are swept by start (a stored session first on an equal start).
+        n_stored, next_stored = len(stored_windows), 0
+        # Sessions being formed: [start, end, stored windows, record indexes], in start order.
         groups: list[list[Any]] = []
         cur: list[Any] = [None, None, [], []]
-        n_stored, n_runs, next_stored, next_run = len(stored_windows), len(runs), 0, 0
-        while next_stored < n_stored or next_run < n_runs:
-            if next_run == n_runs or (next_stored < n_stored and stored_windows[next_stored][0] <= runs[next_run][0]):
-                window = stored_windows[next_stored]
-                start, end, run = window[0], window[1], None
-                next_stored += 1
-            else:
-                start, end, a, b = runs[next_run]
-                run = order[a:b]
-                next_run += 1
+
+        def join(start: int, end: int) -> list[Any]:
+            nonlocal cur
             if groups and start <= cur[1]:
                 if end > cur[1]:
                     cur[1] = end
             else:
                 cur = [start, end, [], []]
                 groups.append(cur)
-            if run is None:
-                cur[2].append(window)
+            return cur
+
+        # Records by event time (arrival order on ties); a stored session goes first on an equal start.
+        for i in sorted(range(len(times)), key=times.__getitem__):
+            t = times[i]
+            while next_stored < n_stored and stored_windows[next_stored][0] <= t:
+                w = stored_windows[next_stored]
+                join(w[0], w[1])[2].append(w)
+                next_stored += 1
+            end = t + gap
+            if groups and t <= cur[1]:  # join(t, end), inlined: this runs once per record
+                if end > cur[1]:
+                    cur[1] = end
             else:
-                cur[3].extend(run)
+                cur = [t, end, [], []]
+                groups.append(cur)
+            cur[3].append(i)
+        for w in stored_windows[next_stored:]:
+            join(w[0], w[1])[2].append(w)
         merged: dict[int, list[Any]] = {}
         changed: set[int] = set()
         for start, end, stored, idxs in groups:
