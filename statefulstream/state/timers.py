@@ -191,7 +191,8 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
             opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
             # Seeks to the floor (seek_to_first would walk every tombstone below it); read in one go.
             found = self._cf.keys(from_key=deadline_prefix(self.floor_ms), read_opt=opts)  # type: ignore[union-attr]
-            yielded = list(map(split_timer_key, found))
+            unpack, offset = _DEADLINE.unpack_from, _DEADLINE_OFFSET  # split_timer_key, inlined: once per timer
+            yielded = [(unpack(tk)[0] - offset, tk[TIMER_PREFIX_BYTES:]) for tk in found]
         self._scanned(threshold_ms, yielded)
         return iter(yielded)
 
@@ -253,10 +254,11 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         floor = self.floor_ms
         if self._scan is not None:
             threshold, yielded = self._scan
-            kept = [deadline for deadline, key in yielded if keeps(deadline, key)]
+            # The first kept one is the lowest: `yielded` is in deadline order.
+            kept = next((deadline for deadline, key in yielded if keeps(deadline, key)), None)
             floor = max(threshold, floor)  # nothing was below the floor, nor in [floor, threshold) but `yielded`
-            if kept:
-                floor = min(floor, min(kept))
+            if kept is not None:
+                floor = min(floor, kept)
         return min(floor, self._added_min)
 
     def committed(self, floor_ms: int) -> None:
