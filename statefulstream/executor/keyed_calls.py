@@ -66,7 +66,7 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
     if op.timeout is not GroupStateTimeout.NO_TIMEOUT and not batch_query:
         threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
         fired = 0
-        for key, row in list(store.expired(threshold, skip=with_data)):
+        for key, row in list(store.expired_except(threshold, with_data)):
             if key in with_data or (initial and key in initial):
                 continue
             call(key, empty, row, True)

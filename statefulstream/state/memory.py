@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from statefulstream.errors import IncompatibleStateError, StateError
@@ -62,15 +62,11 @@ class MemoryStateStore(StateStore):
         """Stage a removal."""
         self._staged[key] = _DELETED
 
-    def expired(self, threshold_ms: int, skip: Collection[Hashable] = ()) -> Iterator[tuple[Hashable, StateRow]]:
-        """Yield committed rows with a timer below the threshold, lowest deadline first (set order on ties).
-
-        Keys in ``skip`` are left out.
-        """
+    def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
+        """Yield committed rows with a timer below the threshold, lowest deadline first (set order on ties)."""
         rows = self._rows
         for _, key in self._timers.due(threshold_ms):
-            if key not in skip:
-                yield key, rows[key]
+            yield key, rows[key]
 
     def commit(self, record: CommitRecord) -> None:
         """Apply staged rows and move their timers."""

@@ -284,16 +284,19 @@ class RocksDBStateStore(StateStore):
         decode, unpack = self._codec.decode, _TIMEOUT.unpack_from
         return [None if raw is None else StateRow(decode(raw[_TIMEOUT.size:]), unpack(raw)[0]) for raw in raws]
 
-    def expired(self, threshold_ms: int, skip: Collection[Hashable] = ()) -> Iterator[tuple[Hashable, StateRow]]:
+    def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows with a timeout below ``threshold_ms`` in ``(deadline, key bytes)`` order.
 
         Reads the timer index from its floor up to the threshold, plus one
         multi-get per chunk of timers: O(expired), not O(state) nor O(timers ever set).
-        Timers of keys in ``skip`` (compared encoded) are left out unread.
 
         Raises:
             StateCorruptedError: a timer points at a row that is not there.
         """
+        return self.expired_except(threshold_ms, ())
+
+    def expired_except(self, threshold_ms: int, skip: Collection[Hashable]) -> Iterator[tuple[Hashable, StateRow]]:
+        """:meth:`expired` without the timers of keys in ``skip`` (compared encoded), which are not read."""
         if self._db is None:
             return
         due = self._timers.due(threshold_ms)
@@ -398,11 +401,11 @@ class RocksDBStateStore(StateStore):
         A scale-out partition task writes these to its changelog topic, in the
         same Kafka transaction as the batch's outputs (``statefulstream.scaleout``).
         """
-        return self._staged
+        return dict(self._writes)
 
     def stage_encoded(self, key: bytes, row: bytes | None) -> None:
         """Stage a row exactly as :meth:`staged_changes` gave it (restoring from a changelog)."""
-        self._staged[key] = row
+        self._writes.append((key, row))
 
     def abort(self) -> None:
         """Discard staged changes."""

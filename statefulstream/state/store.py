@@ -136,12 +136,16 @@ class StateStore(ABC):
         """Stage the removal of a key's row and timer."""
 
     @abstractmethod
-    def expired(self, threshold_ms: int, skip: Collection[Hashable] = ()) -> Iterator[tuple[Hashable, StateRow]]:
-        """Yield committed rows whose timeout is ``< threshold_ms``, in ``(deadline, key)`` order.
+    def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
+        """Yield committed rows whose timeout is ``< threshold_ms``, in ``(deadline, key)`` order."""
 
-        Rows of keys in ``skip`` may be left out without being read (the caller
-        skips them anyway: keys called with data in this batch).
+    def expired_except(self, threshold_ms: int, skip: Collection[Hashable]) -> Iterator[tuple[Hashable, StateRow]]:
+        """:meth:`expired`, where rows of keys in ``skip`` may be left out unread.
+
+        For a caller that skips those keys anyway (the executor: keys called
+        with data in this batch). By default nothing is left out.
         """
+        return self.expired(threshold_ms)
 
     @abstractmethod
     def commit(self, record: CommitRecord) -> None:

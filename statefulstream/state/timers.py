@@ -190,7 +190,8 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
             opts = ReadOptions()
             opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
             # Seeks to the floor (seek_to_first would walk every tombstone below it); read in one go.
-            found = self._cf.keys(from_key=deadline_prefix(self.floor_ms), read_opt=opts)  # type: ignore[union-attr]
+            found: Iterator[bytes] = self._cf.keys(  # type: ignore[union-attr,assignment]  # raw mode: bytes
+                from_key=deadline_prefix(self.floor_ms), read_opt=opts)
             unpack, offset = _DEADLINE.unpack_from, _DEADLINE_OFFSET  # split_timer_key, inlined: once per timer
             yielded = [(unpack(tk)[0] - offset, tk[TIMER_PREFIX_BYTES:]) for tk in found]
         self._scanned(threshold_ms, yielded)
