@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from itertools import compress
 from typing import Any, NamedTuple
@@ -141,17 +142,15 @@ def event_times_ms(getter: Callable[[Any], Any], records: list[Any], *, lineage:
 def group_by_key(keys: list[Hashable], records: list[Any], *, lineage: Lineage,
                  dead: list[DeadLetter]) -> dict[Hashable, list[Any]]:
     """Group records by key, keeping arrival order within each key (each group a ``GroupValues``)."""
-    groups: dict[Hashable, list[Any]] = {}
-    get = groups.get
+    grouped: defaultdict[Hashable, list[Any]] = defaultdict(GroupValues)
     try:
         for key, rec in zip(keys, records, strict=True):
-            group = get(key)
-            if group is None:
-                groups[key] = group = GroupValues()
-            group.append(rec)
-        return groups
+            grouped[key].append(rec)
+        grouped.default_factory = None  # a plain dict from here on: a missing key is not added
+        return grouped
     except TypeError:  # an unhashable key somewhere: redo carefully
-        groups.clear()
+        pass
+    groups: dict[Hashable, list[Any]] = {}
     for i, (key, rec) in enumerate(zip(keys, records, strict=True)):
         try:
             groups.setdefault(key, GroupValues()).append(rec)

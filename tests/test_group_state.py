@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
 from statefulstream import (
+    App,
     ConfigError,
     GroupState,
     GroupStateTimeout,
@@ -16,9 +18,10 @@ from statefulstream import (
     TimeoutNotConfiguredError,
     WatermarkNotDefinedError,
 )
-from statefulstream.records import NO_TIMEOUT_MS
-from statefulstream.state.group_state import Outcome
-from statefulstream.testing import make_group_state
+from statefulstream.records import NO_TIMEOUT_MS, NO_WATERMARK_MS
+from statefulstream.state.group_state import Action, Outcome, call_states
+from statefulstream.testing import StreamTester, make_group_state
+from statefulstream.timeutil import MAX_TIME_MS
 
 PT = GroupStateTimeout.PROCESSING_TIME
 ET = GroupStateTimeout.EVENT_TIME
@@ -278,3 +281,68 @@ class TestPySparkSpellings:
         et.setTimeoutTimestamp(99)
         assert et.outcome(NO_TIMEOUT_MS).timeout_ms == 99
         assert GroupStateTimeout.ProcessingTimeTimeout is PT
+
+
+class TestStatePerCall:
+    """``call_states``: each handler call's state starts fresh (A.1), even though the object is reused."""
+
+    def states(self) -> Any:
+        return call_states(ET, 1000, 100, True)
+
+    def test_each_call_starts_from_its_stored_value_without_timeout_or_changes(self) -> None:
+        state_for = self.states()
+        first = state_for({"n": 1}, False)
+        first.update({"n": 2})
+        first.set_timeout_timestamp(5000)
+        del first
+        second = state_for(None, True)
+        assert (second.exists, second.get_option(), second.has_timed_out) == (False, None, True)
+        assert second.outcome(NO_TIMEOUT_MS) == Outcome(Action.KEEP, None, NO_TIMEOUT_MS)
+        del second
+        third = state_for(7, False)
+        assert (third.get(), third.has_timed_out, third.get_current_watermark_ms()) == (7, False, 100)
+        assert third.outcome(4000) == Outcome(Action.PUT, 7, NO_TIMEOUT_MS)  # the stored timeout is dropped
+
+    def test_a_state_the_handler_keeps_is_never_handed_out_again(self) -> None:
+        state_for = self.states()
+        kept = [state_for(value, False) for value in (1, 2, 3)]  # each call's state is still referenced
+        kept[0].update(10)
+        assert [s.get() for s in kept] == [10, 2, 3]
+        assert len({id(s) for s in kept}) == 3
+
+    def test_handlers_keeping_their_state_see_their_own_call_in_a_real_batch(self) -> None:
+        app = App("keep")
+        seen: list[tuple[str, GroupState[int]]] = []
+
+        @app.flat_map_groups_with_state(key="k")
+        def handler(key: str, values: list[Any], state: GroupState[int]) -> list[Any]:
+            state.update((state.get_option() or 0) + len(values))
+            if key != "b":
+                seen.append((key, state))  # kept beyond the call, as some handlers do
+            return []
+
+        tester = StreamTester(app)
+        tester.run_batch([{"k": "a"}, {"k": "b"}, {"k": "b"}, {"k": "c"}, {"k": "c"}, {"k": "c"}])
+        assert [(key, state.get()) for key, state in seen] == [("a", 1), ("c", 3)]
+        assert tester.states() == {"a": 1, "b": 2, "c": 3}
+
+
+class TestTimestampFastPath:
+    """The common epoch-ms case of ``set_timeout_timestamp`` obeys the same rules as the general one."""
+
+    @pytest.mark.parametrize("watermark", [NO_WATERMARK_MS, 0, 500])
+    @pytest.mark.parametrize("ts", [-5, 0, 1, 499, 500, 501, MAX_TIME_MS, MAX_TIME_MS + 1])
+    def test_int_timestamps_match_the_datetime_path(self, watermark: int, ts: int) -> None:
+        def outcome(value: Any) -> Any:
+            state = make_group_state(timeout=ET, watermark_ms=watermark) if watermark != NO_WATERMARK_MS \
+                else GroupState(None, False, timeout=ET, batch_processing_time_ms=0, watermark_ms=-1,
+                                watermark_present=False)
+            try:
+                state.set_timeout_timestamp(value)
+            except InvalidTimeoutError:
+                return "rejected"
+            return state.outcome(NO_TIMEOUT_MS).timeout_ms
+
+        as_datetime = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ts) if 0 <= ts <= MAX_TIME_MS else None
+        expected = outcome(as_datetime) if as_datetime is not None else "rejected"
+        assert outcome(ts) == expected

@@ -126,6 +126,21 @@ class TestStateStoreContract:
         assert [(k, r.timeout_ms) for k, r in store.expired(300)] == [("k1", 100), ("k2", 200)]
         assert [r.value for _, r in store.expired(301)] == [1, 2, 0]
 
+    def test_expired_except_leaves_out_no_other_key_and_keeps_the_order(self, backend: Backend) -> None:
+        store = backend.fresh()
+        store.open(SIG)
+        for i, deadline in enumerate([300, 100, 200, 400]):
+            store.put(f"k{i}", StateRow(i, deadline))
+        store.put(("t", 1), StateRow("tuple", 50))
+        store.commit(record(0))
+        everything = [(k, r.timeout_ms) for k, r in store.expired(1000)]
+        kept = [(k, r.timeout_ms) for k, r in store.expired_except(1000, {"k1", ("t", 1), "absent"})]
+        assert [item for item in kept if item[0] not in {"k1", ("t", 1)}] == [
+            ("k2", 200), ("k0", 300), ("k3", 400)]
+        assert set(kept) <= set(everything)
+        if backend.kind == "rocksdb":  # leaves them out (the memory store keeps the default: all)
+            assert kept == [("k2", 200), ("k0", 300), ("k3", 400)]
+
     def test_expired_lists_only_committed_timers(self, backend: Backend) -> None:
         store = backend.fresh()
         store.open(SIG)

@@ -167,14 +167,18 @@ class Executor:
                 records = self._transform(records, lineage, progress)
                 records, max_et = self._drop_late(records, plan, lineage, progress)
                 groups = self._group(records, lineage, progress)
-                del records  # only the groups hold the records now: call_keys frees each key's after its call
                 watch.lap("decode")
                 call = call_keys if self.op.processor is None else run_processor
                 outputs, changes = call(self.op, self.store, plan, groups, progress)
+                # Freed now, all together and in the order they were allocated (the lineage holds the
+                # source's list): freed key by key they would scatter the allocator's free lists and the next
+                # batch's records would land all over memory; freed after the collector is back on, they
+                # would be traversed by it once more first.
+                del records, lineage, groups
                 watch.lap("handler")
-            self._emit(plan, outputs, changes, progress)
-            watch.lap("sink")
-            next_wm = self._commit(plan, max_et)
+                self._emit(plan, outputs, changes, progress)
+                watch.lap("sink")
+                next_wm = self._commit(plan, max_et)
         except BaseException as exc:
             self._abort(plan, progress, exc)
             raise
@@ -315,13 +319,13 @@ class Executor:
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a batch's records are decoded, grouped and handled.
+    """Pause Python's cyclic garbage collector while a batch runs (read to commit).
 
-    A batch keeps all its records alive until their handler calls, so the
-    collector would traverse them again and again (every few hundred
-    allocations) to find nothing: records are freed by reference counting.
-    Cycles made meanwhile are collected after the batch. Left alone when the
-    collector is already off.
+    A batch keeps all its records alive until their handler calls, and its
+    write-back and commit allocate per key, so the collector would traverse
+    them again and again (every few hundred allocations) to find nothing:
+    they are freed by reference counting. Cycles made meanwhile are collected
+    after the batch. Left alone when the collector is already off.
     """
     if not gc.isenabled():
         yield

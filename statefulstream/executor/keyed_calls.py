@@ -17,7 +17,7 @@ from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
 from statefulstream.pipeline import sorted_keys
 from statefulstream.records import NO_TIMEOUT_MS, NO_WATERMARK_MS, GroupValues, StateChange
-from statefulstream.state.group_state import Action, GroupState
+from statefulstream.state.group_state import Action, GroupState, call_states
 from statefulstream.state.store import StateRow, StateStore
 
 KeyCall = Callable[[Hashable, list[Any], "StateRow | None", bool], None]
@@ -30,8 +30,7 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
 
     ``batch_query`` runs the step for a bounded (non-streaming) query, as
     Spark's batch ``GroupState``: no timeout calls, and the watermark reads -1
-    (the caller discards the store afterwards). ``groups`` is emptied: each key's
-    records are dropped once its call is done.
+    (the caller discards the store afterwards). ``groups`` is emptied as keys are called.
 
     Returns:
         ``(outputs, state_changes)`` of the batch, in call order.
@@ -54,7 +53,7 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
     call = key_caller(op, store, plan, outputs, tracked, batch_query=batch_query)
     empty: list[Any] = GroupValues()
     with_data = set(groups)
-    # Popped, so each key's records are freed right after its call, while still in the CPU cache.
+    # Popped: each key's list lets go of its records right after its call, while they are in the CPU cache.
     pop = groups.pop
     for key, row in zip(keys, store.get_many(keys), strict=True):
         call(key, pop(key, empty), row, False)
@@ -67,7 +66,7 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
     if op.timeout is not GroupStateTimeout.NO_TIMEOUT and not batch_query:
         threshold = plan.batch_ts_ms if op.timeout is GroupStateTimeout.PROCESSING_TIME else plan.watermark_ms
         fired = 0
-        for key, row in list(store.expired(threshold)):
+        for key, row in list(store.expired_except(threshold, with_data)):
             if key in with_data or (initial and key in initial):
                 continue
             call(key, empty, row, True)
@@ -84,23 +83,26 @@ def call_keys(op: StatefulOperator, store: StateStore, plan: BatchPlan, groups: 
 
 def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs: list[Any],
                changes: list[tuple[Hashable, Any, bool, int]], *, batch_query: bool = False) -> KeyCall:
-    """Return the per-key call: build a GroupState, call the handler, write back (A.3).
+    """Return the per-key call: a GroupState, the handler, the write-back (A.3).
 
     Everything constant for the batch is bound once, since this runs once per key.
     Each write-back is tracked in ``changes`` as ``(key, value, removed, timeout_ms)``,
     the fields of a ``StateChange`` (built only when a state sink takes them).
     """
-    func, flat, kind = op.func, op.flat, op.timeout
-    batch_ts, batch_id, present = plan.batch_ts_ms, plan.batch_id, op.has_watermark
+    func, flat, batch_id = op.func, op.flat, plan.batch_id
+    present = op.has_watermark
     watermark = plan.watermark_ms if present and not batch_query else NO_WATERMARK_MS  # batch queries (B.7)
-    new_state = GroupState._for_call  # noqa: SLF001 - validated once per batch by call_keys
-    put, delete, extend, append = store.put, store.delete, outputs.extend, outputs.append
-    track = changes.append
+    state_for = call_states(op.timeout, plan.batch_ts_ms, watermark, present)  # validated once by call_keys
+    put_value, delete, extend, append = store.put_value, store.delete, outputs.extend, outputs.append
+    track, put, remove = changes.append, Action.PUT, Action.DELETE
 
     def call(key: Hashable, values: list[Any], row: StateRow | None, timed_out: bool) -> None:
-        stored_ts = row.timeout_ms if row is not None else NO_TIMEOUT_MS
-        state: GroupState[Any] = new_state(row.value if row is not None else None, kind, batch_ts, watermark,
-                                           present, timed_out)
+        if row is None:
+            stored_ts = NO_TIMEOUT_MS
+            state = state_for(None, timed_out)
+        else:
+            stored_ts = row.timeout_ms
+            state = state_for(row.value, timed_out)
         try:
             result = func(key, values, state)
             if flat:
@@ -121,10 +123,10 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
             raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
         action, new_value, new_ts = state.outcome(stored_ts)
         try:
-            if action is Action.PUT:
-                put(key, StateRow(new_value, new_ts))
+            if action is put:
+                put_value(key, new_value, new_ts)
                 track((key, new_value, new_value is None, new_ts))
-            elif action is Action.DELETE:
+            elif action is remove:
                 delete(key)
                 track((key, None, True, NO_TIMEOUT_MS))
         except StateError as exc:  # e.g. a value the codec cannot store

@@ -138,7 +138,10 @@ class _OneKeyStore:
         self.written: tuple[bytes, int] | None | bool = False
 
     def put(self, key: Hashable, row: StateRow) -> None:
-        self.written = (DEFAULT_CODEC.encode([row.value, row.timeout_ms]), row.timeout_ms)
+        self.put_value(key, row.value, row.timeout_ms)
+
+    def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
+        self.written = (DEFAULT_CODEC.encode([value, timeout_ms]), timeout_ms)
 
     def delete(self, key: Hashable) -> None:
         self.written = None

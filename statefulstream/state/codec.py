@@ -113,6 +113,9 @@ class Codec:
         # strict_types sends tuples (and subclasses) to the hook, so tuples round-trip.
         self._value_packer = msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
         self._key_packer = msgpack.Packer(default=self._default, use_bin_type=True)
+        # The packers' own methods, for hot paths: msgpack's errors unwrapped (encode/encode_key say what was wrong).
+        self.pack_value: Callable[[Any], bytes] = self._value_packer.pack
+        self.pack_key: Callable[[Hashable], bytes] = self._key_packer.pack
 
     def register_type(self, cls: type, encode: Callable[[Any], Any] | None = None,
                       decode: Callable[[Any], Any] | None = None, *, name: str | None = None) -> None:

@@ -1,8 +1,8 @@
 """``GroupState``: the handler's view of one group's state, with Spark's contract.
 
-A fresh ``GroupState`` is built for every call of the handler (SEMANTICS.md
-A.1): it starts from the stored value, with *no* timeout, ``updated`` and
-``removed`` false. After the call the executor applies the write-back rule of
+Every call of the handler gets a fresh ``GroupState`` (SEMANTICS.md A.1,
+through :func:`call_states`): it starts from the stored value, with *no*
+timeout, ``updated`` and ``removed`` false. After the call the executor applies the write-back rule of
 SEMANTICS.md A.3 through :meth:`GroupState.outcome`.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+from collections.abc import Callable
+from sys import getrefcount
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from statefulstream.durations import parse_duration_ms
@@ -23,7 +25,7 @@ from statefulstream.errors import (
 )
 from statefulstream.options import GroupStateTimeout
 from statefulstream.records import NO_TIMEOUT_MS, NO_WATERMARK_MS
-from statefulstream.timeutil import datetime_to_ms, out_of_range
+from statefulstream.timeutil import MAX_TIME_MS, datetime_to_ms, out_of_range
 
 S = TypeVar("S")
 """The type of the state value a handler keeps per group."""
@@ -93,14 +95,6 @@ class GroupState(Generic[S]):
                                             "has_timed_out=True needs timeout=PROCESSING_TIME or EVENT_TIME")
         self._start(value, defined, timeout, batch_processing_time_ms,
                     watermark_ms if watermark_present else NO_WATERMARK_MS, watermark_present, has_timed_out)
-
-    @classmethod
-    def _for_call(cls, value: S | None, timeout: GroupStateTimeout, batch_ts: int, watermark: int,
-                  watermark_present: bool, has_timed_out: bool) -> GroupState[S]:
-        """Build without re-validating arguments the executor validated once per batch (hot path)."""
-        state = cls.__new__(cls)
-        state._start(value, value is not None, timeout, batch_ts, watermark, watermark_present, has_timed_out)
-        return state
 
     def _start(self, value: S | None, defined: bool, timeout: GroupStateTimeout, batch_ts: int, watermark: int,
                watermark_present: bool, has_timed_out: bool) -> None:
@@ -208,6 +202,11 @@ class GroupState(Generic[S]):
             raise TimeoutNotConfiguredError(
                 "set_timeout_timestamp() needs timeout=GroupStateTimeout.EVENT_TIME on the operator; "
                 f"it has {self._timeout_kind.value}")
+        # The common case, once per call: epoch ms, valid, not before the watermark (NO_WATERMARK_MS is -1).
+        if (type(timestamp) is int and additional_duration is None and timestamp > 0
+                and self._watermark <= timestamp <= MAX_TIME_MS):
+            self._timeout_ts = timestamp
+            return
         if isinstance(timestamp, _dt.datetime):
             ms = datetime_to_ms(timestamp)
         elif isinstance(timestamp, int) and not isinstance(timestamp, bool):
@@ -278,6 +277,41 @@ class GroupState(Generic[S]):
     setTimeoutTimestamp = set_timeout_timestamp  # noqa: N815 - PySpark name
     getCurrentWatermarkMs = get_current_watermark_ms  # noqa: N815 - PySpark name
     getCurrentProcessingTimeMs = get_current_processing_time_ms  # noqa: N815 - PySpark name
+
+
+def call_states(timeout: GroupStateTimeout, batch_ts: int, watermark: int,
+                watermark_present: bool) -> Callable[[Any, bool], GroupState[Any]]:
+    """Return ``state_for(value, has_timed_out)``: the ``GroupState`` of one handler call of a batch.
+
+    Each returned state is as a fresh one (SEMANTICS.md A.1): the stored
+    value (``None``: no state), no timeout, not updated, not removed. The
+    arguments are the batch's, already validated by a ``GroupState(...)``
+    built once per batch (the executor's hot path skips the checks).
+
+    One object serves call after call while nothing else holds it: before
+    reusing it, its reference count shows whether the last handler kept a
+    reference (in a row, a closure, a global); then that object is left as
+    it is and a new one is made. So reuse is never visible to a handler.
+    """
+    held: GroupState[Any] = GroupState.__new__(GroupState)
+    held._start(None, False, timeout, batch_ts, watermark, watermark_present, False)
+    alone = getrefcount(held)  # the count while only this closure holds it
+
+    def state_for(value: Any, has_timed_out: bool) -> GroupState[Any]:
+        nonlocal held
+        state = held
+        if getrefcount(state) != alone + 1:  # + the local `state`: someone else keeps the last one
+            state = held = GroupState.__new__(GroupState)
+            state._start(value, value is not None, timeout, batch_ts, watermark, watermark_present, has_timed_out)
+            return state
+        state._value = value
+        state._defined = value is not None
+        state._updated = state._removed = False
+        state._timeout_ts = NO_TIMEOUT_MS
+        state._has_timed_out = has_timed_out
+        return state
+
+    return state_for
 
 
 def _check_range(ms: int, what: str) -> None:

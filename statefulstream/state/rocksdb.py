@@ -33,7 +33,8 @@ import os
 import shutil
 import struct
 import threading
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rocksdict import Rdict, WriteBatch, WriteOptions
@@ -74,10 +75,6 @@ _MISSING = object()
 _EXPIRED_CHUNK = 512  # timers read per multi-get while walking the index
 
 
-def _encode_row(codec: Codec, row: StateRow) -> bytes:
-    return _TIMEOUT.pack(row.timeout_ms) + codec.encode(row.value)
-
-
 class RocksDBStateStore(StateStore):
     """The durable ``StateStore``: RocksDB via rocksdict, msgpack values, a bounded row cache.
 
@@ -113,9 +110,9 @@ class RocksDBStateStore(StateStore):
         self._kv = StagedKV()
         self._num_rows = 0
         self._cache: dict[bytes, bytes | None] = {}
-        self._staged: dict[bytes, bytes | None] = {}
-        # Group keys of this batch's get_many -> their bytes, so put/delete do not encode them again.
-        self._key_bytes: dict[Hashable, bytes] = {}
+        # This batch's writes in call order, (key bytes, row bytes or None to delete): appending is
+        # cheaper than a dict insert per handler call; a dict is built when they are read (last write wins).
+        self._writes: list[tuple[bytes, bytes | None]] = []
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
@@ -180,9 +177,8 @@ class RocksDBStateStore(StateStore):
         with self._swap:
             self._detach()
         self._cache.clear()
-        self._staged.clear()
+        self._writes.clear()
         self._kv.discard()
-        self._key_bytes.clear()
         self._timers = RocksDBTimerIndex()
         self._num_rows = 0
         if self._new and self._db_path != self.path:
@@ -250,33 +246,43 @@ class RocksDBStateStore(StateStore):
             fetched: list[bytes | None] = (
                 self._cf["state"].get(misses) if self._db is not None  # type: ignore[assignment]
                 else [None] * len(missing))
-            for i, raw in zip(missing, fetched, strict=True):
-                out[i] = raw
+            if len(missing) == len(out):  # nothing cached (new keys, a cold start): no per-key loop
+                out = list(fetched)
+            else:
+                for i, raw in zip(missing, fetched, strict=True):
+                    out[i] = raw
             if self._cache_keys:
                 cache.update(zip(misses, fetched, strict=True))
-                # Oldest first: a plain dict keeps insertion order, and commit re-inserts written rows.
-                for kb in list(itertools.islice(cache, max(0, len(cache) - self._cache_keys))):
-                    del cache[kb]
+                self._trim_cache()
         return out
+
+    def _trim_cache(self) -> None:
+        """Evict the oldest rows beyond ``cache_keys``: a plain dict keeps insertion order, and commit re-inserts
+        the rows it writes, so rows in use stay."""
+        cache = self._cache
+        excess = len(cache) - self._cache_keys
+        if excess > 0:
+            deque(map(cache.__delitem__, list(itertools.islice(cache, excess))), maxlen=0)
 
     def _decode(self, raw: bytes) -> StateRow:
         return StateRow(self._codec.decode(raw[_TIMEOUT.size:]), _TIMEOUT.unpack_from(raw)[0])
 
     def get_many(self, keys: Sequence[Hashable]) -> list[StateRow | None]:
         """Return each key's row, staged changes first, then cache, then RocksDB."""
-        encode_key = self._codec.encode_key
-        kbs = [encode_key(k) for k in keys]
-        self._key_bytes.update(zip(keys, kbs, strict=True))
-        staged = self._staged
-        if staged:
+        try:
+            kbs = list(map(self._codec.pack_key, keys))
+        except Exception:  # noqa: BLE001 - encode_key says which key and why
+            kbs = [self._codec.encode_key(k) for k in keys]
+        if self._writes:
+            staged = dict(self._writes)
             raws: list[Any] = [staged.get(kb, _MISSING) for kb in kbs]
             missing = [i for i, raw in enumerate(raws) if raw is _MISSING]
             for i, raw in zip(missing, self._committed([kbs[i] for i in missing]), strict=True):
                 raws[i] = raw
         else:
             raws = self._committed(kbs)
-        decode = self._decode
-        return [None if raw is None else decode(raw) for raw in raws]
+        decode, unpack = self._codec.decode, _TIMEOUT.unpack_from
+        return [None if raw is None else StateRow(decode(raw[_TIMEOUT.size:]), unpack(raw)[0]) for raw in raws]
 
     def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows with a timeout below ``threshold_ms`` in ``(deadline, key bytes)`` order.
@@ -287,9 +293,19 @@ class RocksDBStateStore(StateStore):
         Raises:
             StateCorruptedError: a timer points at a row that is not there.
         """
+        return self.expired_except(threshold_ms, ())
+
+    def expired_except(self, threshold_ms: int, skip: Collection[Hashable]) -> Iterator[tuple[Hashable, StateRow]]:
+        """:meth:`expired` without the timers of keys in ``skip`` (compared encoded), which are not read."""
         if self._db is None:
             return
         due = self._timers.due(threshold_ms)
+        if skip:
+            try:
+                skipped = set(map(self._codec.pack_key, skip))
+            except Exception:  # noqa: BLE001 - a key that cannot be encoded has no row to skip: read them all
+                skipped = set()
+            due = iter([timer for timer in due if timer[1] not in skipped])
         decode_key = self._codec.decode_key
         while chunk := list(itertools.islice(due, _EXPIRED_CHUNK)):
             for (deadline, kb), raw in zip(chunk, self._committed([kb for _, kb in chunk]), strict=True):
@@ -349,19 +365,35 @@ class RocksDBStateStore(StateStore):
             codec.StateEncodeError: the value or key holds a type the codec cannot store, or the
                 timeout is outside the int64 range.
         """
+        self.put_value(key, row.value, row.timeout_ms)
+
+    def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
+        """Stage ``StateRow(value, timeout_ms)`` (see :meth:`put`), encoded now."""
+        codec = self._codec
         try:
-            self._staged[self._encode_key(key)] = _encode_row(self._codec, row)
-        except StateEncodeError as exc:
-            msg = f"state of key {key!r}: {exc}"
-            raise StateEncodeError(msg) from exc
-        except struct.error as exc:
-            msg = (f"state of key {key!r}: timeout {row.timeout_ms} is outside the range a stored timeout can "
-                   f"hold (a signed 64-bit number of epoch milliseconds)")
-            raise StateEncodeError(msg) from exc
+            self._writes.append((codec.pack_key(key), _TIMEOUT.pack(timeout_ms) + codec.pack_value(value)))
+        except Exception as exc:  # noqa: BLE001 - say what could not be stored
+            raise self._encode_error(key, value, timeout_ms, exc) from exc
+
+    def _encode_error(self, key: Hashable, value: Any, timeout_ms: int, exc: Exception) -> Exception:
+        """The error for a row that cannot be staged: which key, and what in it the codec refused."""
+        if isinstance(exc, struct.error):
+            return StateEncodeError(f"state of key {key!r}: timeout {timeout_ms} is outside the range a stored "
+                                    f"timeout can hold (a signed 64-bit number of epoch milliseconds)")
+        try:
+            self._codec.encode_key(key)
+            self._codec.encode(value)
+        except StateEncodeError as error:
+            return StateEncodeError(f"state of key {key!r}: {error}")
+        return exc  # not an encoding problem: as it was raised
 
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
-        self._staged[self._encode_key(key)] = None
+        try:
+            kb = self._codec.pack_key(key)
+        except Exception:  # noqa: BLE001 - encode_key says which key and why
+            kb = self._codec.encode_key(key)
+        self._writes.append((kb, None))
 
     def staged_changes(self) -> Mapping[bytes, bytes | None]:
         """The batch's staged rows as stored: encoded key -> encoded row, ``None`` for a removal.
@@ -369,21 +401,15 @@ class RocksDBStateStore(StateStore):
         A scale-out partition task writes these to its changelog topic, in the
         same Kafka transaction as the batch's outputs (``statefulstream.scaleout``).
         """
-        return self._staged
+        return dict(self._writes)
 
     def stage_encoded(self, key: bytes, row: bytes | None) -> None:
         """Stage a row exactly as :meth:`staged_changes` gave it (restoring from a changelog)."""
-        self._staged[key] = row
-
-    def _encode_key(self, key: Hashable) -> bytes:
-        # Only an exact str is looked up: 1, 1.0 and True are equal dict keys but distinct rows.
-        kb = self._key_bytes.get(key) if type(key) is str else None
-        return kb if kb is not None else self._codec.encode_key(key)
+        self._writes.append((key, row))
 
     def abort(self) -> None:
         """Discard staged changes."""
-        self._staged.clear()
-        self._key_bytes.clear()
+        self._writes.clear()
         self._timers.discard()
         self._kv.discard()
 
@@ -400,12 +426,15 @@ class RocksDBStateStore(StateStore):
         """
         self._ensure_writable()
         h_state, h_meta = self._handles["state"], self._handles["meta"]
-        staged, timers = self._staged, self._timers
+        staged, timers = dict(self._writes), self._timers
         batch = WriteBatch(raw_mode=True)
         timers.begin(batch)
         rows = self._num_rows
+        unpack = _TIMEOUT.unpack_from
         if staged:
-            put, delete, unpack, move = batch.put, batch.delete, _TIMEOUT.unpack_from, timers.move
+            put, delete = batch.put, batch.delete
+            moves: list[tuple[bytes, int, int]] = []  # (key, old timeout, new timeout) of every written row
+            move = moves.append
             for (kb, new), old in zip(staged.items(), self._committed(list(staged)), strict=True):
                 if new is None:
                     delete(kb, h_state)
@@ -415,8 +444,16 @@ class RocksDBStateStore(StateStore):
                     put(kb, new, h_state)
                     new_t = unpack(new)[0]
                     rows += old is None
-                move(kb, NO_TIMEOUT_MS if old is None else unpack(old)[0], new_t)
-        floor = timers.staged_floor()
+                move((kb, NO_TIMEOUT_MS if old is None else unpack(old)[0], new_t))
+            timers.stage(moves)
+
+        def keeps(deadline: int, kb: bytes) -> bool:  # a due timer stays unless its row's write moved it
+            if kb not in staged:
+                return True
+            new = staged[kb]
+            return new is not None and unpack(new)[0] == deadline
+
+        floor = timers.staged_floor(keeps)
         header = self._signature if self._new else None
         for name, value in meta_items(commit=record, num_rows=rows, num_timers=timers.staged_count(),
                                       timer_floor_ms=floor, signature=header):
@@ -431,15 +468,13 @@ class RocksDBStateStore(StateStore):
             self._publish()
         self._num_rows = rows
         timers.committed(floor)
-        if self._cache_keys:
+        if self._cache_keys:  # written rows re-inserted as the newest: rows in use stay cached
             cache = self._cache
-            for kb, new in staged.items():
-                if kb in cache:
-                    del cache[kb]  # re-inserted as the newest: rows in use stay cached
-                    cache[kb] = new
-        staged.clear()
+            deque(map(cache.pop, staged, itertools.repeat(None)), maxlen=0)
+            cache.update(staged)
+            self._trim_cache()
+        self._writes.clear()
         self._kv.discard()
-        self._key_bytes.clear()
 
     # --- snapshots
 

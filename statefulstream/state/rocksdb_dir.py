@@ -54,6 +54,9 @@ BLOCK_CACHE_BYTES = 32 << 20
 WRITE_BUFFER_BYTES = 16 << 20
 """RocksDB memtable size per column family (``MAX_WAL_BYTES`` usually forces a flush first)."""
 
+MEMTABLE_BLOOM_RATIO = 0.02
+"""Share of the ``state`` memtable given to its bloom filter (~10 bits per row it can hold)."""
+
 MAX_WAL_BYTES = 8 << 20
 """Write-ahead log kept before RocksDB flushes the memtables that pin it (plus at most one batch)."""
 
@@ -91,6 +94,10 @@ def _cf_options(cache: Cache, name: str) -> Options:
     opts = Options(raw_mode=True)
     opts.set_block_based_table_factory(table)
     opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    if name == "state":
+        # Looking up a group that has no row (every new key) skips the memtables too, not only the files.
+        opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO)
+        opts.set_memtable_whole_key_filtering(True)
     if name in ("timers", KV_COLUMN_FAMILY):
         # Every timer move (a processor's deleted timers and expired values too) leaves a tombstone;
         # a file that is mostly tombstones is compacted away early.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -127,6 +127,10 @@ class StateStore(ABC):
     def put(self, key: Hashable, row: StateRow) -> None:
         """Stage a row (and its timer) for the next commit."""
 
+    def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
+        """Stage ``StateRow(value, timeout_ms)``, as :meth:`put` (a store may skip building the row)."""
+        self.put(key, StateRow(value, timeout_ms))
+
     @abstractmethod
     def delete(self, key: Hashable) -> None:
         """Stage the removal of a key's row and timer."""
@@ -134,6 +138,14 @@ class StateStore(ABC):
     @abstractmethod
     def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield committed rows whose timeout is ``< threshold_ms``, in ``(deadline, key)`` order."""
+
+    def expired_except(self, threshold_ms: int, skip: Collection[Hashable]) -> Iterator[tuple[Hashable, StateRow]]:
+        """:meth:`expired`, where rows of keys in ``skip`` may be left out unread.
+
+        For a caller that skips those keys anyway (the executor: keys called
+        with data in this batch). By default nothing is left out.
+        """
+        return self.expired(threshold_ms)
 
     @abstractmethod
     def commit(self, record: CommitRecord) -> None:

@@ -23,7 +23,7 @@ import heapq
 import itertools
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from rocksdict import Rdict, ReadOptions, WriteBatch
@@ -148,9 +148,9 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
     """The RocksDB store's index: one column family, keys :func:`timer_key`, empty values.
 
     A commit stages its moves with :meth:`begin` (into the commit's
-    ``WriteBatch``), then :meth:`staged_floor` gives the floor to store with
-    it, and :meth:`committed` or :meth:`discard` ends it. ``due`` sees only
-    committed timers.
+    ``WriteBatch``) and :meth:`stage`, then :meth:`staged_floor` gives the
+    floor to store with it, and :meth:`committed` or :meth:`discard` ends it.
+    ``due`` sees only committed timers.
 
     The floor: after a complete ``due(T)`` scan no committed timer lies in
     ``[floor, T)`` except the ones it yielded, so the next floor is the
@@ -173,7 +173,6 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         self._handle: Any = None
         self._batch: WriteBatch | None = None
         self._added_min = MAX_DEADLINE_MS
-        self._removed: set[bytes] = set()
         self._scan: tuple[int, list[tuple[int, bytes]]] | None = None  # last complete due(): threshold, yielded
 
     def bind(self, cf: Rdict, handle: Any) -> None:
@@ -186,21 +185,17 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
 
     def due(self, threshold_ms: int) -> Iterator[tuple[int, bytes]]:
         """Yield committed timers in ``[floor, threshold_ms)``: reads nothing below the floor."""
-        if threshold_ms <= self.floor_ms:
-            self._scanned(threshold_ms, [])
-            return
-        floor = deadline_prefix(self.floor_ms)
-        opts = ReadOptions()
-        opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
-        it = self._cf.iter(opts)  # type: ignore[union-attr]
-        it.seek(floor)  # not seek_to_first: that walks every tombstone below the floor
         yielded: list[tuple[int, bytes]] = []
-        while it.valid():
-            timer = split_timer_key(it.key())
-            yielded.append(timer)
-            yield timer
-            it.next()
+        if threshold_ms > self.floor_ms:
+            opts = ReadOptions()
+            opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
+            # Seeks to the floor (seek_to_first would walk every tombstone below it); read in one go.
+            found: Iterator[bytes] = self._cf.keys(  # type: ignore[union-attr,assignment]  # raw mode: bytes
+                from_key=deadline_prefix(self.floor_ms), read_opt=opts)
+            unpack, offset = _DEADLINE.unpack_from, _DEADLINE_OFFSET  # split_timer_key, inlined: once per timer
+            yielded = [(unpack(tk)[0] - offset, tk[TIMER_PREFIX_BYTES:]) for tk in found]
         self._scanned(threshold_ms, yielded)
+        return iter(yielded)
 
     def _scanned(self, threshold_ms: int, yielded: list[tuple[int, bytes]]) -> None:
         if self._scan is None or threshold_ms >= self._scan[0]:
@@ -210,32 +205,61 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         """Stage the following moves into ``batch`` (a commit's write batch)."""
         self._batch = batch
         self._added_min = MAX_DEADLINE_MS
-        self._removed = set()
         self._delta = 0
 
+    def stage(self, moves: Iterable[tuple[bytes, int, int]]) -> None:
+        """Write timer moves ``(key, old deadline, new deadline)`` into the batch (``NO_TIMEOUT_MS``: none).
+
+        The same rule as :meth:`TimerIndex.move`, for all of a commit's rows
+        in one loop (this runs once per written row). Removals go in first,
+        then additions, each in key order: RocksDB inserts sorted keys into its
+        memtable faster than scattered ones.
+        """
+        put, delete = self._batch.put, self._batch.delete  # type: ignore[union-attr]
+        pack, handle = _DEADLINE.pack, self._handle
+        removed, added = [], []
+        for key, old_ms, new_ms in moves:
+            if old_ms == new_ms:
+                continue
+            if old_ms != NO_TIMEOUT_MS:
+                removed.append(pack(old_ms + _DEADLINE_OFFSET) + key)
+            if new_ms != NO_TIMEOUT_MS:
+                added.append(pack(new_ms + _DEADLINE_OFFSET) + key)
+        removed.sort()
+        added.sort()
+        for timer in removed:
+            delete(timer, handle)
+        for timer in added:
+            put(timer, b"", handle)
+        if added:
+            self._added_min = min(self._added_min, split_timer_key(added[0])[0])
+        self._delta += len(added) - len(removed)
+
     def _add(self, deadline_ms: int, key: bytes) -> None:
-        self._batch.put(timer_key(deadline_ms, key), b"", self._handle)  # type: ignore[union-attr]
-        self._added_min = min(self._added_min, deadline_ms)
-        self._delta += 1
+        self.stage([(key, NO_TIMEOUT_MS, deadline_ms)])
 
     def _remove(self, deadline_ms: int, key: bytes) -> None:
-        self._batch.delete(timer_key(deadline_ms, key), self._handle)  # type: ignore[union-attr]
-        self._removed.add(key)
-        self._delta -= 1
+        self.stage([(key, deadline_ms, NO_TIMEOUT_MS)])
 
     def staged_count(self) -> int:
         """Return the number of timers once the staged moves are committed."""
         return self.count + self._delta
 
-    def staged_floor(self) -> int:
-        """Return the floor once the staged moves are committed."""
+    def staged_floor(self, keeps: Callable[[int, bytes], bool]) -> int:
+        """Return the floor once the staged moves are committed.
+
+        Args:
+            keeps: ``keeps(deadline, key)`` says whether a timer the last scan
+                yielded is still there after the staged moves.
+        """
         floor = self.floor_ms
         if self._scan is not None:
             threshold, yielded = self._scan
-            kept = [deadline for deadline, key in yielded if key not in self._removed]
+            # The first kept one is the lowest: `yielded` is in deadline order.
+            kept = next((deadline for deadline, key in yielded if keeps(deadline, key)), None)
             floor = max(threshold, floor)  # nothing was below the floor, nor in [floor, threshold) but `yielded`
-            if kept:
-                floor = min(floor, min(kept))
+            if kept is not None:
+                floor = min(floor, kept)
         return min(floor, self._added_min)
 
     def committed(self, floor_ms: int) -> None:
@@ -248,6 +272,5 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         """Forget staged moves and scans (the batch was aborted or written)."""
         self._batch = None
         self._added_min = MAX_DEADLINE_MS
-        self._removed = set()
         self._delta = 0
         self._scan = None

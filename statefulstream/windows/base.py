@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from statefulstream.errors import ConfigError
@@ -62,8 +63,11 @@ class Aggregator(ABC):
         if col is None:
             return list(rows)
         if isinstance(col, str):
-            # ``type(r) is dict`` first: the ABC check is slow and records are nearly always dicts.
-            vals = [r.get(col) if type(r) is dict or isinstance(r, Mapping) else r[col] for r in rows]
+            try:  # one C-level pass; a record without the field (or not a mapping) takes the loop below
+                vals = list(map(itemgetter(col), rows))
+            except Exception:  # noqa: BLE001 - the loop below gives the same values or raises as it would
+                # ``type(r) is dict`` first: the ABC check is slow and records are nearly always dicts.
+                vals = [r.get(col) if type(r) is dict or isinstance(r, Mapping) else r[col] for r in rows]
         else:
             vals = list(map(col, rows))
         return [v for v in vals if v is not None]
