@@ -3,7 +3,8 @@
 Partition ``p`` of the changelog belongs to source partition ``p``. A batch
 of that partition writes, in its Kafka transaction, one record per changed
 row (key: the row's encoded key; value: the encoded row, or a tombstone for
-a removal) and then its *marker*: a record keyed ``MARKER_PREFIX + attempt``
+a removal), one per changed entry of the store's ``kv`` namespace (key
+``KV_PREFIX`` + the entry's key) and then its *marker*: a record keyed ``MARKER_PREFIX + attempt``
 whose value holds the batch's plan and next watermark (what the local
 store's commit record holds). Compaction keeps the last value of each row
 and the last marker of each attempt.
@@ -40,7 +41,10 @@ from statefulstream.state.store import CommitRecord
 logger = logging.getLogger(__name__)
 
 MARKER_PREFIX = b"\x00statefulstream.marker:"
-"""Keys of marker records start with this (no encoded state key does: codec keys never start with NUL)."""
+"""Keys of marker records start with this. No encoded group key does: msgpack's only encoding that starts
+with a NUL byte is the integer 0, one byte long."""
+KV_PREFIX = b"\x00statefulstream.kv:"
+"""Changelog keys of the ``kv`` namespace's entries (stateful processors' variables and timers) start with this."""
 _TAIL = 1_000  # offsets read back from the end of a partition to find its last marker
 
 

@@ -37,7 +37,7 @@ from statefulstream.executor.trigger_loop import needs_no_data_batch
 from statefulstream.kafka_client import parse_partition_name
 from statefulstream.kafka_txn import TransactionalProducer
 from statefulstream.observe.progress_log import ProgressLog
-from statefulstream.scaleout.changelog import Marker, RestoreResult
+from statefulstream.scaleout.changelog import KV_PREFIX, Marker, RestoreResult
 from statefulstream.scaleout.partition_source import PartitionSource
 from statefulstream.scaleout.partition_store import TransactionalStore
 from statefulstream.sink import Sink
@@ -181,9 +181,16 @@ class PartitionTask:
         store.open(self.ctx.operator.signature())
         provisional = CommitRecord(-1, {}, 0, 0, 0)
 
+        kv, cut = store.kv(), len(KV_PREFIX)
+
         def apply(rows: Mapping[bytes, bytes | None]) -> None:
             for key, row in rows.items():
-                store.stage_encoded(key, row)
+                if not key.startswith(KV_PREFIX):
+                    store.stage_encoded(key, row)
+                elif row is None:
+                    kv.delete(key[cut:])
+                else:
+                    kv.put(key[cut:], row)
             store.commit(provisional)
             self.ctx.membership.keep_alive()  # a long restore must not cost the process its group membership
 

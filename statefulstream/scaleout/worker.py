@@ -86,14 +86,11 @@ def check_scale_out(app: App, source: KafkaSource, operator: StatefulOperator) -
     """Refuse what scale-out cannot keep exactly once, saying what to change.
 
     Raises:
-        ConfigError: no checkpoint, a stateful processor, or a sink that cannot join the transaction.
+        ConfigError: no checkpoint, or a sink that cannot join the transaction.
     """
     where = f"app {app.name!r} with KafkaSource(scale_out=...)"
     if app.checkpoint_dir is None:
         raise ConfigError(f"{where} needs checkpoint_dir= (each partition's state is kept there)")
-    if operator.processor is not None:
-        raise ConfigError(f"{where}: transform_with_state processors do not scale out yet; use "
-                          f"flat_map_groups_with_state, or run one process without scale_out")
     bad = [s for s in [*operator.sinks, *operator.state_sinks] if not _in_transaction(s)]
     if bad:
         names = ", ".join(getattr(s, "name", type(s).__name__) for s in bad)
