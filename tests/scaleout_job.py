@@ -10,6 +10,9 @@ Environment:
   in the middle of a batch;
 * ``PAUSE_AFTER_CALLS=n``: SIGSTOP itself inside the n-th handler call (the
   test resumes it with SIGCONT once its partitions moved: a zombie);
+* ``KILL_FORWARD_COMMIT=n``: with ``REKEY=1``, SIGKILL itself right before the
+  n-th commit of a forward transaction (its re-keyed records already on the
+  broker: tansu then shows them to ``read_committed`` readers);
 * ``METRICS_FILE=path``: after the run, write the app's Prometheus metrics there;
 * ``PROCESSOR=1``: the same per-user job as a stateful processor (``Activity``:
   value states and event-time timers, kept in the ``kv`` namespace);
@@ -41,6 +44,7 @@ from typing import Any
 import orjson
 
 from statefulstream import App, GroupState, GroupStateTimeout, StatefulProcessor
+from statefulstream.kafka_txn import TransactionalProducer
 from statefulstream.logs import configure_logging
 from statefulstream.sinks.kafka import KafkaSink
 from statefulstream.sources.kafka import KafkaSource
@@ -51,8 +55,26 @@ T0 = 1_700_000_000_000
 _calls = 0
 
 
+def _kill_before_forward_commit(prefix: str, n: int) -> None:
+    """SIGKILL at the n-th commit of a forward transaction (id ``<prefix>.<p>``), its records flushed."""
+    commit = TransactionalProducer.commit
+    seen = 0
+
+    def killing(self: TransactionalProducer) -> None:
+        nonlocal seen
+        if self.transactional_id.rsplit(".", 1)[0] == prefix:
+            seen += 1
+            if seen >= n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        commit(self)
+
+    TransactionalProducer.commit = killing  # type: ignore[method-assign]
+
+
 def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: str, name: str) -> App:
     """The job: sessions per key, 50 records per batch, state per partition."""
+    if os.environ.get("KILL_FORWARD_COMMIT"):
+        _kill_before_forward_commit(f"{name}.{input_topic}", int(os.environ["KILL_FORWARD_COMMIT"]))
     rekey = os.environ.get("REKEY") == "1"
     kill_after = int(os.environ.get("KILL_AFTER_CALLS", "0"))
     pause_after = int(os.environ.get("PAUSE_AFTER_CALLS", "0"))

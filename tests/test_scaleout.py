@@ -258,6 +258,31 @@ class TestRepartition:
         assert final == by_account
         assert rows() == want  # the final run re-read nothing
 
+    def test_a_forward_task_killed_before_its_commit_leaves_nothing_twice(
+            self, kafka_broker: TansuBroker, tmp_path: Path) -> None:
+        source, out = kafka_broker.create_topic(partitions=PARTITIONS), kafka_broker.create_topic()
+        evs = events(6)
+        produce(kafka_broker, source, evs)
+        topics = (source, out)
+        killed = Worker(kafka_broker, topics, tmp_path, "killed", "refwd", REKEY="1", KILL_FORWARD_COMMIT="3")
+        workers = [killed]
+        want = collections.Counter((e["account"], e["user"], e["ts"]) for e in evs)
+        try:
+            wait_for("the worker to be killed before a forward commit", lambda: killed.proc.poll() is not None,
+                     workers)
+            assert killed.proc.returncode == -signal.SIGKILL, killed.tail()
+            workers.append(Worker(kafka_broker, topics, tmp_path, "after", "refwd", REKEY="1"))
+
+            def rows() -> collections.Counter[tuple[Any, ...]]:
+                return collections.Counter((r["key"], r["user"], r["ts"]) for r in committed_view(kafka_broker, out))
+
+            wait_for("every record to be output once", lambda: rows() == want, workers)
+        finally:
+            for w in workers:
+                w.stop()
+        # tansu handed the aborted forward records to the stateful stage, which left them out.
+        assert "records of aborted forward transactions" in (tmp_path / "after.log").read_text()
+
 
 class TestZombie:
     """A worker frozen mid-batch loses its partitions; when it wakes up, its transaction is fenced."""

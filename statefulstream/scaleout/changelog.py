@@ -88,7 +88,8 @@ class RestoreResult:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def _header(msg: Message, name: str) -> bytes | None:
+def header(msg: Message, name: str) -> bytes | None:
+    """The value of header ``name`` of ``msg``, or ``None``."""
     headers = cast(list[tuple[str, bytes]], msg.headers() or [])
     return next((value for key, value in headers if key == name), None)
 
@@ -100,12 +101,16 @@ class Changelog:
         topic: the changelog topic.
         config: client settings (``bootstrap.servers``, security, ...), no group or producer settings.
         timeout: how long one read or admin request may take.
+        writer_prefix: the transactional ids of the tasks writing partition ``p`` are
+            ``"<writer_prefix>.<p>"`` (``"<app>.<topic>"``).
     """
 
-    def __init__(self, topic: str, config: Mapping[str, Any], *, timeout: dt.timedelta) -> None:
+    def __init__(self, topic: str, config: Mapping[str, Any], *, timeout: dt.timedelta,
+                 writer_prefix: str = "") -> None:
         self.topic = topic
         self.config = dict(config)
         self.timeout = timeout
+        self.writer_prefix = writer_prefix
 
     def ensure(self, partitions: int) -> None:
         """Create the topic (compacted, ``partitions`` partitions) if missing; check its partition count.
@@ -140,6 +145,14 @@ class Changelog:
             for marker, _ in self._scan(partition, lo, hi - _TAIL, markers_only=True):
                 found = marker
         return found
+
+    def markers(self, partition: int, *, since: Mapping[int, int], into: dict[int, int]) -> Iterator[Marker]:
+        """The committed markers of ``partition`` from offset ``since[partition]`` on; ``into`` gets where it ended."""
+        lo, hi = self._bounds(partition)
+        start = max(lo, since.get(partition, lo))
+        for marker, _ in self._scan(partition, start, hi, markers_only=True):
+            yield marker
+        into[partition] = max(start, hi)
 
     def restore(self, partition: int, apply: Callable[[Mapping[bytes, bytes | None]], None], *,
                 chunk: int) -> RestoreResult:
@@ -195,7 +208,7 @@ class Changelog:
                         marker = Marker.from_bytes(msg.value() or b"{}")
                         yield marker, self._take(pending, marker)
                     elif not markers_only:
-                        tag = (_header(msg, HEADER_ATTEMPT) or b"", _header(msg, HEADER_BATCH) or b"")
+                        tag = (header(msg, HEADER_ATTEMPT) or b"", header(msg, HEADER_BATCH) or b"")
                         pending.setdefault(tag, {})[key] = msg.value()
         except (RangeIncompleteError, ReaderFailedError) as exc:
             msg_ = (f"changelog topic {self.topic!r} partition {partition}: could not read [{lo}, {hi}) within "

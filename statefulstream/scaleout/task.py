@@ -40,6 +40,7 @@ from statefulstream.observe.progress_log import ProgressLog
 from statefulstream.scaleout.changelog import KV_PREFIX, Marker, RestoreResult
 from statefulstream.scaleout.partition_source import PartitionSource
 from statefulstream.scaleout.partition_store import TransactionalStore
+from statefulstream.scaleout.repartition import UndecidedRecordsError
 from statefulstream.sink import Sink
 from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store
 from statefulstream.state.store import CommitRecord
@@ -113,6 +114,7 @@ class PartitionTask:
         self._plans: _RecordingPlanLog | None = None
         self._committed: int | None = None
         self._dead_written = 0
+        self._again: BatchPlan | None = None  # a batch to run again (its records were undecided)
 
     # --- lifecycle
 
@@ -248,9 +250,15 @@ class PartitionTask:
         executor = self.executor
         assert executor is not None
         watermark_ms = self.batch_watermark(process_ms)
-        plan = executor.plan(watermark_ms=watermark_ms, until=self.until)
-        if plan.has_data or needs_no_data_batch(executor, watermark_ms=watermark_ms):
-            executor.run_batch(plan)
+        plan, self._again = self._again or executor.plan(watermark_ms=watermark_ms, until=self.until), None
+        if plan.has_data or needs_no_data_batch(executor, watermark_ms=plan.watermark_ms):
+            for pending in self._pending:
+                pending.batch = None
+            try:
+                executor.run_batch(plan)
+            except UndecidedRecordsError:
+                self._again = plan  # logged already: the same plan runs next time, as after a restart
+                raise
         return plan.has_data
 
     def done(self, process_ms: int) -> bool:

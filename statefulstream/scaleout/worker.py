@@ -33,10 +33,11 @@ from statefulstream.scaleout.changelog import Changelog, RestoreResult, ensure_t
 from statefulstream.scaleout.membership import GroupMembership
 from statefulstream.scaleout.options import ScaleOut
 from statefulstream.scaleout.repartition import (
+    RepartitionSource,
     RepartitionWriter,
+    UndecidedRecordsError,
     forward_operator,
     needs_repartition,
-    repartitioned_source,
 )
 from statefulstream.scaleout.task import PartitionTask
 from statefulstream.sink import Sink, SinkContext
@@ -131,7 +132,8 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
                 ready = True
             watermark = combined_watermark(tasks.values())
             ran = False
-            for name in sorted(tasks):
+            # Forward tasks first: the stateful stage reads what they wrote (and needs their markers).
+            for name in sorted(tasks, key=lambda n: (tasks[n].ctx is ctx, n)):
                 ran |= _run_task(ctx, tasks, name, watermark)
             _report(app, tasks)
             if ctx.available_now and tasks and _all_done(tasks, forward):
@@ -206,6 +208,9 @@ def _run_task(ctx: GroupContext, tasks: dict[str, PartitionTask], name: str, wat
         logger.warning("%s Dropping partition %s: the group has given it to another process", exc, name)
         tasks.pop(name).close()
         return False
+    except UndecidedRecordsError as exc:
+        logger.info("partition %s: %s; running the batch again in the next round", name, exc)
+        return False
 
 
 def _rebalance(ctx: GroupContext, forward: GroupContext | None, tasks: dict[str, PartitionTask]) -> None:
@@ -265,9 +270,10 @@ def _contexts(app: App, source: KafkaSource, operator: StatefulOperator,
     if not rekey:
         return ctx, None
     forward_sink = RepartitionWriter(topics[1])
-    stateful_reader = repartitioned_source(source, topics[1])
+    markers = Changelog(f"{topics[1]}-offsets", admin, timeout=source.read_timeout, writer_prefix=f"{app.name}.{topic}")
+    markers.ensure(partitions)
+    stateful_reader = RepartitionSource(source, topics[1], markers)
     stateful_reader.open()
     forward = dataclasses.replace(ctx, operator=forward_operator(operator, forward_sink), kafka_sinks=[forward_sink],
-                                  changelog=Changelog(f"{topics[1]}-offsets", admin, timeout=source.read_timeout))
-    forward.changelog.ensure(partitions)
+                                  changelog=markers)
     return dataclasses.replace(ctx, source=stateful_reader, steps=[]), forward
