@@ -10,7 +10,12 @@ Environment:
   in the middle of a batch;
 * ``PAUSE_AFTER_CALLS=n``: SIGSTOP itself inside the n-th handler call (the
   test resumes it with SIGCONT once its partitions moved: a zombie);
+* ``KILL_FORWARD_COMMIT=n``: with ``REKEY=1``, SIGKILL itself right before the
+  n-th commit of a forward transaction (its re-keyed records already on the
+  broker: tansu then shows them to ``read_committed`` readers);
 * ``METRICS_FILE=path``: after the run, write the app's Prometheus metrics there;
+* ``PROCESSOR=1``: the same per-user job as a stateful processor (``Activity``:
+  value states and event-time timers, kept in the ``kv`` namespace);
 * ``REKEY=1``: group by the ``account`` field instead of the message key, so
   the records are re-keyed through the repartition topic; then the handler
   counts each account's events and sums their times (order does not matter:
@@ -38,7 +43,8 @@ from typing import Any
 
 import orjson
 
-from statefulstream import App, GroupState, GroupStateTimeout
+from statefulstream import App, GroupState, GroupStateTimeout, StatefulProcessor
+from statefulstream.kafka_txn import TransactionalProducer
 from statefulstream.logs import configure_logging
 from statefulstream.sinks.kafka import KafkaSink
 from statefulstream.sources.kafka import KafkaSource
@@ -49,8 +55,26 @@ T0 = 1_700_000_000_000
 _calls = 0
 
 
+def _kill_before_forward_commit(prefix: str, n: int) -> None:
+    """SIGKILL at the n-th commit of a forward transaction (id ``<prefix>.<p>``), its records flushed."""
+    commit = TransactionalProducer.commit
+    seen = 0
+
+    def killing(self: TransactionalProducer) -> None:
+        nonlocal seen
+        if self.transactional_id.rsplit(".", 1)[0] == prefix:
+            seen += 1
+            if seen >= n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        commit(self)
+
+    TransactionalProducer.commit = killing  # type: ignore[method-assign]
+
+
 def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: str, name: str) -> App:
     """The job: sessions per key, 50 records per batch, state per partition."""
+    if os.environ.get("KILL_FORWARD_COMMIT"):
+        _kill_before_forward_commit(f"{name}.{input_topic}", int(os.environ["KILL_FORWARD_COMMIT"]))
     rekey = os.environ.get("REKEY") == "1"
     kill_after = int(os.environ.get("KILL_AFTER_CALLS", "0"))
     pause_after = int(os.environ.get("PAUSE_AFTER_CALLS", "0"))
@@ -59,6 +83,13 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
                          scale_out=True, watermark_probe=True, read_timeout="30 seconds",
                          config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
     app = App(name, source=source, checkpoint_dir=checkpoint_dir, max_records_per_trigger=50)
+
+    if os.environ.get("PROCESSOR") == "1":
+        app.transform_with_state(Activity(kill_after), key="user", event_time="ts", watermark_delay="10 seconds",
+                                 time_mode="event_time",
+                                 sink=KafkaSink(output_topic, bootstrap_servers=bootstrap, key="key",
+                                                timeout="30 seconds"))
+        return app
 
     if rekey:
         @app.flat_map_groups_with_state(key="account", sink=KafkaSink(output_topic, bootstrap_servers=bootstrap,
@@ -99,6 +130,43 @@ def build(bootstrap: str, input_topic: str, output_topic: str, checkpoint_dir: s
         state.set_timeout_timestamp(st["end"] + GAP_MS)
 
     return app
+
+
+class Activity(StatefulProcessor):
+    """Counts each user's events and reports each idle gap once: by its timer, or in-band when the
+    next event shows the gap first (the rows do not depend on when the watermark moves)."""
+
+    def __init__(self, kill_after: int = 0) -> None:
+        self.kill_after = kill_after
+
+    def init(self, handle: Any) -> None:
+        self.handle = handle
+        self.count = handle.get_value_state("count")
+        self.last = handle.get_value_state("last")
+        self.reported = handle.get_value_state("reported")
+
+    def handle_input_rows(self, key: str, rows: Iterator[dict[str, Any]], timer_values: Any) -> Iterator[Any]:
+        global _calls
+        _calls += 1
+        if self.kill_after and _calls >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        count, last = self.count.get() or 0, self.last.get()
+        for row in sorted(rows, key=lambda r: r["ts"]):
+            if last is not None and row["ts"] - last > GAP_MS and not self.reported.get():
+                yield {"key": key, "idle_after": last}
+            if last is not None:
+                self.handle.delete_timer(last + GAP_MS)
+            count, last = count + 1, row["ts"]
+            self.reported.update(False)
+            yield {"key": key, "ts": last, "count": count}
+        self.count.update(count)
+        self.last.update(last)
+        self.handle.register_timer(last + GAP_MS)
+
+    def handle_expired_timer(self, key: str, timer_values: Any, expired_timer_info: Any) -> Iterator[Any]:
+        if not self.reported.get():
+            self.reported.update(True)
+            yield {"key": key, "idle_after": self.last.get()}
 
 
 def _closed(key: str, st: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -257,6 +258,31 @@ class TestRepartition:
         assert final == by_account
         assert rows() == want  # the final run re-read nothing
 
+    def test_a_forward_task_killed_before_its_commit_leaves_nothing_twice(
+            self, kafka_broker: TansuBroker, tmp_path: Path) -> None:
+        source, out = kafka_broker.create_topic(partitions=PARTITIONS), kafka_broker.create_topic()
+        evs = events(6)
+        produce(kafka_broker, source, evs)
+        topics = (source, out)
+        killed = Worker(kafka_broker, topics, tmp_path, "killed", "refwd", REKEY="1", KILL_FORWARD_COMMIT="3")
+        workers = [killed]
+        want = collections.Counter((e["account"], e["user"], e["ts"]) for e in evs)
+        try:
+            wait_for("the worker to be killed before a forward commit", lambda: killed.proc.poll() is not None,
+                     workers)
+            assert killed.proc.returncode == -signal.SIGKILL, killed.tail()
+            workers.append(Worker(kafka_broker, topics, tmp_path, "after", "refwd", REKEY="1"))
+
+            def rows() -> collections.Counter[tuple[Any, ...]]:
+                return collections.Counter((r["key"], r["user"], r["ts"]) for r in committed_view(kafka_broker, out))
+
+            wait_for("every record to be output once", lambda: rows() == want, workers)
+        finally:
+            for w in workers:
+                w.stop()
+        # tansu handed the aborted forward records to the stateful stage, which left them out.
+        assert "records of aborted forward transactions" in (tmp_path / "after.log").read_text()
+
 
 class TestZombie:
     """A worker frozen mid-batch loses its partitions; when it wakes up, its transaction is fenced."""
@@ -306,3 +332,52 @@ class TestOneCheckpointPerProcess:
             assert first.proc.poll() is None
         finally:
             assert first.stop() == 0, first.tail()
+
+
+def expected_activity(evs: list[dict[str, Any]]) -> collections.Counter[tuple[Any, ...]]:
+    """The processor's rows, computed here: a running count per event, one row per idle gap of a user."""
+    out: collections.Counter[tuple[Any, ...]] = collections.Counter()
+    by_key: dict[str, list[int]] = collections.defaultdict(list)
+    for e in evs:
+        by_key[e["user"]].append(e["ts"])
+    for key, times in by_key.items():
+        times.sort()
+        for i, ts in enumerate(times):
+            if i and ts - times[i - 1] > GAP_MS:
+                out[(key, "idle", times[i - 1])] += 1
+            out[(key, "count", ts, i + 1)] += 1
+        if not key.startswith("flush"):
+            out[(key, "idle", times[-1])] += 1  # the flush moves every watermark past the last gap
+    return out
+
+
+class TestProcessor:
+    """A stateful processor's variables and timers (the kv namespace) move with their partitions too."""
+
+    def test_a_processor_survives_a_kill_and_a_move(self, kafka_broker: TansuBroker, tmp_path: Path) -> None:
+        source, out = kafka_broker.create_topic(partitions=PARTITIONS), kafka_broker.create_topic()
+        evs = events(5)
+        produce(kafka_broker, source, evs[: len(evs) // 2])
+        topics = (source, out)
+        first = Worker(kafka_broker, topics, tmp_path, "first", "activity", PROCESSOR="1", KILL_AFTER_CALLS="15")
+        workers = [first]
+        try:
+            wait_for("the first worker to be killed mid-batch", lambda: first.proc.poll() is not None, workers)
+            assert first.proc.returncode == -signal.SIGKILL, first.tail()
+            workers += [Worker(kafka_broker, topics, tmp_path, f"w{i}", "activity", PROCESSOR="1") for i in (2, 3)]
+            produce(kafka_broker, source, evs[len(evs) // 2:])
+            produce_flushes(kafka_broker, source, evs)
+            flushed = evs + [e for _, e in flushes(evs)]
+
+            def rows() -> collections.Counter[tuple[Any, ...]]:
+                return collections.Counter(
+                    (r["key"], "count", r["ts"], r["count"]) if "count" in r else (r["key"], "idle", r["idle_after"])
+                    for r in committed_view(kafka_broker, out))
+
+            wait_for("every row once", lambda: rows() == expected_activity(flushed), workers)
+        finally:
+            for w in workers:
+                w.stop()
+        logs = (tmp_path / "w2.log").read_text() + (tmp_path / "w3.log").read_text()
+        restored = [int(n) for n in re.findall(r"restored (\d+) changelog records", logs)]
+        assert max(restored) > 0, logs[-3000:]  # the killed worker's variables and timers came back

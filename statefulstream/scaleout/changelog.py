@@ -3,7 +3,8 @@
 Partition ``p`` of the changelog belongs to source partition ``p``. A batch
 of that partition writes, in its Kafka transaction, one record per changed
 row (key: the row's encoded key; value: the encoded row, or a tombstone for
-a removal) and then its *marker*: a record keyed ``MARKER_PREFIX + attempt``
+a removal), one per changed entry of the store's ``kv`` namespace (key
+``KV_PREFIX`` + the entry's key) and then its *marker*: a record keyed ``MARKER_PREFIX + attempt``
 whose value holds the batch's plan and next watermark (what the local
 store's commit record holds). Compaction keeps the last value of each row
 and the last marker of each attempt.
@@ -40,7 +41,10 @@ from statefulstream.state.store import CommitRecord
 logger = logging.getLogger(__name__)
 
 MARKER_PREFIX = b"\x00statefulstream.marker:"
-"""Keys of marker records start with this (no encoded state key does: codec keys never start with NUL)."""
+"""Keys of marker records start with this. No encoded group key does: msgpack's only encoding that starts
+with a NUL byte is the integer 0, one byte long."""
+KV_PREFIX = b"\x00statefulstream.kv:"
+"""Changelog keys of the ``kv`` namespace's entries (stateful processors' variables and timers) start with this."""
 _TAIL = 1_000  # offsets read back from the end of a partition to find its last marker
 
 
@@ -84,7 +88,8 @@ class RestoreResult:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def _header(msg: Message, name: str) -> bytes | None:
+def header(msg: Message, name: str) -> bytes | None:
+    """The value of header ``name`` of ``msg``, or ``None``."""
     headers = cast(list[tuple[str, bytes]], msg.headers() or [])
     return next((value for key, value in headers if key == name), None)
 
@@ -96,12 +101,16 @@ class Changelog:
         topic: the changelog topic.
         config: client settings (``bootstrap.servers``, security, ...), no group or producer settings.
         timeout: how long one read or admin request may take.
+        writer_prefix: the transactional ids of the tasks writing partition ``p`` are
+            ``"<writer_prefix>.<p>"`` (``"<app>.<topic>"``).
     """
 
-    def __init__(self, topic: str, config: Mapping[str, Any], *, timeout: dt.timedelta) -> None:
+    def __init__(self, topic: str, config: Mapping[str, Any], *, timeout: dt.timedelta,
+                 writer_prefix: str = "") -> None:
         self.topic = topic
         self.config = dict(config)
         self.timeout = timeout
+        self.writer_prefix = writer_prefix
 
     def ensure(self, partitions: int) -> None:
         """Create the topic (compacted, ``partitions`` partitions) if missing; check its partition count.
@@ -136,6 +145,14 @@ class Changelog:
             for marker, _ in self._scan(partition, lo, hi - _TAIL, markers_only=True):
                 found = marker
         return found
+
+    def markers(self, partition: int, *, since: Mapping[int, int], into: dict[int, int]) -> Iterator[Marker]:
+        """The committed markers of ``partition`` from offset ``since[partition]`` on; ``into`` gets where it ended."""
+        lo, hi = self._bounds(partition)
+        start = max(lo, since.get(partition, lo))
+        for marker, _ in self._scan(partition, start, hi, markers_only=True):
+            yield marker
+        into[partition] = max(start, hi)
 
     def restore(self, partition: int, apply: Callable[[Mapping[bytes, bytes | None]], None], *,
                 chunk: int) -> RestoreResult:
@@ -191,7 +208,7 @@ class Changelog:
                         marker = Marker.from_bytes(msg.value() or b"{}")
                         yield marker, self._take(pending, marker)
                     elif not markers_only:
-                        tag = (_header(msg, HEADER_ATTEMPT) or b"", _header(msg, HEADER_BATCH) or b"")
+                        tag = (header(msg, HEADER_ATTEMPT) or b"", header(msg, HEADER_BATCH) or b"")
                         pending.setdefault(tag, {})[key] = msg.value()
         except (RangeIncompleteError, ReaderFailedError) as exc:
             msg_ = (f"changelog topic {self.topic!r} partition {partition}: could not read [{lo}, {hi}) within "

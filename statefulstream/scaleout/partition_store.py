@@ -2,7 +2,7 @@
 
 The executor commits a batch with ``StateStore.commit(record)`` after the
 sinks were given their rows. Here that call runs the partition's Kafka
-transaction first (outputs, changelog rows, marker, group offsets: see
+transaction first (outputs, changelog rows and ``kv`` entries, marker, group offsets: see
 ``task.PartitionTask.commit_transaction``) and only then the local RocksDB
 commit. Kafka is therefore never behind the local store: a crash between
 the two leaves the local copy one batch behind, and the next owner of the
@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
+from statefulstream.scaleout.changelog import KV_PREFIX
+from statefulstream.state.kv import KVSnapshot, StagedKV
 from statefulstream.state.rocksdb import RocksDBStateStore
 from statefulstream.state.store import CommitRecord, CommittedView, StateRow, StateStore
 
@@ -54,9 +56,19 @@ class TransactionalStore(StateStore):
         return self.inner.expired(threshold_ms)
 
     def commit(self, record: CommitRecord) -> None:
-        """Commit the Kafka transaction, then the local store."""
-        self.before_commit(record, self.inner.staged_changes())
+        """Commit the Kafka transaction (rows and ``kv`` entries), then the local store."""
+        changes = dict(self.inner.staged_changes())
+        changes.update((KV_PREFIX + key, value) for key, value in self.inner.kv().staged())
+        self.before_commit(record, changes)
         self.inner.commit(record)
+
+    def kv(self) -> StagedKV:
+        """The ``kv`` namespace (stateful processors), committed and changelogged with the rows."""
+        return self.inner.kv()
+
+    def committed_kv(self) -> KVSnapshot | None:
+        """The committed ``kv`` namespace for another thread."""
+        return self.inner.committed_kv()
 
     def abort(self) -> None:
         """Discard staged changes."""

@@ -21,20 +21,33 @@ whatever a step returns and the state can hold survives the trip.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
+import time
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
-from statefulstream.errors import SinkError
-from statefulstream.kafka_txn import TransactionalProducer
+from confluent_kafka import Message
+
+from statefulstream.errors import SinkError, SourceError
+from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK, TransactionalProducer
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
+from statefulstream.scaleout.changelog import Changelog, header
 from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources.kafka import KafkaSource
 from statefulstream.state.codec import DEFAULT_CODEC
 from statefulstream.state.group_state import GroupState
 
 logger = logging.getLogger(__name__)
+
+_MARKER_WAIT_S = 0.05  # between two looks for a forward marker not visible yet
+MARKER_WAIT = dt.timedelta(seconds=2)
+"""How long a read looks for the marker of a forward transaction before giving the batch back."""
+
+
+class UndecidedRecordsError(SourceError):
+    """Records of a forward transaction whose outcome is not visible yet: run the batch again later."""
 
 
 def needs_repartition(source: KafkaSource, operator: StatefulOperator) -> bool:
@@ -89,9 +102,72 @@ def forward_operator(operator: StatefulOperator, sink: Any) -> StatefulOperator:
                                max_event_time_ahead_ms=None, processor=None, time_mode=None)
 
 
-def repartitioned_source(source: KafkaSource, topic: str) -> KafkaSource:
-    """The stateful stage's reader: the repartition topic, records decoded by the state codec."""
-    return KafkaSource(topic, bootstrap_servers=source.bootstrap_servers, config=source.config,
-                       value_format=DEFAULT_CODEC.decode, read_timeout=source.read_timeout,
-                       watermark_probe=source.watermark_probe, poll_records=source.poll_records,
-                       fail_on_data_loss=source.fail_on_data_loss, read_ahead=source.read_ahead)
+class RepartitionSource(KafkaSource):
+    """The stateful stage's reader: the repartition topic, records decoded by the state codec.
+
+    It keeps only records of committed forward transactions, by the
+    batch-marker rule: a record tagged ``(forward task, batch N, attempt A)``
+    is kept when that task's markers (``forward_markers``) hold a marker of
+    attempt ``A`` for batch ``N`` or later. ``read_committed`` returns a
+    transaction's records only once it has ended, so the marker of a
+    committed one is there to be found. On Apache Kafka ``read_committed``
+    already hides aborted records and the rule keeps everything; tansu 0.6
+    returns them too.
+
+    Args:
+        source: the app's source (connection settings).
+        topic: the repartition topic.
+        forward_markers: the forward tasks' changelog (markers only), one partition per source partition.
+    """
+
+    def __init__(self, source: KafkaSource, topic: str, forward_markers: Changelog) -> None:
+        super().__init__(topic, bootstrap_servers=source.bootstrap_servers, config=source.config,
+                         value_format=DEFAULT_CODEC.decode, read_timeout=source.read_timeout,
+                         watermark_probe=source.watermark_probe, poll_records=source.poll_records,
+                         fail_on_data_loss=source.fail_on_data_loss, read_ahead=source.read_ahead)
+        self.forward_markers = forward_markers
+        self._committed: dict[tuple[bytes, bytes], int] = {}  # (forward task, attempt) -> last committed batch
+        self._read_to: dict[int, int] = {}  # marker partition -> offset read up to
+
+    def _accept(self, messages: list[Message]) -> list[Message]:
+        kept = [m for m in messages if self._is_committed(m)]
+        if len(kept) < len(messages):
+            logger.info("repartition topic %r: left out %d records of aborted forward transactions",
+                        self.topics[0], len(messages) - len(kept))
+        return kept
+
+    def _is_committed(self, msg: Message) -> bool:
+        """Whether the forward transaction that wrote ``msg`` committed.
+
+        Undecided until its marker, or a later batch's of another attempt, is
+        visible: a transaction's end reaches its partitions one by one, so the
+        marker may show a moment after the record, and an aborted batch is
+        decided only once its forward task wrote it again. The markers are read
+        again for a moment (``MARKER_WAIT``).
+
+        Raises:
+            UndecidedRecordsError: still undecided (the worker runs the batch again later).
+        """
+        writer, batch, attempt = (header(msg, h) for h in (HEADER_SINK, HEADER_BATCH, HEADER_ATTEMPT))
+        if writer is None or batch is None or attempt is None:
+            return True  # not written by a forward task
+        number, partition = int(batch), int(writer.rsplit(b".", 1)[1])
+        deadline = time.monotonic() + MARKER_WAIT.total_seconds()
+        while True:
+            if self._committed.get((writer, attempt), -1) >= number:
+                return True
+            if any(b >= number for (w, _), b in self._committed.items() if w == writer):
+                return False  # batch N (or later) committed by another attempt: this one was aborted
+            if time.monotonic() > deadline:
+                msg_ = (f"repartition topic {self.topics[0]!r}: whether forward transaction {writer.decode()!r} "
+                        f"batch {number} committed is not known yet (its forward task has not written it again)")
+                raise UndecidedRecordsError(msg_)
+            self._read_markers(partition, writer)
+            if self._committed.get((writer, attempt), -1) < number:
+                time.sleep(_MARKER_WAIT_S)
+
+    def _read_markers(self, partition: int, writer: bytes) -> None:
+        """Read the forward task's markers written since the last look."""
+        for marker in self.forward_markers.markers(partition, since=self._read_to, into=self._read_to):
+            key = (writer, marker.attempt.encode())
+            self._committed[key] = max(self._committed.get(key, -1), marker.plan.batch_id)

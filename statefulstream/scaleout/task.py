@@ -37,9 +37,10 @@ from statefulstream.executor.trigger_loop import needs_no_data_batch
 from statefulstream.kafka_client import parse_partition_name
 from statefulstream.kafka_txn import TransactionalProducer
 from statefulstream.observe.progress_log import ProgressLog
-from statefulstream.scaleout.changelog import Marker, RestoreResult
+from statefulstream.scaleout.changelog import KV_PREFIX, Marker, RestoreResult
 from statefulstream.scaleout.partition_source import PartitionSource
 from statefulstream.scaleout.partition_store import TransactionalStore
+from statefulstream.scaleout.repartition import UndecidedRecordsError
 from statefulstream.sink import Sink
 from statefulstream.state.rocksdb import RocksDBStateStore, inspect_store
 from statefulstream.state.store import CommitRecord
@@ -113,6 +114,7 @@ class PartitionTask:
         self._plans: _RecordingPlanLog | None = None
         self._committed: int | None = None
         self._dead_written = 0
+        self._again: BatchPlan | None = None  # a batch to run again (its records were undecided)
 
     # --- lifecycle
 
@@ -181,9 +183,16 @@ class PartitionTask:
         store.open(self.ctx.operator.signature())
         provisional = CommitRecord(-1, {}, 0, 0, 0)
 
+        kv, cut = store.kv(), len(KV_PREFIX)
+
         def apply(rows: Mapping[bytes, bytes | None]) -> None:
             for key, row in rows.items():
-                store.stage_encoded(key, row)
+                if not key.startswith(KV_PREFIX):
+                    store.stage_encoded(key, row)
+                elif row is None:
+                    kv.delete(key[cut:])
+                else:
+                    kv.put(key[cut:], row)
             store.commit(provisional)
             self.ctx.membership.keep_alive()  # a long restore must not cost the process its group membership
 
@@ -241,9 +250,15 @@ class PartitionTask:
         executor = self.executor
         assert executor is not None
         watermark_ms = self.batch_watermark(process_ms)
-        plan = executor.plan(watermark_ms=watermark_ms, until=self.until)
-        if plan.has_data or needs_no_data_batch(executor, watermark_ms=watermark_ms):
-            executor.run_batch(plan)
+        plan, self._again = self._again or executor.plan(watermark_ms=watermark_ms, until=self.until), None
+        if plan.has_data or needs_no_data_batch(executor, watermark_ms=plan.watermark_ms):
+            for pending in self._pending:
+                pending.batch = None
+            try:
+                executor.run_batch(plan)
+            except UndecidedRecordsError:
+                self._again = plan  # logged already: the same plan runs next time, as after a restart
+                raise
         return plan.has_data
 
     def done(self, process_ms: int) -> bool:

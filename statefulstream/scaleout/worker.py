@@ -33,10 +33,11 @@ from statefulstream.scaleout.changelog import Changelog, RestoreResult, ensure_t
 from statefulstream.scaleout.membership import GroupMembership
 from statefulstream.scaleout.options import ScaleOut
 from statefulstream.scaleout.repartition import (
+    RepartitionSource,
     RepartitionWriter,
+    UndecidedRecordsError,
     forward_operator,
     needs_repartition,
-    repartitioned_source,
 )
 from statefulstream.scaleout.task import PartitionTask
 from statefulstream.sink import Sink, SinkContext
@@ -86,14 +87,11 @@ def check_scale_out(app: App, source: KafkaSource, operator: StatefulOperator) -
     """Refuse what scale-out cannot keep exactly once, saying what to change.
 
     Raises:
-        ConfigError: no checkpoint, a stateful processor, or a sink that cannot join the transaction.
+        ConfigError: no checkpoint, or a sink that cannot join the transaction.
     """
     where = f"app {app.name!r} with KafkaSource(scale_out=...)"
     if app.checkpoint_dir is None:
         raise ConfigError(f"{where} needs checkpoint_dir= (each partition's state is kept there)")
-    if operator.processor is not None:
-        raise ConfigError(f"{where}: transform_with_state processors do not scale out yet; use "
-                          f"flat_map_groups_with_state, or run one process without scale_out")
     bad = [s for s in [*operator.sinks, *operator.state_sinks] if not _in_transaction(s)]
     if bad:
         names = ", ".join(getattr(s, "name", type(s).__name__) for s in bad)
@@ -134,7 +132,8 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
                 ready = True
             watermark = combined_watermark(tasks.values())
             ran = False
-            for name in sorted(tasks):
+            # Forward tasks first: the stateful stage reads what they wrote (and needs their markers).
+            for name in sorted(tasks, key=lambda n: (tasks[n].ctx is ctx, n)):
                 ran |= _run_task(ctx, tasks, name, watermark)
             _report(app, tasks)
             if ctx.available_now and tasks and _all_done(tasks, forward):
@@ -209,6 +208,9 @@ def _run_task(ctx: GroupContext, tasks: dict[str, PartitionTask], name: str, wat
         logger.warning("%s Dropping partition %s: the group has given it to another process", exc, name)
         tasks.pop(name).close()
         return False
+    except UndecidedRecordsError as exc:
+        logger.info("partition %s: %s; running the batch again in the next round", name, exc)
+        return False
 
 
 def _rebalance(ctx: GroupContext, forward: GroupContext | None, tasks: dict[str, PartitionTask]) -> None:
@@ -268,9 +270,10 @@ def _contexts(app: App, source: KafkaSource, operator: StatefulOperator,
     if not rekey:
         return ctx, None
     forward_sink = RepartitionWriter(topics[1])
-    stateful_reader = repartitioned_source(source, topics[1])
+    markers = Changelog(f"{topics[1]}-offsets", admin, timeout=source.read_timeout, writer_prefix=f"{app.name}.{topic}")
+    markers.ensure(partitions)
+    stateful_reader = RepartitionSource(source, topics[1], markers)
     stateful_reader.open()
     forward = dataclasses.replace(ctx, operator=forward_operator(operator, forward_sink), kafka_sinks=[forward_sink],
-                                  changelog=Changelog(f"{topics[1]}-offsets", admin, timeout=source.read_timeout))
-    forward.changelog.ensure(partitions)
+                                  changelog=markers)
     return dataclasses.replace(ctx, source=stateful_reader, steps=[]), forward

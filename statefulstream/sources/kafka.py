@@ -377,7 +377,7 @@ class KafkaSource(Source):
             raise SourceError(msg) from exc
         result = ReadResult([])
         for name in sorted(messages):
-            self.decoder.decode(messages[name], result)
+            self.decoder.decode(self._accept(messages[name]), result)
         return result
 
     def _read_after_loss(self, todo: Mapping[str, tuple[int, int]],
@@ -406,6 +406,10 @@ class KafkaSource(Source):
         return self._range_reader().read(shrunk)
 
     # --- after commit
+
+    def _accept(self, messages: list[Message]) -> list[Message]:
+        """The messages of one partition's range to decode (all of them; a subclass may leave some out)."""
+        return messages
 
     def release(self, partitions: Sequence[str]) -> None:
         """Stop reading ``partitions`` (``"topic:p"``) and drop what was read ahead of them (scale-out revokes)."""
