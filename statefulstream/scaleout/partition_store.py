@@ -11,7 +11,7 @@ partition restores it from the changelog.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 from statefulstream.scaleout.changelog import KV_PREFIX
@@ -47,6 +47,10 @@ class TransactionalStore(StateStore):
         """Stage a row."""
         self.inner.put(key, row)
 
+    def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
+        """Stage a row from its parts."""
+        self.inner.put_value(key, value, timeout_ms)
+
     def delete(self, key: Hashable) -> None:
         """Stage a removal."""
         self.inner.delete(key)
@@ -54,6 +58,10 @@ class TransactionalStore(StateStore):
     def expired(self, threshold_ms: int) -> Iterator[tuple[Hashable, StateRow]]:
         """Committed rows whose timeout is below ``threshold_ms``."""
         return self.inner.expired(threshold_ms)
+
+    def expired_except(self, threshold_ms: int, skip: Collection[Hashable]) -> Iterator[tuple[Hashable, StateRow]]:
+        """As ``expired``; rows of keys in ``skip`` may be left out unread."""
+        return self.inner.expired_except(threshold_ms, skip)
 
     def commit(self, record: CommitRecord) -> None:
         """Commit the Kafka transaction (rows and ``kv`` entries), then the local store."""
