@@ -20,15 +20,16 @@ import bisect
 import dataclasses
 import datetime as dt
 import itertools
-import operator
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from statefulstream.kafka_runs import Fetched, PartitionBuffer, Run, columns_of, offsets_of, partition_runs
 
 _SECRET_HINTS = ("password", "secret", "token", "key")
 # Consumer settings the admin client would warn about; everything else (security) is shared.
@@ -109,31 +110,8 @@ class ReaderFailedError(Exception):
     """The reader thread of a :class:`RangeReader` stopped on an unexpected error (its ``__cause__``)."""
 
 
-@dataclasses.dataclass
-class _Buffer:
-    """What the reader holds of one partition: messages at offsets ``[first, complete)``, in order."""
-
-    first: int
-    complete: int
-    messages: list[Message] = dataclasses.field(default_factory=list)
-
-    def drop_before(self, offset: int) -> None:
-        del self.messages[:bisect.bisect_left(self.messages, offset, key=_offset)]
-        self.first = offset
-
-    def take(self, end: int) -> list[Message]:
-        keep = bisect.bisect_left(self.messages, end, key=_offset)
-        taken, self.messages = self.messages[:keep], self.messages[keep:]
-        self.first = end
-        return taken
-
-
 def _offset(msg: Message) -> int:
     return msg.offset() or 0
-
-
-# The C method itself as a sort key: a Python function here would cost a call per message.
-_partition = cast(Callable[[Message], int], Message.partition)
 
 
 @dataclasses.dataclass
@@ -152,7 +130,7 @@ class _Commit:
         self.finished = True
 
 
-_OPEN_READERS: weakref.WeakSet[RangeReader] = weakref.WeakSet()
+_OPEN_READERS: weakref.WeakSet[_ReaderThread] = weakref.WeakSet()
 
 
 @atexit.register
@@ -162,7 +140,7 @@ def _close_open_readers() -> None:
         reader.close()
 
 
-class RangeReader:
+class _ReaderThread:
     """Reads planned offset ranges with one consumer that stays assigned and reads ahead.
 
     A thread owns the consumer. It keeps every partition it was asked for
@@ -171,7 +149,8 @@ class RangeReader:
     the last one ended) is mostly in memory when it is asked for. A range
     that starts elsewhere (a replay) re-positions that partition. Offsets may
     have gaps (transaction markers, aborted or compacted records): a range is
-    complete when the consumer's position reaches its end.
+    complete when the consumer's position reaches its end. What is held of
+    the fetched messages is up to the subclass (:meth:`_hold`).
 
     Args:
         config: consumer settings (``bootstrap.servers``, ``group.id``, security, ...).
@@ -187,7 +166,7 @@ class RangeReader:
         self.read_ahead = read_ahead
         self._consumer = Consumer({**config, "enable.partition.eof": False})
         self._cond = threading.Condition()
-        self._buffers: dict[str, _Buffer] = {}
+        self._buffers: dict[str, PartitionBuffer] = {}
         self._tps: dict[str, TopicPartition] = {}
         self._want: dict[str, tuple[int, int]] = {}  # the range being asked for, by partition
         self._moves: dict[str, int] = {}  # partitions the thread must re-position, and where to
@@ -201,15 +180,19 @@ class RangeReader:
         self._thread.start()
         _OPEN_READERS.add(self)
 
-    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
-        """Return the messages at offsets ``[start, end)`` of each partition, in offset order.
+    def _hold(self, messages: list[Message]) -> Run:
+        """Return what is kept of one partition's fetched ``messages`` (in offset order, none held yet)."""
+        raise NotImplementedError
+
+    def _take(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Run]]:
+        """Return the runs of messages at offsets ``[start, end)`` of each partition, in offset order.
 
         Raises:
             RangeIncompleteError: a range was not complete within ``timeout``.
             ReaderFailedError: the reader thread died (its error is the cause).
         """
         todo = {p: r for p, r in ranges.items() if r[1] > r[0]}
-        out: dict[str, list[Message]] = {p: [] for p in todo}
+        out: dict[str, list[Run]] = {p: [] for p in todo}
         deadline = time.monotonic() + self.timeout.total_seconds()
         with self._cond:
             for p, (lo, _) in todo.items():
@@ -218,7 +201,7 @@ class RangeReader:
                     buf.drop_before(lo)  # the next range: what was read ahead is kept
                 else:
                     self._moves[p] = lo
-                    self._buffers[p] = _Buffer(lo, lo)
+                    self._buffers[p] = PartitionBuffer(lo, lo)
             self._want = dict(todo)
             self._cond.notify_all()
             while True:
@@ -331,7 +314,7 @@ class RangeReader:
         A partition fetches while its asked range is incomplete, or while the
         messages held are fewer than the asked ranges plus ``read_ahead``.
         """
-        held = sum(len(b.messages) for b in self._buffers.values())
+        held = sum(b.held for b in self._buffers.values())
         room = self.read_ahead > 0 and held < self.read_ahead + sum(hi - lo for lo, hi in self._want.values())
         pause = {p for p in self._tps
                  if not room and not (p in self._want and self._buffers[p].complete < self._want[p][1])}
@@ -361,7 +344,8 @@ class RangeReader:
         """Append fetched messages to their buffers.
 
         This runs once per message, so it stays in C-level calls (map, sort,
-        bisect) and touches each partition's run of messages as a whole.
+        bisect) and touches each partition's run of messages as a whole; the
+        subclass's ``_hold`` says what is kept of a run.
         """
         if any(map(Message.error, batch)):  # rare: a client error (end-of-partition events are off)
             for err in filter(None, map(Message.error, batch)):
@@ -369,20 +353,7 @@ class RangeReader:
             batch = [m for m in batch if m.error() is None]
         if not batch:
             return
-        topics = list(map(Message.topic, batch))
-        if topics.count(topics[0]) == len(topics):
-            # One topic: a stable sort by partition keeps each partition's offset order.
-            batch.sort(key=_partition)
-            runs = []
-            while batch:
-                cut = bisect.bisect_right(batch, _partition(batch[0]), key=_partition)
-                runs.append(batch[:cut])
-                del batch[:cut]
-        else:
-            where = zip(topics, map(Message.partition, batch), strict=True)
-            runs = [[m for m, _ in group] for _, group in itertools.groupby(zip(batch, where, strict=True),
-                                                                             key=operator.itemgetter(1))]
-        for msgs in runs:
+        for msgs in partition_runs(batch):
             name = partition_name(msgs[0].topic() or "", msgs[0].partition() or 0)
             buf = self._buffers.get(name)
             if buf is None or name in self._moves:
@@ -390,11 +361,72 @@ class RangeReader:
             if _offset(msgs[0]) < buf.complete:  # already held (fetched again after a reconnect)
                 msgs = msgs[bisect.bisect_left(msgs, buf.complete, key=_offset):]
             if msgs:
-                buf.messages.extend(msgs)
-                buf.complete = _offset(msgs[-1]) + 1
+                buf.add(self._hold(msgs))
         # Past gaps (control records, compaction) the position moves without a message.
         for tp in positions:
             name = partition_name(tp.topic, tp.partition)
             buf = self._buffers.get(name)
             if buf is not None and name not in self._moves and tp.offset > buf.complete:
                 buf.complete = tp.offset
+
+
+class RangeReader(_ReaderThread):
+    """Reads planned offset ranges as lists of confluent-kafka ``Message`` objects (see :class:`ColumnReader`).
+
+    Holds the fetched ``Message`` objects themselves: fit for small reads
+    (the Kafka sink's markers). A long-running reader of many records should
+    be a :class:`ColumnReader`, which holds no ``Message`` objects.
+    """
+
+    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
+        """Return the messages at offsets ``[start, end)`` of each partition, in offset order.
+
+        Raises:
+            RangeIncompleteError: a range was not complete within ``timeout``.
+            ReaderFailedError: the reader thread died (its error is the cause).
+        """
+        return {p: list(itertools.chain.from_iterable(r.columns[0] for r in runs))
+                for p, runs in self._take(ranges).items()}
+
+    def _hold(self, messages: list[Message]) -> Run:
+        return Run(offsets_of(messages), (messages,))
+
+
+class ColumnReader(_ReaderThread):
+    """Reads planned offset ranges as columns of values and keys (:class:`~statefulstream.kafka_runs.Fetched`).
+
+    The reader thread turns each fetched batch into plain lists (values,
+    keys, offsets as a ``range`` when gap-free) and drops the ``Message``
+    objects at once. ``Message`` objects are tracked by the cyclic garbage
+    collector: holding a read-ahead's worth of them made it traverse every
+    one again and again, which cost more than the fetch.
+
+    Args:
+        config, timeout, poll_records, read_ahead: as :class:`RangeReader`.
+        timestamps: also keep each message's timestamp (ms); one more call per message.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, timeout: dt.timedelta, poll_records: int = 10_000,
+                 read_ahead: int = 0, timestamps: bool = False) -> None:
+        self.timestamps = timestamps
+        super().__init__(config, timeout=timeout, poll_records=poll_records, read_ahead=read_ahead)
+
+    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, Fetched]:
+        """Return the messages at offsets ``[start, end)`` of each partition, in offset order, as columns.
+
+        Raises:
+            RangeIncompleteError: a range was not complete within ``timeout``.
+            ReaderFailedError: the reader thread died (its error is the cause).
+        """
+        out = {}
+        for p, runs in self._take(ranges).items():
+            topic, partition = parse_partition_name(p)
+            if runs:
+                out[p] = Fetched.of(topic, partition, Run.join(runs))
+            else:  # gaps only (transaction markers, compaction)
+                start = ranges[p][0]
+                out[p] = Fetched(topic, partition, range(start, start), [], [], [] if self.timestamps else None)
+        return out
+
+    def _hold(self, messages: list[Message]) -> Run:
+        return Run(offsets_of(messages), columns_of(messages, timestamps=self.timestamps))
