@@ -29,7 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from statefulstream.kafka_runs import Fetched, PartitionBuffer, Run, columns_of, offsets_of, partition_runs
+from statefulstream.kafka_runs import COLUMNS, Fetched, PartitionBuffer, Run, offsets_of, partition_runs
 
 _SECRET_HINTS = ("password", "secret", "token", "key")
 # Consumer settings the admin client would warn about; everything else (security) is shared.
@@ -393,22 +393,23 @@ class RangeReader(_ReaderThread):
 
 
 class ColumnReader(_ReaderThread):
-    """Reads planned offset ranges as columns of values and keys (:class:`~statefulstream.kafka_runs.Fetched`).
+    """Reads planned offset ranges as columns (:class:`~statefulstream.kafka_runs.Fetched`), holding no ``Message``.
 
-    The reader thread turns each fetched batch into plain lists (values,
-    keys, offsets as a ``range`` when gap-free) and drops the ``Message``
-    objects at once. ``Message`` objects are tracked by the cyclic garbage
-    collector: holding a read-ahead's worth of them made it traverse every
-    one again and again, which cost more than the fetch.
+    The reader thread turns each fetched batch into plain lists (values and
+    the columns asked for; offsets as a ``range`` when gap-free) and drops the
+    ``Message`` objects at once: the cyclic garbage collector tracks those,
+    and would traverse every one held while the next batch is read ahead.
 
     Args:
         config, timeout, poll_records, read_ahead: as :class:`RangeReader`.
-        timestamps: also keep each message's timestamp (ms); one more call per message.
+        keys: also keep each message's key.
+        timestamps: also keep each message's timestamp (ms).
     """
 
     def __init__(self, config: Mapping[str, Any], *, timeout: dt.timedelta, poll_records: int = 10_000,
-                 read_ahead: int = 0, timestamps: bool = False) -> None:
-        self.timestamps = timestamps
+                 read_ahead: int = 0, keys: bool = False, timestamps: bool = False) -> None:
+        self.columns = ("values", *(["keys"] if keys else []), *(["timestamps"] if timestamps else []))
+        self._take_columns = tuple(COLUMNS[c] for c in self.columns)
         super().__init__(config, timeout=timeout, poll_records=poll_records, read_ahead=read_ahead)
 
     def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, Fetched]:
@@ -420,13 +421,10 @@ class ColumnReader(_ReaderThread):
         """
         out = {}
         for p, runs in self._take(ranges).items():
-            topic, partition = parse_partition_name(p)
-            if runs:
-                out[p] = Fetched.of(topic, partition, Run.join(runs))
-            else:  # gaps only (transaction markers, compaction)
-                start = ranges[p][0]
-                out[p] = Fetched(topic, partition, range(start, start), [], [], [] if self.timestamps else None)
+            start = ranges[p][0]
+            run = Run.join(runs) if runs else Run(range(start, start), tuple([] for _ in self.columns))
+            out[p] = Fetched.of(*parse_partition_name(p), run, self.columns)
         return out
 
     def _hold(self, messages: list[Message]) -> Run:
-        return Run(offsets_of(messages), columns_of(messages, timestamps=self.timestamps))
+        return Run(offsets_of(messages), tuple(take(messages) for take in self._take_columns))

@@ -131,15 +131,18 @@ def offsets_of(messages: list[Message]) -> Sequence[int]:
 
 
 _offset = cast(Callable[[Message], int], Message.offset)
-_timestamp_ms = operator.itemgetter(1)  # Message.timestamp() is (type, milliseconds)
 
 
-def columns_of(messages: list[Message], *, timestamps: bool) -> tuple[list[Any], ...]:
-    """Return the values, keys and (with ``timestamps``) timestamps of ``messages``, each a C-level pass."""
-    values, keys = list(map(Message.value, messages)), list(map(Message.key, messages))
-    if timestamps:
-        return values, keys, list(map(_timestamp_ms, map(Message.timestamp, messages)))
-    return values, keys
+def _timestamps_ms(messages: list[Message]) -> list[int]:
+    return list(map(operator.itemgetter(1), map(Message.timestamp, messages)))  # timestamp() is (type, ms)
+
+
+COLUMNS: dict[str, Callable[[list[Message]], list[Any]]] = {
+    "values": lambda messages: list(map(Message.value, messages)),
+    "keys": lambda messages: list(map(Message.key, messages)),
+    "timestamps": _timestamps_ms,
+}
+"""How each column a ``ColumnReader`` may keep is taken from fetched messages: one C-level pass each."""
 
 
 @dataclasses.dataclass
@@ -151,7 +154,7 @@ class Fetched:
         partition: the partition number.
         offsets: each message's offset (a ``range`` when there is no gap).
         values: each message's value (``None`` for a tombstone).
-        keys: each message's key, or ``None``.
+        keys: each message's key (or ``None``), when the reader keeps keys; else ``None``.
         timestamps: each message's timestamp in ms, when the reader keeps them; else ``None``.
     """
 
@@ -159,14 +162,13 @@ class Fetched:
     partition: int
     offsets: Sequence[int]
     values: list[bytes | None]
-    keys: list[bytes | None]
+    keys: list[bytes | None] | None = None
     timestamps: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
 
     @classmethod
-    def of(cls, topic: str, partition: int, run: Run) -> Fetched:
-        """Return the columns of ``run`` (as ``columns_of`` made them) as a ``Fetched``."""
-        return cls(topic, partition, run.offsets, run.columns[0], run.columns[1],
-                   run.columns[2] if len(run.columns) > 2 else None)
+    def of(cls, topic: str, partition: int, run: Run, columns: Sequence[str]) -> Fetched:
+        """Return ``run``, whose columns are those named by ``columns`` (keys of ``COLUMNS``), as a ``Fetched``."""
+        return cls(topic, partition, run.offsets, **dict(zip(columns, run.columns, strict=True)))

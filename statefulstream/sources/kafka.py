@@ -187,7 +187,8 @@ class KafkaSource(Source):
         try:
             self._admin = AdminClient(admin_config(conf))
             self._reader = ColumnReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
-                                        read_ahead=self.read_ahead, timestamps=self.decoder.value_format == "raw")
+                                        read_ahead=self.read_ahead, keys=self.decoder.needs_keys,
+                                        timestamps=self.decoder.value_format == "raw")
             if self.watermark_probe:
                 # End-of-partition events end a watermark probe.
                 self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}",

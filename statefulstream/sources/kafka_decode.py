@@ -39,6 +39,8 @@ class MessageDecoder:
         self.value_format = value_format
         self.key_field = key_field
         self.schema = schema
+        self.needs_keys = key_field is not None or value_format == "raw"
+        """Whether decoding reads the message keys (a reader need not keep them otherwise)."""
 
     def decode(self, fetched: Fetched, result: ReadResult) -> None:
         """Decode one partition's messages in bulk, appending records and dead letters to ``result``."""
@@ -56,6 +58,7 @@ class MessageDecoder:
             result.dead_letters.extend(_dead(fetched, i, reason, "decode") for i, reason in bad)
         if self.key_field is not None:
             field, keys = self.key_field, fetched.keys
+            assert keys is not None, "the reader keeps keys for key_field"
             for i in kept:
                 rec, key = records[i], keys[i]
                 if isinstance(rec, dict):
@@ -116,8 +119,8 @@ def _unpack_msgpack(value: bytes) -> Any:
 
 def _raw_rows(fetched: Fetched) -> list[dict[str, Any]]:
     """Return Spark-style rows of ``fetched``: key and value as bytes, plus where and when."""
-    topic, partition, times = fetched.topic, fetched.partition, fetched.timestamps
-    assert times is not None, "the reader of the raw format keeps timestamps"
+    topic, partition, keys, times = fetched.topic, fetched.partition, fetched.keys, fetched.timestamps
+    assert keys is not None and times is not None, "the reader of the raw format keeps keys and timestamps"
     return [{"key": key, "value": value, "topic": topic, "partition": partition, "offset": offset,
-             "timestamp": ts} for key, value, offset, ts in zip(fetched.keys, fetched.values, fetched.offsets, times,
+             "timestamp": ts} for key, value, offset, ts in zip(keys, fetched.values, fetched.offsets, times,
                                                                  strict=True)]
