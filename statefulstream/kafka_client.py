@@ -309,21 +309,27 @@ class _ReaderThread:
         return True
 
     def _pause_or_resume(self, consumer: Consumer) -> bool:
-        """Pause the partitions that should not fetch now; return whether any partition should.
+        """Return whether to consume now; pause partitions only while an asked range waits for others.
 
-        A partition fetches while its asked range is incomplete, or while the
+        The reader consumes while an asked range is incomplete, or while the
         messages held are fewer than the asked ranges plus ``read_ahead``.
+        Holding enough with nothing asked, it just stops consuming: pausing
+        would make librdkafka drop its prefetched queue and stall the next
+        fetch (by about a second on every batch), while its own queue stays
+        bounded (``queued.min.messages``, ``queued.max.messages.kbytes``).
+        Holding enough while an asked range is incomplete, only that range's
+        partitions fetch, so a partition far ahead cannot fill memory.
         """
         held = sum(b.held for b in self._buffers.values())
         room = self.read_ahead > 0 and held < self.read_ahead + sum(hi - lo for lo, hi in self._want.values())
-        pause = {p for p in self._tps
-                 if not room and not (p in self._want and self._buffers[p].complete < self._want[p][1])}
+        needed = {p for p, (_, hi) in self._want.items() if self._buffers[p].complete < hi}
+        pause = set() if room or not needed else set(self._tps) - needed
         if pause - self._paused:
             consumer.pause([self._tps[p] for p in pause - self._paused])
         if self._paused - pause:
             consumer.resume([self._tps[p] for p in self._paused - pause])
         self._paused = pause
-        return len(pause) < len(self._tps)
+        return room or bool(needed)
 
     def _apply_moves(self, consumer: Consumer, moves: Mapping[str, int]) -> None:
         if not moves:

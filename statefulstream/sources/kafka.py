@@ -48,6 +48,15 @@ logger = logging.getLogger(__name__)
 
 _PROBE_POLL = dt.timedelta(milliseconds=20)  # one consume() wait of a watermark probe
 
+FETCH_SETTINGS = {
+    # An empty fetch (the end of a partition) is answered fast, so a short batch is not held back.
+    "fetch.wait.max.ms": 50,
+    # librdkafka stops fetching a partition whose prefetch queue is full and looks again after this long
+    # (1 s by default, which capped reading near queued.min.messages per second and partition).
+    "fetch.queue.backoff.ms": 50,
+}
+"""librdkafka fetch settings of the source's consumer (``config`` overrides them)."""
+
 
 class KafkaSource(Source):
     """Records from Kafka topics, read per planned offset range, exactly once with the checkpoint.
@@ -179,8 +188,7 @@ class KafkaSource(Source):
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id or f"statefulstream-{uuid.uuid4().hex}",
                 "isolation.level": "read_committed",
-                # An empty fetch (the end of a partition) is answered fast, so a short batch is not held back.
-                "fetch.wait.max.ms": 50, **self.config,
+                **FETCH_SETTINGS, **self.config,
                 # A fetch outside what the broker has is reported (data loss), never silently reset.
                 "auto.offset.reset": "error",
                 "enable.auto.commit": False, "enable.auto.offset.store": False}
