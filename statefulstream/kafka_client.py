@@ -3,10 +3,10 @@
 * :func:`mask_config`: a client config fit for logs and reprs.
 * :func:`admin_config` / :func:`list_offsets`: admin-side settings and the
   earliest or latest offsets of partitions.
-* :class:`RangeReader`: reads planned offset ranges ``[start, end)`` with one
-  long-lived consumer that stays assigned across reads and reads ahead on a
-  thread of its own (librdkafka releases the GIL while it fetches), so the
-  next batch arrives while the current one is processed.
+* :class:`ColumnReader` / :class:`RangeReader`: read planned offset ranges
+  ``[start, end)`` with one long-lived consumer that stays assigned and reads
+  ahead on a thread of its own (librdkafka releases the GIL while it fetches),
+  handing out columns (the source) or ``Message`` lists (small reads).
 
 Only the Kafka connectors import this module (it needs the ``kafka`` extra).
 Every timeout here is a :class:`datetime.timedelta`: never a bare number,
@@ -309,16 +309,12 @@ class _ReaderThread:
         return True
 
     def _pause_or_resume(self, consumer: Consumer) -> bool:
-        """Return whether to consume now; pause partitions only while an asked range waits for others.
+        """Return whether to consume now: while an asked range is incomplete or fewer than ``read_ahead`` are held.
 
-        The reader consumes while an asked range is incomplete, or while the
-        messages held are fewer than the asked ranges plus ``read_ahead``.
-        Holding enough with nothing asked, it just stops consuming: pausing
-        would make librdkafka drop its prefetched queue and stall the next
-        fetch (by about a second on every batch), while its own queue stays
-        bounded (``queued.min.messages``, ``queued.max.messages.kbytes``).
-        Holding enough while an asked range is incomplete, only that range's
-        partitions fetch, so a partition far ahead cannot fill memory.
+        Holding enough, it stops consuming rather than pausing: a pause makes
+        librdkafka drop its (bounded) prefetch queue and stalls the next fetch
+        by about a second. Only while an asked range is incomplete are the
+        other partitions paused, so a partition far ahead cannot fill memory.
         """
         held = sum(b.held for b in self._buffers.values())
         room = self.read_ahead > 0 and held < self.read_ahead + sum(hi - lo for lo, hi in self._want.values())
@@ -377,11 +373,10 @@ class _ReaderThread:
 
 
 class RangeReader(_ReaderThread):
-    """Reads planned offset ranges as lists of confluent-kafka ``Message`` objects (see :class:`ColumnReader`).
+    """Reads planned offset ranges as lists of confluent-kafka ``Message`` objects.
 
-    Holds the fetched ``Message`` objects themselves: fit for small reads
-    (the Kafka sink's markers). A long-running reader of many records should
-    be a :class:`ColumnReader`, which holds no ``Message`` objects.
+    Holds the ``Message`` objects themselves, which the cyclic garbage
+    collector tracks: for small reads. Reading many records, use :class:`ColumnReader`.
     """
 
     def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
@@ -401,10 +396,9 @@ class RangeReader(_ReaderThread):
 class ColumnReader(_ReaderThread):
     """Reads planned offset ranges as columns (:class:`~statefulstream.kafka_runs.Fetched`), holding no ``Message``.
 
-    The reader thread turns each fetched batch into plain lists (values and
-    the columns asked for; offsets as a ``range`` when gap-free) and drops the
-    ``Message`` objects at once: the cyclic garbage collector tracks those,
-    and would traverse every one held while the next batch is read ahead.
+    The reader thread turns each fetched batch into lists (offsets as a
+    ``range`` when gap-free) and drops the ``Message`` objects at once: the
+    cyclic garbage collector would traverse every one held while reading ahead.
 
     Args:
         config, timeout, poll_records, read_ahead: as :class:`RangeReader`.
