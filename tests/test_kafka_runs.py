@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
+from running_app import wait_for
 
 from statefulstream.kafka_client import ColumnReader, RangeReader, partition_name
 from statefulstream.kafka_runs import PartitionBuffer, Run
@@ -110,3 +111,29 @@ def test_column_and_message_readers_return_the_same_records_across_transaction_g
         messages.close()
     assert [(o, k, v) for o, k, v, _ in got_columns] == [(o, k, v) for o, (k, v) in zip(offsets, sent, strict=True)]
     assert got_columns == got_messages
+
+
+@pytest.mark.kafka
+def test_a_full_read_ahead_stops_consuming_without_pausing_and_the_next_range_is_exact(kafka_broker):
+    """A pause would drop librdkafka's prefetch queue and stall the next fetch: the reader just stops consuming."""
+    topic = kafka_broker.create_topic(partitions=2)
+    for p in range(2):
+        kafka_broker.produce(topic, [f"{p}-{i}".encode() for i in range(300)], partition=p, batched=True)
+    names = [partition_name(topic, p) for p in range(2)]
+    conf = {"bootstrap.servers": kafka_broker.bootstrap, "group.id": uuid.uuid4().hex,
+            "isolation.level": "read_committed", "auto.offset.reset": "error"}
+    reader = ColumnReader(conf, timeout=dt.timedelta(seconds=10), poll_records=50, read_ahead=100)
+    try:
+        first = reader.read({n: (0, 10) for n in names})
+        assert {n: f.values for n, f in first.items()} == {
+            n: [f"{p}-{i}".encode() for i in range(10)] for p, n in enumerate(names)}
+        held = wait_for(lambda: (h := sum(b.held for b in reader._buffers.values())) >= 100 and h,  # noqa: SLF001
+                        "the read-ahead to fill")
+        assert held < 100 + 50  # one consume() past the read-ahead at most
+        assert not reader._paused  # noqa: SLF001
+        second = reader.read({names[0]: (10, 250), names[1]: (10, 12)})
+        assert second[names[0]].values == [f"0-{i}".encode() for i in range(10, 250)]
+        assert second[names[0]].offsets == range(10, 250)
+        assert second[names[1]].values == [b"1-10", b"1-11"]
+    finally:
+        reader.close()
