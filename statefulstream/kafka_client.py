@@ -3,10 +3,10 @@
 * :func:`mask_config`: a client config fit for logs and reprs.
 * :func:`admin_config` / :func:`list_offsets`: admin-side settings and the
   earliest or latest offsets of partitions.
-* :class:`RangeReader`: reads planned offset ranges ``[start, end)`` with one
-  long-lived consumer that stays assigned across reads and reads ahead on a
-  thread of its own (librdkafka releases the GIL while it fetches), so the
-  next batch arrives while the current one is processed.
+* :class:`ColumnReader` / :class:`RangeReader`: read planned offset ranges
+  ``[start, end)`` with one long-lived consumer that stays assigned and reads
+  ahead on a thread of its own (librdkafka releases the GIL while it fetches),
+  handing out columns (the source) or ``Message`` lists (small reads).
 
 Only the Kafka connectors import this module (it needs the ``kafka`` extra).
 Every timeout here is a :class:`datetime.timedelta`: never a bare number,
@@ -20,15 +20,16 @@ import bisect
 import dataclasses
 import datetime as dt
 import itertools
-import operator
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from statefulstream.kafka_runs import COLUMNS, Fetched, PartitionBuffer, Run, offsets_of, partition_runs
 
 _SECRET_HINTS = ("password", "secret", "token", "key")
 # Consumer settings the admin client would warn about; everything else (security) is shared.
@@ -109,31 +110,8 @@ class ReaderFailedError(Exception):
     """The reader thread of a :class:`RangeReader` stopped on an unexpected error (its ``__cause__``)."""
 
 
-@dataclasses.dataclass
-class _Buffer:
-    """What the reader holds of one partition: messages at offsets ``[first, complete)``, in order."""
-
-    first: int
-    complete: int
-    messages: list[Message] = dataclasses.field(default_factory=list)
-
-    def drop_before(self, offset: int) -> None:
-        del self.messages[:bisect.bisect_left(self.messages, offset, key=_offset)]
-        self.first = offset
-
-    def take(self, end: int) -> list[Message]:
-        keep = bisect.bisect_left(self.messages, end, key=_offset)
-        taken, self.messages = self.messages[:keep], self.messages[keep:]
-        self.first = end
-        return taken
-
-
 def _offset(msg: Message) -> int:
     return msg.offset() or 0
-
-
-# The C method itself as a sort key: a Python function here would cost a call per message.
-_partition = cast(Callable[[Message], int], Message.partition)
 
 
 @dataclasses.dataclass
@@ -152,7 +130,7 @@ class _Commit:
         self.finished = True
 
 
-_OPEN_READERS: weakref.WeakSet[RangeReader] = weakref.WeakSet()
+_OPEN_READERS: weakref.WeakSet[_ReaderThread] = weakref.WeakSet()
 
 
 @atexit.register
@@ -162,7 +140,7 @@ def _close_open_readers() -> None:
         reader.close()
 
 
-class RangeReader:
+class _ReaderThread:
     """Reads planned offset ranges with one consumer that stays assigned and reads ahead.
 
     A thread owns the consumer. It keeps every partition it was asked for
@@ -171,7 +149,8 @@ class RangeReader:
     the last one ended) is mostly in memory when it is asked for. A range
     that starts elsewhere (a replay) re-positions that partition. Offsets may
     have gaps (transaction markers, aborted or compacted records): a range is
-    complete when the consumer's position reaches its end.
+    complete when the consumer's position reaches its end. What is held of
+    the fetched messages is up to the subclass (:meth:`_hold`).
 
     Args:
         config: consumer settings (``bootstrap.servers``, ``group.id``, security, ...).
@@ -187,7 +166,7 @@ class RangeReader:
         self.read_ahead = read_ahead
         self._consumer = Consumer({**config, "enable.partition.eof": False})
         self._cond = threading.Condition()
-        self._buffers: dict[str, _Buffer] = {}
+        self._buffers: dict[str, PartitionBuffer] = {}
         self._tps: dict[str, TopicPartition] = {}
         self._want: dict[str, tuple[int, int]] = {}  # the range being asked for, by partition
         self._moves: dict[str, int] = {}  # partitions the thread must re-position, and where to
@@ -201,15 +180,19 @@ class RangeReader:
         self._thread.start()
         _OPEN_READERS.add(self)
 
-    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
-        """Return the messages at offsets ``[start, end)`` of each partition, in offset order.
+    def _hold(self, messages: list[Message]) -> Run:
+        """Return what is kept of one partition's fetched ``messages`` (in offset order, none held yet)."""
+        raise NotImplementedError
+
+    def _take(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Run]]:
+        """Return the runs of messages at offsets ``[start, end)`` of each partition, in offset order.
 
         Raises:
             RangeIncompleteError: a range was not complete within ``timeout``.
             ReaderFailedError: the reader thread died (its error is the cause).
         """
         todo = {p: r for p, r in ranges.items() if r[1] > r[0]}
-        out: dict[str, list[Message]] = {p: [] for p in todo}
+        out: dict[str, list[Run]] = {p: [] for p in todo}
         deadline = time.monotonic() + self.timeout.total_seconds()
         with self._cond:
             for p, (lo, _) in todo.items():
@@ -218,7 +201,7 @@ class RangeReader:
                     buf.drop_before(lo)  # the next range: what was read ahead is kept
                 else:
                     self._moves[p] = lo
-                    self._buffers[p] = _Buffer(lo, lo)
+                    self._buffers[p] = PartitionBuffer(lo, lo)
             self._want = dict(todo)
             self._cond.notify_all()
             while True:
@@ -326,21 +309,23 @@ class RangeReader:
         return True
 
     def _pause_or_resume(self, consumer: Consumer) -> bool:
-        """Pause the partitions that should not fetch now; return whether any partition should.
+        """Return whether to consume now: while an asked range is incomplete or fewer than ``read_ahead`` are held.
 
-        A partition fetches while its asked range is incomplete, or while the
-        messages held are fewer than the asked ranges plus ``read_ahead``.
+        Holding enough, it stops consuming rather than pausing: a pause makes
+        librdkafka drop its (bounded) prefetch queue and stalls the next fetch
+        by about a second. Only while an asked range is incomplete are the
+        other partitions paused, so a partition far ahead cannot fill memory.
         """
-        held = sum(len(b.messages) for b in self._buffers.values())
+        held = sum(b.held for b in self._buffers.values())
         room = self.read_ahead > 0 and held < self.read_ahead + sum(hi - lo for lo, hi in self._want.values())
-        pause = {p for p in self._tps
-                 if not room and not (p in self._want and self._buffers[p].complete < self._want[p][1])}
+        needed = {p for p, (_, hi) in self._want.items() if self._buffers[p].complete < hi}
+        pause = set() if room or not needed else set(self._tps) - needed
         if pause - self._paused:
             consumer.pause([self._tps[p] for p in pause - self._paused])
         if self._paused - pause:
             consumer.resume([self._tps[p] for p in self._paused - pause])
         self._paused = pause
-        return len(pause) < len(self._tps)
+        return room or bool(needed)
 
     def _apply_moves(self, consumer: Consumer, moves: Mapping[str, int]) -> None:
         if not moves:
@@ -361,7 +346,8 @@ class RangeReader:
         """Append fetched messages to their buffers.
 
         This runs once per message, so it stays in C-level calls (map, sort,
-        bisect) and touches each partition's run of messages as a whole.
+        bisect) and touches each partition's run of messages as a whole; the
+        subclass's ``_hold`` says what is kept of a run.
         """
         if any(map(Message.error, batch)):  # rare: a client error (end-of-partition events are off)
             for err in filter(None, map(Message.error, batch)):
@@ -369,20 +355,7 @@ class RangeReader:
             batch = [m for m in batch if m.error() is None]
         if not batch:
             return
-        topics = list(map(Message.topic, batch))
-        if topics.count(topics[0]) == len(topics):
-            # One topic: a stable sort by partition keeps each partition's offset order.
-            batch.sort(key=_partition)
-            runs = []
-            while batch:
-                cut = bisect.bisect_right(batch, _partition(batch[0]), key=_partition)
-                runs.append(batch[:cut])
-                del batch[:cut]
-        else:
-            where = zip(topics, map(Message.partition, batch), strict=True)
-            runs = [[m for m, _ in group] for _, group in itertools.groupby(zip(batch, where, strict=True),
-                                                                             key=operator.itemgetter(1))]
-        for msgs in runs:
+        for msgs in partition_runs(batch):
             name = partition_name(msgs[0].topic() or "", msgs[0].partition() or 0)
             buf = self._buffers.get(name)
             if buf is None or name in self._moves:
@@ -390,11 +363,68 @@ class RangeReader:
             if _offset(msgs[0]) < buf.complete:  # already held (fetched again after a reconnect)
                 msgs = msgs[bisect.bisect_left(msgs, buf.complete, key=_offset):]
             if msgs:
-                buf.messages.extend(msgs)
-                buf.complete = _offset(msgs[-1]) + 1
+                buf.add(self._hold(msgs))
         # Past gaps (control records, compaction) the position moves without a message.
         for tp in positions:
             name = partition_name(tp.topic, tp.partition)
             buf = self._buffers.get(name)
             if buf is not None and name not in self._moves and tp.offset > buf.complete:
                 buf.complete = tp.offset
+
+
+class RangeReader(_ReaderThread):
+    """Reads planned offset ranges as lists of confluent-kafka ``Message`` objects.
+
+    Holds the ``Message`` objects themselves, which the cyclic garbage
+    collector tracks: for small reads. Reading many records, use :class:`ColumnReader`.
+    """
+
+    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Message]]:
+        """Return the messages at offsets ``[start, end)`` of each partition, in offset order.
+
+        Raises:
+            RangeIncompleteError: a range was not complete within ``timeout``.
+            ReaderFailedError: the reader thread died (its error is the cause).
+        """
+        return {p: list(itertools.chain.from_iterable(r.columns[0] for r in runs))
+                for p, runs in self._take(ranges).items()}
+
+    def _hold(self, messages: list[Message]) -> Run:
+        return Run(offsets_of(messages), (messages,))
+
+
+class ColumnReader(_ReaderThread):
+    """Reads planned offset ranges as columns (:class:`~statefulstream.kafka_runs.Fetched`), holding no ``Message``.
+
+    The reader thread turns each fetched batch into lists (offsets as a
+    ``range`` when gap-free) and drops the ``Message`` objects at once: the
+    cyclic garbage collector would traverse every one held while reading ahead.
+
+    Args:
+        config, timeout, poll_records, read_ahead: as :class:`RangeReader`.
+        keys: also keep each message's key.
+        timestamps: also keep each message's timestamp (ms).
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, timeout: dt.timedelta, poll_records: int = 10_000,
+                 read_ahead: int = 0, keys: bool = False, timestamps: bool = False) -> None:
+        self.columns = ("values", *(["keys"] if keys else []), *(["timestamps"] if timestamps else []))
+        self._take_columns = tuple(COLUMNS[c] for c in self.columns)
+        super().__init__(config, timeout=timeout, poll_records=poll_records, read_ahead=read_ahead)
+
+    def read(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, Fetched]:
+        """Return the messages at offsets ``[start, end)`` of each partition, in offset order, as columns.
+
+        Raises:
+            RangeIncompleteError: a range was not complete within ``timeout``.
+            ReaderFailedError: the reader thread died (its error is the cause).
+        """
+        out = {}
+        for p, runs in self._take(ranges).items():
+            start = ranges[p][0]
+            run = Run.join(runs) if runs else Run(range(start, start), tuple([] for _ in self.columns))
+            out[p] = Fetched.of(*parse_partition_name(p), run, self.columns)
+        return out
+
+    def _hold(self, messages: list[Message]) -> Run:
+        return Run(offsets_of(messages), tuple(take(messages) for take in self._take_columns))

@@ -27,8 +27,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from statefulstream.durations import Duration, positive_duration_ms
 from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.kafka_client import (
+    ColumnReader,
     RangeIncompleteError,
-    RangeReader,
     ReaderFailedError,
     admin_config,
     list_offsets,
@@ -36,6 +36,7 @@ from statefulstream.kafka_client import (
     parse_partition_name,
     partition_name,
 )
+from statefulstream.kafka_runs import Fetched
 from statefulstream.records import Offsets
 from statefulstream.retry import RetryPolicy
 from statefulstream.scaleout.options import ScaleOut
@@ -46,6 +47,15 @@ from statefulstream.sources.kafka_decode import FORMATS, Decoder, MessageDecoder
 logger = logging.getLogger(__name__)
 
 _PROBE_POLL = dt.timedelta(milliseconds=20)  # one consume() wait of a watermark probe
+
+FETCH_SETTINGS = {
+    # An empty fetch (the end of a partition) is answered fast, so a short batch is not held back.
+    "fetch.wait.max.ms": 50,
+    # librdkafka stops fetching a partition whose prefetch queue is full and looks again after this long
+    # (1 s by default, which capped reading near queued.min.messages per second and partition).
+    "fetch.queue.backoff.ms": 50,
+}
+"""librdkafka fetch settings of the source's consumer (``config`` overrides them)."""
 
 
 class KafkaSource(Source):
@@ -158,7 +168,7 @@ class KafkaSource(Source):
             msg = ("KafkaSource(scale_out=...) needs one topic (not a pattern) and a group_id: the processes of "
                    "the app share the topic's partitions through that consumer group")
             raise ConfigError(msg)
-        self._reader: RangeReader | None = None
+        self._reader: ColumnReader | None = None
         self._prober: Consumer | None = None
         self._admin: AdminClient | None = None
         self._probed: dict[str, tuple[int, int]] = {}  # partition -> (reported end, true end)
@@ -178,15 +188,15 @@ class KafkaSource(Source):
         conf = {"bootstrap.servers": self.bootstrap_servers,
                 "group.id": self.group_id or f"statefulstream-{uuid.uuid4().hex}",
                 "isolation.level": "read_committed",
-                # An empty fetch (the end of a partition) is answered fast, so a short batch is not held back.
-                "fetch.wait.max.ms": 50, **self.config,
+                **FETCH_SETTINGS, **self.config,
                 # A fetch outside what the broker has is reported (data loss), never silently reset.
                 "auto.offset.reset": "error",
                 "enable.auto.commit": False, "enable.auto.offset.store": False}
         try:
             self._admin = AdminClient(admin_config(conf))
-            self._reader = RangeReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
-                                       read_ahead=self.read_ahead)
+            self._reader = ColumnReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
+                                        read_ahead=self.read_ahead, keys=self.decoder.needs_keys,
+                                        timestamps=self.decoder.value_format == "raw")
             if self.watermark_probe:
                 # End-of-partition events end a watermark probe.
                 self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}",
@@ -209,7 +219,7 @@ class KafkaSource(Source):
         assert self._admin is not None
         return self._admin
 
-    def _range_reader(self) -> RangeReader:
+    def _range_reader(self) -> ColumnReader:
         if self._reader is None:
             self.open()
         assert self._reader is not None
@@ -381,7 +391,7 @@ class KafkaSource(Source):
         return result
 
     def _read_after_loss(self, todo: Mapping[str, tuple[int, int]],
-                         exc: RangeIncompleteError) -> dict[str, list[Message]]:
+                         exc: RangeIncompleteError) -> dict[str, Fetched]:
         """A range was not read in time: report data loss if its records are gone, else a broker error."""
         timeout = (f"KafkaSource could not read the planned range within {self.read_timeout.total_seconds():g}s: "
                    f"{exc}. Is the broker {self.bootstrap_servers} up? The batch is replayed on restart.")
