@@ -404,11 +404,13 @@ class ColumnReader(_ReaderThread):
         config, timeout, poll_records, read_ahead: as :class:`RangeReader`.
         keys: also keep each message's key.
         timestamps: also keep each message's timestamp (ms).
+        headers: also keep each message's headers.
     """
 
     def __init__(self, config: Mapping[str, Any], *, timeout: dt.timedelta, poll_records: int = 10_000,
-                 read_ahead: int = 0, keys: bool = False, timestamps: bool = False) -> None:
-        self.columns = ("values", *(["keys"] if keys else []), *(["timestamps"] if timestamps else []))
+                 read_ahead: int = 0, keys: bool = False, timestamps: bool = False, headers: bool = False) -> None:
+        self.columns = ("values", *(["keys"] if keys else []), *(["timestamps"] if timestamps else []),
+                        *(["headers"] if headers else []))
         self._take_columns = tuple(COLUMNS[c] for c in self.columns)
         super().__init__(config, timeout=timeout, poll_records=poll_records, read_ahead=read_ahead)
 

@@ -141,6 +141,7 @@ COLUMNS: dict[str, Callable[[list[Message]], list[Any]]] = {
     "values": lambda messages: list(map(Message.value, messages)),
     "keys": lambda messages: list(map(Message.key, messages)),
     "timestamps": _timestamps_ms,
+    "headers": lambda messages: list(map(Message.headers, messages)),
 }
 """How each column a ``ColumnReader`` may keep is taken from fetched messages: one C-level pass each."""
 
@@ -156,6 +157,7 @@ class Fetched:
         values: each message's value (``None`` for a tombstone).
         keys: each message's key (or ``None``), when the reader keeps keys; else ``None``.
         timestamps: each message's timestamp in ms, when the reader keeps them; else ``None``.
+        headers: each message's headers (``[(name, bytes)]`` or ``None``), when the reader keeps them.
     """
 
     topic: str
@@ -164,9 +166,18 @@ class Fetched:
     values: list[bytes | None]
     keys: list[bytes | None] | None = None
     timestamps: list[int] | None = None
+    headers: list[list[tuple[str, bytes]] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def select(self, indices: Sequence[int]) -> Fetched:
+        """Return only the messages at ``indices`` (increasing), every column kept."""
+        def pick(column: Sequence[Any] | None) -> Any:
+            return None if column is None else [column[i] for i in indices]
+
+        return Fetched(self.topic, self.partition, pick(self.offsets), pick(self.values), pick(self.keys),
+                       pick(self.timestamps), pick(self.headers))
 
     @classmethod
     def of(cls, topic: str, partition: int, run: Run, columns: Sequence[str]) -> Fetched:

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from running_app import wait_for
 
 from statefulstream.kafka_client import ColumnReader, RangeReader, partition_name
-from statefulstream.kafka_runs import PartitionBuffer, Run
+from statefulstream.kafka_runs import Fetched, PartitionBuffer, Run
 
 
 def offsets_with_gaps(rng: random.Random, n: int) -> list[int]:
@@ -137,3 +137,12 @@ def test_a_full_read_ahead_stops_consuming_without_pausing_and_the_next_range_is
         assert second[names[1]].values == [b"1-10", b"1-11"]
     finally:
         reader.close()
+
+
+def test_select_keeps_every_column_of_the_chosen_messages() -> None:
+    fetched = Fetched("t", 3, range(10, 14), [b"a", b"b", b"c", b"d"], keys=[b"k0", None, b"k2", b"k3"],
+                      headers=[[("h", b"0")], None, [("h", b"2")], []])
+    picked = fetched.select([0, 2])
+    assert (picked.topic, picked.partition, list(picked.offsets)) == ("t", 3, [10, 12])
+    assert picked.values == [b"a", b"c"] and picked.keys == [b"k0", b"k2"]
+    assert picked.headers == [[("h", b"0")], [("h", b"2")]] and picked.timestamps is None

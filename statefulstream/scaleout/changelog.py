@@ -26,15 +26,15 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.errors import ConfigError, SourceError
-from statefulstream.kafka_client import RangeIncompleteError, RangeReader, ReaderFailedError, list_offsets
+from statefulstream.kafka_client import ColumnReader, RangeIncompleteError, ReaderFailedError, list_offsets
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, TransactionalProducer
 from statefulstream.state.store import CommitRecord
 
@@ -46,6 +46,7 @@ with a NUL byte is the integer 0, one byte long."""
 KV_PREFIX = b"\x00statefulstream.kv:"
 """Changelog keys of the ``kv`` namespace's entries (stateful processors' variables and timers) start with this."""
 _TAIL = 1_000  # offsets read back from the end of a partition to find its last marker
+_CHUNK = 50_000  # offsets read per step of a scan (and read ahead meanwhile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +89,12 @@ class RestoreResult:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
 
-def header(msg: Message, name: str) -> bytes | None:
-    """The value of header ``name`` of ``msg``, or ``None``."""
-    headers = cast(list[tuple[str, bytes]], msg.headers() or [])
-    return next((value for key, value in headers if key == name), None)
+def _tag(headers: list[tuple[str, bytes]] | None) -> tuple[bytes, bytes]:
+    """``(attempt, batch)`` of a changelog record, from the headers ``TransactionalProducer.headers`` wrote."""
+    if headers and len(headers) == 3 and headers[2][0] == HEADER_ATTEMPT and headers[1][0] == HEADER_BATCH:
+        return headers[2][1], headers[1][1]  # the order they are written in: no dict per record
+    tags = dict(headers or ())
+    return tags.get(HEADER_ATTEMPT) or b"", tags.get(HEADER_BATCH) or b""
 
 
 class Changelog:
@@ -191,25 +194,27 @@ class Changelog:
 
     def _scan(self, partition: int, lo: int, hi: int, *,
               markers_only: bool) -> Iterator[tuple[Marker, dict[bytes, bytes | None]]]:
-        """Yield ``(marker, its transaction's rows)`` for each committed marker in ``[lo, hi)``, in order."""
+        """Yield ``(marker, its transaction's rows)`` for each committed marker in ``[lo, hi)``, in order.
+
+        Read as columns (no ``Message`` objects), the next chunk read ahead while this one is applied.
+        """
         if hi <= lo:
             return
         conf = {**self.config, "group.id": f"statefulstream-restore-{uuid.uuid4().hex}",
                 "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error"}
-        reader = RangeReader(conf, timeout=self.timeout)
+        reader = ColumnReader(conf, timeout=self.timeout, read_ahead=_CHUNK, keys=True, headers=True)
         name = f"{self.topic}:{partition}"
         pending: dict[tuple[bytes, bytes], dict[bytes, bytes | None]] = {}  # (attempt, batch) -> rows
-        step = 50_000
         try:
-            for start in range(lo, hi, step):
-                for msg in reader.read({name: (start, min(start + step, hi))}).get(name, ()):
-                    key = msg.key() or b""
-                    if key.startswith(MARKER_PREFIX):
-                        marker = Marker.from_bytes(msg.value() or b"{}")
+            for start in range(lo, hi, _CHUNK):
+                fetched = reader.read({name: (start, min(start + _CHUNK, hi))})[name]
+                for key, value, headers in zip(fetched.keys or (), fetched.values, fetched.headers or (),
+                                               strict=True):
+                    if key is not None and key.startswith(MARKER_PREFIX):
+                        marker = Marker.from_bytes(value or b"{}")
                         yield marker, self._take(pending, marker)
                     elif not markers_only:
-                        tag = (header(msg, HEADER_ATTEMPT) or b"", header(msg, HEADER_BATCH) or b"")
-                        pending.setdefault(tag, {})[key] = msg.value()
+                        pending.setdefault(_tag(headers), {})[key or b""] = value
         except (RangeIncompleteError, ReaderFailedError) as exc:
             msg_ = (f"changelog topic {self.topic!r} partition {partition}: could not read [{lo}, {hi}) within "
                     f"{self.timeout.total_seconds():g}s: {exc}")

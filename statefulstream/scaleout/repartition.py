@@ -27,13 +27,12 @@ import time
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import Message
-
 from statefulstream.errors import SinkError, SourceError
+from statefulstream.kafka_runs import Fetched
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK, TransactionalProducer
 from statefulstream.operator import StatefulOperator
 from statefulstream.options import GroupStateTimeout
-from statefulstream.scaleout.changelog import Changelog, header
+from statefulstream.scaleout.changelog import Changelog
 from statefulstream.sink import Sink, SinkContext
 from statefulstream.sources.kafka import KafkaSource
 from statefulstream.state.codec import DEFAULT_CODEC
@@ -129,14 +128,18 @@ class RepartitionSource(KafkaSource):
         self._committed: dict[tuple[bytes, bytes], int] = {}  # (forward task, attempt) -> last committed batch
         self._read_to: dict[int, int] = {}  # marker partition -> offset read up to
 
-    def _accept(self, messages: list[Message]) -> list[Message]:
-        kept = [m for m in messages if self._is_committed(m)]
-        if len(kept) < len(messages):
-            logger.info("repartition topic %r: left out %d records of aborted forward transactions",
-                        self.topics[0], len(messages) - len(kept))
-        return kept
+    keeps_headers = True
 
-    def _is_committed(self, msg: Message) -> bool:
+    def _accept(self, fetched: Fetched) -> Fetched:
+        headers = fetched.headers or [None] * len(fetched)
+        kept = [i for i, h in enumerate(headers) if self._is_committed(h)]
+        if len(kept) == len(fetched):
+            return fetched
+        logger.info("repartition topic %r: left out %d records of aborted forward transactions",
+                    self.topics[0], len(fetched) - len(kept))
+        return fetched.select(kept)
+
+    def _is_committed(self, headers: list[tuple[str, bytes]] | None) -> bool:
         """Whether the forward transaction that wrote ``msg`` committed.
 
         Undecided until its marker, or a later batch's of another attempt, is
@@ -148,7 +151,8 @@ class RepartitionSource(KafkaSource):
         Raises:
             UndecidedRecordsError: still undecided (the worker runs the batch again later).
         """
-        writer, batch, attempt = (header(msg, h) for h in (HEADER_SINK, HEADER_BATCH, HEADER_ATTEMPT))
+        tags = dict(headers or ())
+        writer, batch, attempt = (tags.get(h) for h in (HEADER_SINK, HEADER_BATCH, HEADER_ATTEMPT))
         if writer is None or batch is None or attempt is None:
             return True  # not written by a forward task
         number, partition = int(batch), int(writer.rsplit(b".", 1)[1])

@@ -196,7 +196,8 @@ class KafkaSource(Source):
             self._admin = AdminClient(admin_config(conf))
             self._reader = ColumnReader(conf, timeout=self.read_timeout, poll_records=self.poll_records,
                                         read_ahead=self.read_ahead, keys=self.decoder.needs_keys,
-                                        timestamps=self.decoder.value_format == "raw")
+                                        timestamps=self.decoder.value_format == "raw",
+                                        headers=self.keeps_headers)
             if self.watermark_probe:
                 # End-of-partition events end a watermark probe.
                 self._prober = Consumer({**conf, "group.id": f"statefulstream-probe-{uuid.uuid4().hex}",
@@ -417,9 +418,12 @@ class KafkaSource(Source):
 
     # --- after commit
 
-    def _accept(self, messages: list[Message]) -> list[Message]:
+    keeps_headers = False
+    """Whether the reader keeps each message's headers (for a subclass's :meth:`_accept`)."""
+
+    def _accept(self, fetched: Fetched) -> Fetched:
         """The messages of one partition's range to decode (all of them; a subclass may leave some out)."""
-        return messages
+        return fetched
 
     def release(self, partitions: Sequence[str]) -> None:
         """Stop reading ``partitions`` (``"topic:p"``) and drop what was read ahead of them (scale-out revokes)."""
