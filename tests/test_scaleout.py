@@ -16,14 +16,17 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from kafka_broker import TansuBroker
 
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
+from statefulstream.scaleout.task import PartitionTask
+from statefulstream.scaleout.worker import combined_watermark
 from statefulstream.sinks.kafka import committed_attempts
 
 JOB = Path(__file__).parent / "scaleout_job.py"
@@ -176,6 +179,11 @@ class TestOneWorker:
         assert "statefulstream_partitions_owned{app=\"single\"} 6.0" in exported
         # It resumed from the restored offsets: nothing was processed (or written) twice.
         assert sessions_of(committed_view(kafka_broker, topics[1])) == expected_sessions(evs, "user")
+        # The first process's own folder is current with the changelog: reused, nothing restored.
+        again = run_single(kafka_broker, topics, tmp_path, "single")
+        assert again == state
+        log = (tmp_path / "single.log").read_text()
+        assert log.count("local state is current") == PARTITIONS and "restored" not in log
 
 
 class TestWorkersComeAndGo:
@@ -381,3 +389,25 @@ class TestProcessor:
         logs = (tmp_path / "w2.log").read_text() + (tmp_path / "w3.log").read_text()
         restored = [int(n) for n in re.findall(r"restored (\d+) changelog records", logs)]
         assert max(restored) > 0, logs[-3000:]  # the killed worker's variables and timers came back
+
+
+class TestWatermarkRule:
+    """The process's watermark: the smallest own watermark of its partitions that have one."""
+
+    class Part:
+        def __init__(self, own: int) -> None:
+            self.watermark_ms = own
+
+    def test_the_smallest_own_watermark_of_partitions_that_have_one(self) -> None:
+        parts = [self.Part(500), self.Part(0), self.Part(300)]
+        assert combined_watermark(parts) == 300
+        assert combined_watermark([self.Part(0)]) == 0
+        assert combined_watermark([]) == 0
+
+    def test_a_partition_runs_with_the_process_watermark_but_never_above_its_own(self) -> None:
+        task = PartitionTask.__new__(PartitionTask)
+        task.executor = cast(Any, types.SimpleNamespace(watermark_ms=500))
+        assert task.batch_watermark(300) == 300  # held back by another partition
+        assert task.batch_watermark(900) == 500
+        task.executor = cast(Any, types.SimpleNamespace(watermark_ms=0))  # just assigned, no event time yet
+        assert task.batch_watermark(300) == 0
