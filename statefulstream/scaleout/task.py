@@ -195,6 +195,7 @@ class PartitionTask:
                     kv.put(key[cut:], row)
             store.commit(provisional)
             self.ctx.membership.keep_alive()  # a long restore must not cost the process its group membership
+            self.ctx.heartbeat.beat()  # ... nor its liveness (/health)
 
         try:
             result = self.ctx.changelog.restore(self.partition, apply, chunk=self.ctx.scale.restore_chunk)

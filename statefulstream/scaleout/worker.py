@@ -77,6 +77,7 @@ class GroupContext:
     kafka_sinks: list[Any]
     kafka_dead_letters: Any | None
     available_now: bool
+    heartbeat: Heartbeat
 
     def on_restore(self, partition: str, result: RestoreResult) -> None:
         """Export a restore's figures."""
@@ -119,7 +120,7 @@ def run_scaled_out(app: App, trigger: Trigger, stop: threading.Event, heartbeat:
                           f"'available_now' or a processing-time trigger")
     assert app.checkpoint_dir is not None
     lock = lock_partitions(app.checkpoint_dir)
-    ctx, forward = _contexts(app, source, operator, trigger)
+    ctx, forward = _contexts(app, source, operator, trigger, heartbeat)
     tasks: dict[str, PartitionTask] = {}
     try:
         ready = False
@@ -233,8 +234,8 @@ def _rebalance(ctx: GroupContext, forward: GroupContext | None, tasks: dict[str,
             tasks[name] = task
 
 
-def _contexts(app: App, source: KafkaSource, operator: StatefulOperator,
-              trigger: Trigger) -> tuple[GroupContext, GroupContext | None]:
+def _contexts(app: App, source: KafkaSource, operator: StatefulOperator, trigger: Trigger,
+              heartbeat: Heartbeat) -> tuple[GroupContext, GroupContext | None]:
     """The stateful stage's context and, when records must be re-keyed, the forward stage's."""
     scale = source.scale_out
     assert scale is not None and app.checkpoint_dir is not None
@@ -266,7 +267,7 @@ def _contexts(app: App, source: KafkaSource, operator: StatefulOperator,
                        checkpoint_dir=app.checkpoint_dir, changelog=changelog, membership=membership,
                        producer_config=admin_config(client), timeout=source.read_timeout,
                        kafka_sinks=list(operator.sinks), kafka_dead_letters=kafka_dead,
-                       available_now=trigger.kind is TriggerKind.AVAILABLE_NOW)
+                       available_now=trigger.kind is TriggerKind.AVAILABLE_NOW, heartbeat=heartbeat)
     if not rekey:
         return ctx, None
     forward_sink = RepartitionWriter(topics[1])
