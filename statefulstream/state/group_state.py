@@ -54,6 +54,7 @@ class Outcome(NamedTuple):
 _new_outcome = tuple.__new__  # an Outcome without the NamedTuple constructor's overhead (once per handler call)
 _KEEP = Outcome(Action.KEEP, None, NO_TIMEOUT_MS)
 _DELETE = Outcome(Action.DELETE, None, NO_TIMEOUT_MS)
+_PUT = Action.PUT  # an enum member read through its class costs ~60 ns on Python 3.11, a global ~5
 
 
 class GroupState(Generic[S]):
@@ -254,7 +255,7 @@ class GroupState(Generic[S]):
             # delete it rather than keep an empty row (Spark would store it forever).
             return _DELETE if (self._removed or stored_timeout_ms != NO_TIMEOUT_MS) else _KEEP
         if self._updated or self._removed or new_ts != stored_timeout_ms:
-            return _new_outcome(Outcome, (Action.PUT, self._value if self._defined else None, new_ts))
+            return _new_outcome(Outcome, (_PUT, self._value if self._defined else None, new_ts))
         return _KEEP
 
     def __repr__(self) -> str:

@@ -71,6 +71,7 @@ DEFAULT_CACHE_KEYS = 100_000
 """Rows kept in the in-memory cache in front of RocksDB."""
 
 _TIMEOUT = struct.Struct(">q")
+_pack_timeout = _TIMEOUT.pack
 _MISSING = object()
 _EXPIRED_CHUNK = 512  # timers read per multi-get while walking the index
 
@@ -113,6 +114,8 @@ class RocksDBStateStore(StateStore):
         # This batch's writes in call order, (key bytes, row bytes or None to delete): appending is
         # cheaper than a dict insert per handler call; a dict is built when they are read (last write wins).
         self._writes: list[tuple[bytes, bytes | None]] = []
+        # Bound once: put_value runs once per handler call.
+        self._stage, self._pack_key, self._pack_value = self._writes.append, codec.pack_key, codec.pack_value
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
@@ -374,9 +377,8 @@ class RocksDBStateStore(StateStore):
 
     def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
         """Stage ``StateRow(value, timeout_ms)`` (see :meth:`put`), encoded now."""
-        codec = self._codec
         try:
-            self._writes.append((codec.pack_key(key), _TIMEOUT.pack(timeout_ms) + codec.pack_value(value)))
+            self._stage((self._pack_key(key), _pack_timeout(timeout_ms) + self._pack_value(value)))
         except Exception as exc:  # noqa: BLE001 - say what could not be stored
             raise self._encode_error(key, value, timeout_ms, exc) from exc
 
