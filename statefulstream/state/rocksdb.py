@@ -249,7 +249,8 @@ class RocksDBStateStore(StateStore):
         """
         cache = self._cache
         out: list[Any] = list(map(cache.pop if taken else cache.get, kbs, itertools.repeat(_MISSING)))
-        missing = [i for i, raw in enumerate(out) if raw is _MISSING]
+        # Counted first (a C-level pass), indexed only when something is missing.
+        missing = [i for i, raw in enumerate(out) if raw is _MISSING] if out.count(_MISSING) else []
         if missing:
             misses: list[Any] = [kbs[i] for i in missing]
             fetched: list[bytes | None] = (
