@@ -121,7 +121,7 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
                    f"{batch_id}{', timeout call' if timed_out else ''}); the batch is not committed and "
                    f"is replayed on the next start")
             raise UserFunctionError(msg, key=key, batch_id=batch_id) from exc
-        action, new_value, new_ts = state.outcome(stored_ts)
+        action, new_value, new_ts = state.write_back(stored_ts)
         try:
             if action is put:
                 put_value(key, new_value, new_ts)

@@ -71,6 +71,7 @@ DEFAULT_CACHE_KEYS = 100_000
 """Rows kept in the in-memory cache in front of RocksDB."""
 
 _TIMEOUT = struct.Struct(">q")
+_pack_timeout = _TIMEOUT.pack
 _MISSING = object()
 _EXPIRED_CHUNK = 512  # timers read per multi-get while walking the index
 
@@ -113,6 +114,8 @@ class RocksDBStateStore(StateStore):
         # This batch's writes in call order, (key bytes, row bytes or None to delete): appending is
         # cheaper than a dict insert per handler call; a dict is built when they are read (last write wins).
         self._writes: list[tuple[bytes, bytes | None]] = []
+        # Bound once: put_value runs once per handler call.
+        self._stage, self._pack_key, self._pack_value = self._writes.append, codec.pack_key, codec.pack_value
         self._sync = WriteOptions()
         self._sync.sync = True
         # Held while RocksDB is reopened (read-write, or at the first commit's rename), so that
@@ -236,22 +239,28 @@ class RocksDBStateStore(StateStore):
 
     # --- reads
 
-    def _committed(self, kbs: Sequence[bytes]) -> list[bytes | None]:
-        """Return committed row bytes of encoded keys: cache first, one multi-get for the misses."""
+    def _committed(self, kbs: Sequence[bytes], *, taken: bool = False) -> list[bytes | None]:
+        """Return committed row bytes of encoded keys: cache first, then one RocksDB get per miss.
+
+        ``taken``: the keys leave the cache and misses are not added (a commit re-inserts its rows).
+
+        Single gets, not one multi-get: rocksdict's multi-get costs ~0.5 µs per absent key (every new
+        group), a single get ~0.2 µs (and ~0.8 against ~1 µs for a present one).
+        """
         cache = self._cache
-        out: list[Any] = [cache.get(kb, _MISSING) for kb in kbs]
-        missing = [i for i, raw in enumerate(out) if raw is _MISSING]
+        out: list[Any] = list(map(cache.pop if taken else cache.get, kbs, itertools.repeat(_MISSING)))
+        # Counted first (a C-level pass), indexed only when something is missing.
+        missing = [i for i, raw in enumerate(out) if raw is _MISSING] if out.count(_MISSING) else []
         if missing:
             misses: list[Any] = [kbs[i] for i in missing]
             fetched: list[bytes | None] = (
-                self._cf["state"].get(misses) if self._db is not None  # type: ignore[assignment]
-                else [None] * len(missing))
+                list(map(self._cf["state"].get, misses)) if self._db is not None else [None] * len(missing))
             if len(missing) == len(out):  # nothing cached (new keys, a cold start): no per-key loop
                 out = list(fetched)
             else:
                 for i, raw in zip(missing, fetched, strict=True):
                     out[i] = raw
-            if self._cache_keys:
+            if self._cache_keys and not taken:
                 cache.update(zip(misses, fetched, strict=True))
                 self._trim_cache()
         return out
@@ -369,9 +378,8 @@ class RocksDBStateStore(StateStore):
 
     def put_value(self, key: Hashable, value: Any, timeout_ms: int) -> None:
         """Stage ``StateRow(value, timeout_ms)`` (see :meth:`put`), encoded now."""
-        codec = self._codec
         try:
-            self._writes.append((codec.pack_key(key), _TIMEOUT.pack(timeout_ms) + codec.pack_value(value)))
+            self._stage((self._pack_key(key), _pack_timeout(timeout_ms) + self._pack_value(value)))
         except Exception as exc:  # noqa: BLE001 - say what could not be stored
             raise self._encode_error(key, value, timeout_ms, exc) from exc
 
@@ -433,9 +441,11 @@ class RocksDBStateStore(StateStore):
         unpack = _TIMEOUT.unpack_from
         if staged:
             put, delete = batch.put, batch.delete
-            moves: list[tuple[bytes, int, int]] = []  # (key, old timeout, new timeout) of every written row
+            moves: list[tuple[bytes, int, int]] = []  # (key, old timeout, new timeout), changed ones
             move = moves.append
-            for (kb, new), old in zip(staged.items(), self._committed(list(staged)), strict=True):
+            # Taken out of the cache (re-inserted as the newest after the write; a failed write only loses
+            # cached copies of committed rows).
+            for (kb, new), old in zip(staged.items(), self._committed(list(staged), taken=True), strict=True):
                 if new is None:
                     delete(kb, h_state)
                     new_t = NO_TIMEOUT_MS
@@ -444,7 +454,9 @@ class RocksDBStateStore(StateStore):
                     put(kb, new, h_state)
                     new_t = unpack(new)[0]
                     rows += old is None
-                move((kb, NO_TIMEOUT_MS if old is None else unpack(old)[0], new_t))
+                old_t = NO_TIMEOUT_MS if old is None else unpack(old)[0]
+                if old_t != new_t:
+                    move((kb, old_t, new_t))
             timers.stage(moves)
 
         def keeps(deadline: int, kb: bytes) -> bool:  # a due timer stays unless its row's write moved it
@@ -469,9 +481,7 @@ class RocksDBStateStore(StateStore):
         self._num_rows = rows
         timers.committed(floor)
         if self._cache_keys:  # written rows re-inserted as the newest: rows in use stay cached
-            cache = self._cache
-            deque(map(cache.pop, staged, itertools.repeat(None)), maxlen=0)
-            cache.update(staged)
+            self._cache.update(staged)
             self._trim_cache()
         self._writes.clear()
         self._kv.discard()
