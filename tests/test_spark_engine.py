@@ -26,6 +26,7 @@ from statefulstream.cli import main
 from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.memory_sink import MemorySink
 from statefulstream.sources.file import FileSource
+from statefulstream.sources.kafka import KafkaSource
 from statefulstream.sources.memory import MemorySource
 from statefulstream.spark.query import SparkQueryError
 from statefulstream.windows import count, tumbling
@@ -225,10 +226,13 @@ def test_what_cannot_be_mapped_fails_before_anything_starts(tmp_path: pathlib.Pa
     assert not (tmp_path / "c").exists()
     with pytest.raises(ConfigError, match="engine must be"):
         app.run(engine="flink")
+    scaled = App("s", source=KafkaSource("events", bootstrap_servers="127.0.0.1:9", group_id="g", scale_out=True))
+    scaled.flat_map_groups_with_state(key="k")(lambda k, v, s: [])
+    with pytest.raises(ConfigError, match=r"scale_out=\.\.\.\) spreads partitions over embedded processes"):
+        scaled.run(engine="spark")
 
 
 def test_kafka_source_without_the_spark_kafka_package_names_it(spark: Any) -> None:
-    from statefulstream.sources.kafka import KafkaSource
 
     app = App("k", source=KafkaSource("events", bootstrap_servers="127.0.0.1:9"))
     app.flat_map_groups_with_state(key="user")(lambda k, v, s: [])
@@ -263,7 +267,6 @@ def test_handler_error_fails_the_query_and_the_batch_is_run_again(spark: Any, tm
 
 
 def test_kafka_source_options_carry_topics_offsets_bound_and_client_settings() -> None:
-    from statefulstream.sources.kafka import KafkaSource
     from statefulstream.spark.sources import kafka_options
 
     source = KafkaSource(["a", "b"], bootstrap_servers="127.0.0.1:9", config={"security.protocol": "SSL"},

@@ -104,6 +104,9 @@ def plan_for_spark(app: App, trigger: Trigger, source_options: Mapping[str, Any]
 
 def _source_problems(source: Source, max_records: int | None, options: Mapping[str, str]) -> list[str]:
     if is_kafka_source(source):
+        if getattr(source, "scale_out", None) is not None:
+            return ["KafkaSource(scale_out=...) spreads partitions over embedded processes; on Spark the "
+                    "executors share the partitions already: drop scale_out= (and group_id=) to run on Spark"]
         return []
     if type(source) is not FileSource:
         return [f"source {type(source).__name__} has no Spark counterpart: only FileSource (Spark's file stream "
