@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ from statefulstream.kafka_client import (
     admin_config,
     list_offsets,
     mask_config,
+    one_off_reader_config,
 )
 from statefulstream.kafka_txn import (
     HEADER_ATTEMPT,
@@ -291,9 +291,7 @@ class KafkaSink(Sink):
             latest = list_offsets(admin, tps, OffsetSpec.latest(), timeout=self.timeout)
         except KafkaException as exc:
             raise self._unavailable(exc, f"list offsets of marker topic {self.marker_topic!r}") from exc
-        conf = {**self._client_config(), "group.id": f"statefulstream-markers-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error"}
-        reader = RangeReader(conf, timeout=self.timeout)
+        reader = RangeReader(one_off_reader_config(self._client_config(), "markers"), timeout=self.timeout)
         try:
             tail = {p: max(start[p], end - _MARKER_TAIL) for p, end in latest.items()}
             found = self._last_marker(reader.read({p: (tail[p], latest[p]) for p in latest}))

@@ -22,7 +22,9 @@ import datetime as dt
 import itertools
 import threading
 import time
+import uuid
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +57,16 @@ def parse_partition_name(name: str) -> tuple[str, int]:
     """
     topic, _, partition = name.rpartition(":")
     return topic, int(partition)
+
+
+def one_off_reader_config(config: Mapping[str, Any], purpose: str) -> dict[str, Any]:
+    """Settings of a reader that reads a range once: its own group, committed records only, no commits.
+
+    >>> one_off_reader_config({"bootstrap.servers": "b:9092"}, "markers")["isolation.level"]
+    'read_committed'
+    """
+    return {**config, "group.id": f"statefulstream-{purpose}-{uuid.uuid4().hex}", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "auto.offset.reset": "error"}
 
 
 def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,7 +152,7 @@ def _close_open_readers() -> None:
         reader.close()
 
 
-class _ReaderThread:
+class _ReaderThread(ABC):
     """Reads planned offset ranges with one consumer that stays assigned and reads ahead.
 
     A thread owns the consumer. It keeps every partition it was asked for
@@ -180,9 +192,9 @@ class _ReaderThread:
         self._thread.start()
         _OPEN_READERS.add(self)
 
+    @abstractmethod
     def _hold(self, messages: list[Message]) -> Run:
         """Return what is kept of one partition's fetched ``messages`` (in offset order, none held yet)."""
-        raise NotImplementedError
 
     def _take(self, ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[Run]]:
         """Return the runs of messages at offsets ``[start, end)`` of each partition, in offset order.

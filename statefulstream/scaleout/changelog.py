@@ -24,7 +24,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -34,7 +33,13 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from statefulstream.checkpoint.plan_log import BatchPlan
 from statefulstream.errors import ConfigError, SourceError
-from statefulstream.kafka_client import ColumnReader, RangeIncompleteError, ReaderFailedError, list_offsets
+from statefulstream.kafka_client import (
+    ColumnReader,
+    RangeIncompleteError,
+    ReaderFailedError,
+    list_offsets,
+    one_off_reader_config,
+)
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, TransactionalProducer
 from statefulstream.state.store import CommitRecord
 
@@ -200,9 +205,8 @@ class Changelog:
         """
         if hi <= lo:
             return
-        conf = {**self.config, "group.id": f"statefulstream-restore-{uuid.uuid4().hex}",
-                "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "error"}
-        reader = ColumnReader(conf, timeout=self.timeout, read_ahead=_CHUNK, keys=True, headers=True)
+        reader = ColumnReader(one_off_reader_config(self.config, "restore"), timeout=self.timeout, read_ahead=_CHUNK,
+                              keys=True, headers=True)
         name = f"{self.topic}:{partition}"
         pending: dict[tuple[bytes, bytes], dict[bytes, bytes | None]] = {}  # (attempt, batch) -> rows
         try:
