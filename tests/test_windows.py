@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -54,6 +55,7 @@ from statefulstream.windows import (
     var_pop,
     variance,
 )
+from statefulstream.windows.operator import WindowAggregation
 
 MIN = 60_000
 NOON = int(dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
@@ -162,6 +164,19 @@ def run_tester(batches: Sequence[Sequence[tuple[str, int]]], *, window: Any, del
         assert p is not None
         lates.append(p.records_late_kept if mode == "complete" else p.records_late)
     return out, lates, tester
+
+
+def run_sessions(batches: Sequence[Sequence[tuple[str, int]]], mode: str,
+                 ) -> tuple[list[list[dict[str, Any]]], dict[Any, Any], dict[Any, int | None]]:
+    """Rows per batch, final states and timeouts of 3-minute session windows with order-sensitive aggregates."""
+    app = App("sessions")
+    app.aggregate(key="word", event_time="ts", window=session("3 minutes"), watermark_delay="5 minutes",
+                  aggs={"n": count(), "s": sum("v"), "first": first("v"), "last": last("v"), "all": collect_list("v")},
+                  output_mode=mode)
+    tester = StreamTester(app)
+    rows = [tester.run_batch([{"word": k, "ts": t, "v": i} for i, (k, t) in enumerate(b)]) for b in batches]
+    states = tester.states()
+    return rows, states, {k: tester.timeout_ms(k) for k in states}
 
 
 # The classic timeline (Spark guide, "Handling Late Data and Watermarking"), with 5-minute
@@ -390,6 +405,44 @@ class TestOutputModes:
         got, lates, _ = run_tester(batches, window=session("3 minutes"), delay="5 minutes", mode=mode)
         want, want_lates = reference(batches, delay=5 * MIN, mode=mode, gap=3 * MIN)
         assert (got, lates) == (want, want_lates)
+
+    # Minutes on a short span: sessions (3 minutes) often touch, continue and follow each other exactly.
+    @given(st.lists(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 15).map(lambda m: NOON + m * MIN)),
+                             max_size=8), min_size=1, max_size=6),
+           st.sampled_from(["append", "update", "complete"]))
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    def test_session_shortcut_gives_what_the_sweep_gives(self, batches: list[list[tuple[str, int]]],
+                                                          mode: str) -> None:
+        shortcut = run_sessions(batches, mode)
+        with mock.patch.object(WindowAggregation, "_in_runs", return_value=None):
+            assert run_sessions(batches, mode) == shortcut
+
+    def test_session_shortcut_is_taken_when_records_continue_or_follow_the_latest_session(self) -> None:
+        batches = [[("a", at("12:00")), ("a", at("12:02"))],   # no open session: one run
+                   [("a", at("12:04")), ("a", at("12:03"))],   # continues it (out of order within the batch)
+                   [("a", at("12:20"))],                       # follows it, past its end
+                   [("a", at("12:25")), ("a", at("12:21"))],   # two runs (12:21 continues it, 12:25 starts one)
+                   [("a", at("12:27"))],                       # continues the latest of two open sessions
+                   [("a", at("12:22"))]]                       # before the latest one's start: the sweep
+        taken: list[bool] = []
+        real = WindowAggregation._in_runs
+
+        def spy(self: WindowAggregation, *args: Any) -> Any:
+            result = real(self, *args)
+            taken.append(result is not None)
+            return result
+
+        with mock.patch.object(WindowAggregation, "_in_runs", spy):
+            rows, states, _ = run_sessions(batches, "update")
+        assert taken == [True, True, True, True, True, False]
+        assert [[(r["window_start"], r["window_end"], r["n"], r["all"]) for r in b] for b in rows] == [
+            [(at("12:00"), at("12:05"), 2, [0, 1])], [(at("12:00"), at("12:07"), 4, [0, 1, 0, 1])],
+            [(at("12:20"), at("12:23"), 1, [0])],
+            [(at("12:20"), at("12:24"), 2, [0, 1]), (at("12:25"), at("12:28"), 1, [0])],
+            [(at("12:25"), at("12:30"), 2, [0, 0])],
+            [(at("12:20"), at("12:30"), 5, [0, 1, 0, 0, 0])]]  # 12:22 joins both: one session
+        # The watermark of batch 4 (12:20 - 5 minutes) closed the first session.
+        assert [w[:2] for w in states["a"]["w"]] == [[at("12:20"), at("12:30")]]
 
     def test_update_without_watermark_keeps_every_window(self) -> None:
         got, lates, tester = run_tester(CLASSIC, window=tumbling("5 minutes"), delay=None, mode="update")

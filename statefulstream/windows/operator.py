@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from operator import itemgetter, methodcaller, sub
 from typing import Any
 
 from statefulstream.durations import Duration, parse_duration_ms
@@ -38,6 +39,8 @@ from statefulstream.windows.aggregators import Aggregator
 from statefulstream.windows.specs import SessionSpec, WindowSpec
 
 _FIXED = 2  # accumulators start at this index of a window list [start, end, acc...]
+_start, _end = itemgetter(0), itemgetter(1)  # of a window list
+_zero = methodcaller("zero")  # of an aggregator
 RESERVED_FIELDS = ("window_start", "window_end")
 """Output fields every window row carries (epoch ms, end exclusive)."""
 
@@ -67,6 +70,7 @@ class WindowAggregation:
         self.window = window
         self.names = list(aggs)
         self.aggs = list(aggs.values())
+        self._results = [(name, agg.result) for name, agg in aggs.items()]
         self.mode = mode
         self.closes = has_watermark and mode is not OutputMode.COMPLETE
         self.__name__ = "aggregate"
@@ -91,13 +95,13 @@ class WindowAggregation:
         closed: list[list[Any]] = []
         if self.closes:
             wm = state.get_current_watermark_ms()
-            closed = sorted((w for w in windows.values() if w[1] <= wm), key=_start)
+            closed = sorted([w for w in windows.values() if w[1] <= wm], key=_start)
             for w in closed:
                 del windows[w[0]]
         if self.mode is OutputMode.APPEND:
             emit = closed
         elif self.mode is OutputMode.UPDATE:
-            emit = sorted((w for w in [*windows.values(), *closed] if w[0] in changed), key=_start)
+            emit = sorted([w for w in [*windows.values(), *closed] if w[0] in changed], key=_start)
         else:
             emit = sorted(windows.values(), key=_start)
         if changed or closed:
@@ -107,14 +111,14 @@ class WindowAggregation:
                 state.remove()
         if self.closes and windows:
             # Fires on ``deadline < watermark``, i.e. exactly when ``end <= watermark``.
-            state.set_timeout_timestamp(max(min(w[1] for w in windows.values()) - 1, 1))
+            state.set_timeout_timestamp(max(min(map(_end, windows.values())) - 1, 1))
         return [self._row(key, w) for w in emit]
 
     def _row(self, key: Hashable, window: list[Any]) -> dict[str, Any]:
         row = self.key_fields(key)
         row["window_start"], row["window_end"] = window[0], window[1]
-        for i, (name, agg) in enumerate(zip(self.names, self.aggs, strict=True), _FIXED):
-            row[name] = agg.result(window[i])
+        for i, (name, result) in enumerate(self._results, _FIXED):
+            row[name] = result(window[i])
         return row
 
     def _add_rows(self, window: list[Any], values: list[Any], times: list[int], seq0: int,
@@ -130,7 +134,7 @@ class WindowAggregation:
             window[i] = agg.update(window[i], rows, ts, seqs)
 
     def _new_window(self, start: int, end: int) -> list[Any]:
-        return [start, end, *(agg.zero() for agg in self.aggs)]
+        return [start, end, *map(_zero, self.aggs)]
 
     def _add_fixed(self, windows: dict[int, list[Any]], values: list[Any], times: list[int],
                    seq0: int) -> set[int]:
@@ -148,6 +152,9 @@ class WindowAggregation:
         """Sweep stored sessions and new records by start; join those with ``start <= current end``."""
         assert isinstance(self.window, SessionSpec)
         gap = self.window.gap_ms
+        runs = self._in_runs(windows, values, times, seq0, gap)
+        if runs is not None:
+            return runs
         stored_windows = sorted(windows.values(), key=_start)
         n_stored, next_stored = len(stored_windows), 0
         # Sessions being formed: [start, end, stored windows, record indexes], in start order.
@@ -198,9 +205,53 @@ class WindowAggregation:
         return merged, changed
 
 
-def _start(window: list[Any]) -> int:
-    return int(window[0])
+    def _in_runs(self, windows: dict[int, list[Any]], values: list[Any], times: list[int], seq0: int,
+                 gap: int) -> tuple[dict[int, list[Any]], set[int]] | None:
+        """The sweep's result for its common case, with a step per run of records; ``None`` for any other.
 
+        The common case: no record of the call is before the start of the
+        key's latest open session, so the earlier ones (disjoint from it)
+        stay as they are. In event time, the records form runs (split where
+        two neighbours are more than the gap apart); a run joins the session
+        before it when it starts within that session's end, the latest open
+        one included. The aggregators get the same calls as in the sweep.
+        """
+        ts = sorted(times)
+        steps = list(map(sub, ts[1:], ts))
+        cuts = [i for i, step in enumerate(steps, 1) if step > gap] if steps and max(steps) > gap else []
+        merged = dict(windows)
+        # Sessions formed: [start, end, first and stop position in ts, the stored session it continues].
+        groups: list[list[Any]] = []
+        if windows:
+            latest = max(windows.values(), key=_start)
+            if latest[0] > ts[0]:
+                return None
+            groups.append([latest[0], latest[1], 0, 0, merged.pop(latest[0])])
+        for first, stop in zip([0, *cuts], [*cuts, len(ts)], strict=True):
+            start, end = ts[first], ts[stop - 1] + gap
+            if groups and start <= groups[-1][1]:
+                cur = groups[-1]
+                cur[1], cur[3] = max(cur[1], end), stop
+            else:
+                groups.append([start, end, first, stop, None])
+        order: list[int] | None = None
+        changed: set[int] = set()
+        for start, end, first, stop, old in groups:
+            if first == stop:  # the latest stored session, which no record joined
+                merged[start] = old
+                continue
+            window = self._new_window(start, end)
+            if old is not None:
+                for i, agg in enumerate(self.aggs, _FIXED):
+                    window[i] = agg.merge(window[i], old[i])
+            idxs: Sequence[int] = range(len(times))
+            if stop - first < len(times):  # arrival order within the session, as the sweep hands them over
+                order = order or sorted(range(len(times)), key=times.__getitem__)
+                idxs = sorted(order[first:stop])
+            self._add_rows(window, values, times, seq0, idxs)
+            merged[start] = window
+            changed.add(start)
+        return merged, changed
 
 @dataclasses.dataclass
 class AggregationOperator(StatefulOperator):
