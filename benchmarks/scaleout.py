@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -225,6 +225,19 @@ def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str,
     print(json.dumps({"cpu_s": time.process_time()}))
 
 
+def stuck(procs: list[tuple[subprocess.Popen[bytes], Any]], count: int, timeout_s: float) -> NoReturn:
+    """Kill a round's workers that outlived ``timeout_s``, show what each last logged, and fail the run."""
+    for n, (proc, log) in enumerate(procs):
+        state = "exited" if proc.poll() is not None else "killed"
+        proc.kill()
+        proc.wait()
+        log.close()
+        with open(log.name, errors="replace") as f:
+            ours = [line.rstrip() for line in f if " statefulstream." in line]
+        print(f"worker {n} of {count} ({state}), its last log lines:", *ours[-8:], sep="\n  ", file=sys.stderr)
+    sys.exit(f"{count} workers did not finish within {timeout_s:.0f}s (see their log lines above)")
+
+
 def committed_sessions(bootstrap: str, topic: str) -> collections.Counter[Session]:
     """The output's sessions a read_committed consumer keeps on Apache Kafka (the batch-marker rule)."""
     from statefulstream.sinks.kafka import committed_attempts
@@ -295,7 +308,8 @@ def processing_span(logs: list[str]) -> float:
 
 
 def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bool, workdir: str,
-                  expected: collections.Counter[Session], events: int, broker_pid: int | None) -> dict[str, Any]:
+                  expected: collections.Counter[Session], events: int, broker_pid: int | None,
+                  round_timeout_s: float) -> dict[str, Any]:
     """Run ``count`` workers of a fresh app over ``source``; check the output; return the figures."""
     name = f"bench-so-{uuid.uuid4().hex[:6]}"
     output = f"{name}-sessions"
@@ -320,8 +334,12 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
     cpu = 0.0
+    deadline = time.monotonic() + round_timeout_s
     for n, (proc, log) in enumerate(procs):
-        out, _ = proc.communicate(timeout=1800)
+        try:
+            out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            stuck(procs, count, round_timeout_s)
         log.close()
         if proc.returncode != 0:
             sys.exit(f"worker {n} of {count} failed ({proc.returncode}); see {log.name}")
@@ -347,6 +365,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="max_records_per_trigger of each worker")
     parser.add_argument("--workers", default="1,2,3", help="worker counts to run, comma-separated")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--round-timeout", type=float, default=1800.0,
+                        help="seconds a round of workers may take before they are killed and the run fails")
     parser.add_argument("--bootstrap", help="an existing broker (default: start tansu on loopback)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
@@ -402,7 +422,8 @@ def run_workers(bootstrap: str, args: argparse.Namespace, workdir: str, *, probe
     results: dict[int, list[dict[str, Any]]] = {c: [] for c in counts}
     for number in range(args.rounds):
         for count in counts if number % 2 == 0 else counts[::-1]:
-            r = workers_round(bootstrap, source, count, args.batch, probe, workdir, expected, len(events), broker_pid)
+            r = workers_round(bootstrap, source, count, args.batch, probe, workdir, expected, len(events), broker_pid,
+                              args.round_timeout)
             results[count].append(r)
             print(f"round {number} {count} worker(s): {r['events_per_s']:10,.0f} events/s  wall {r['wall_s']:6.2f}s  "
                   f"(processing {r['span_s']:5.2f}s: {r['span_events_per_s']:8,.0f} events/s)  CPU {r['cpu_s']:6.2f}s "

@@ -56,7 +56,7 @@ def test_per_call_reports_a_cost_per_call(tmp_path: pathlib.Path) -> None:
 def test_scaleout_restores_a_changelog_and_runs_one_two_and_three_workers_exactly() -> None:
     # The script exits non-zero if a restore misses a row or a round's sessions differ from the offline ones.
     summary = run_script("scaleout.py", "--keys", "3000", "--rows-per-txn", "500", "--events", "3000", "--users", "50",
-                         "--batch", "700")
+                         "--batch", "700", "--round-timeout", "150")
     assert summary["restore"]["rounds"][0]["records"] == 3000 + 6  # rows, and one marker per transaction
     assert set(summary["workers"]) == {"1", "2", "3"}
     sessions = {r["sessions"] for rounds in summary["workers"].values() for r in rounds["rounds"]}
