@@ -272,7 +272,8 @@ class TestRepartition:
         evs = events(6)
         produce(kafka_broker, source, evs)
         topics = (source, out)
-        killed = Worker(kafka_broker, topics, tmp_path, "killed", "refwd", REKEY="1", KILL_FORWARD_COMMIT="3")
+        kill_at = 3  # the killed worker commits forward transactions 1 and 2, not 3
+        killed = Worker(kafka_broker, topics, tmp_path, "killed", "refwd", REKEY="1", KILL_FORWARD_COMMIT=str(kill_at))
         workers = [killed]
         want = collections.Counter((e["account"], e["user"], e["ts"]) for e in evs)
         try:
@@ -288,8 +289,13 @@ class TestRepartition:
         finally:
             for w in workers:
                 w.stop()
-        # tansu handed the aborted forward records to the stateful stage, which left them out.
-        assert "records of aborted forward transactions" in (tmp_path / "after.log").read_text()
+        # How the killed transaction shows on tansu varies (it still delivers aborted records): either the new
+        # worker wrote the batch again and its stateful stage left the first attempt's records out, or the
+        # first attempt's marker was already visible when the new worker restored that forward partition, and
+        # the batch counts as written everywhere (its records and marker alike). Either way: every record once.
+        after = (tmp_path / "after.log").read_text()
+        restored = re.findall(rf"partition {source}:\d+: restored \d+ changelog records .*, batch \d+", after)
+        assert "records of aborted forward transactions" in after or len(restored) >= kill_at, after[-3000:]
 
 
 class TestZombie:
