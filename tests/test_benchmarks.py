@@ -13,9 +13,15 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import harness  # noqa: E402 - the benchmarks' shared module, importable only after the path insert
 
-WORKLOAD = harness.default_workload_dir()
-needs_workload = pytest.mark.skipif(not (WORKLOAD / "run_floor.py").is_file(),
-                                    reason=f"the standard workload folder is not at {WORKLOAD} (../shared/workload)")
+
+@pytest.fixture
+def workload() -> pathlib.Path:
+    """The shared standard workload folder; a test that needs it fails (never skips) without it."""
+    path = harness.default_workload_dir()
+    if not (path / "run_floor.py").is_file():
+        pytest.fail(f"the standard workload folder is not at {path}: check out the shared folder next to "
+                    f"the repository (../shared/workload, see docs/performance.md)")
+    return path
 
 
 def run_script(name: str, *args: str) -> dict:
@@ -26,20 +32,19 @@ def run_script(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@needs_workload
-def test_standard_runs_both_systems_and_both_are_exact(tmp_path: pathlib.Path) -> None:
+def test_standard_runs_both_systems_and_both_are_exact(tmp_path: pathlib.Path, workload: pathlib.Path) -> None:
     summary = run_script("standard.py", "--events", "3000", "--users", "30", "--batch", "700",
-                         "--data-root", str(tmp_path), "--workload-dir", str(WORKLOAD))
+                         "--data-root", str(tmp_path), "--workload-dir", str(workload))
     for system in ("statefulstream", "floor"):
         assert summary[system]["correct"] is True
         assert summary[system]["cpu_s"] > 0 and summary[system]["peak_rss_mb"] > 0
     assert len(summary["statefulstream"]["cpu_ratio"]) == 1
 
 
-@needs_workload
-def test_windows_vs_handler_gives_the_reference_sessions_both_ways(tmp_path: pathlib.Path) -> None:
+def test_windows_vs_handler_gives_the_reference_sessions_both_ways(tmp_path: pathlib.Path,
+                                                                  workload: pathlib.Path) -> None:
     summary = run_script("windows_vs_handler.py", "--events", "3000", "--users", "30", "--batch", "700",
-                         "--data-root", str(tmp_path), "--workload-dir", str(WORKLOAD))
+                         "--data-root", str(tmp_path), "--workload-dir", str(workload))
     assert summary["windows"]["correct"] is True
     assert summary["handler"]["correct"] is True
     assert len(summary["cpu_ratio"]) == 1

@@ -253,6 +253,7 @@ class WindowAggregation:
             changed.add(start)
         return merged, changed
 
+
 @dataclasses.dataclass
 class AggregationOperator(StatefulOperator):
     """A ``StatefulOperator`` whose handler is a :class:`WindowAggregation`."""
