@@ -129,14 +129,25 @@ class Worker:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def wait_for(what: str, condition: Any, workers: list[Worker], timeout_s: float = 120.0) -> None:
-    """Wait until ``condition()`` holds; fail with the workers' logs if it does not in ``timeout_s``."""
+def wait_for(what: str, condition: Any, workers: list[Worker], timeout_s: float = 120.0,
+             explain: Any = None) -> None:
+    """Wait until ``condition()`` holds; fail with the workers' logs if it does not in ``timeout_s``.
+
+    ``explain()``, if given, says in the failure what is still wrong (e.g. the rows missing and extra).
+    """
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {w.checkpoint.name} ({w.proc.poll()}):\n{w.tail()}" for w in workers)
-            pytest.fail(f"timed out waiting for {what}\n{logs}")
-        time.sleep(0.2)
+            pytest.fail(f"timed out waiting for {what}{f': {explain()}' if explain else ''}\n{logs}")
+        time.sleep(0.2)  # the polling interval of the condition, not a wait for something to happen
+
+
+def difference(got: collections.Counter[Any], want: collections.Counter[Any]) -> str:
+    """What ``got`` lacks and has too many of, against ``want`` (a few of each)."""
+    missing, extra = want - got, got - want
+    return (f"{sum(missing.values())} missing (e.g. {list(missing)[:3]}), "
+            f"{sum(extra.values())} extra (e.g. {list(extra)[:3]})")
 
 
 def run_single(broker: TansuBroker, topics: tuple[str, str], workdir: Path, app: str, name: str | None = None,
@@ -388,7 +399,8 @@ class TestProcessor:
                     (r["key"], "count", r["ts"], r["count"]) if "count" in r else (r["key"], "idle", r["idle_after"])
                     for r in committed_view(kafka_broker, out))
 
-            wait_for("every row once", lambda: rows() == expected_activity(flushed), workers)
+            want = expected_activity(flushed)
+            wait_for("every row once", lambda: rows() == want, workers, explain=lambda: difference(rows(), want))
         finally:
             for w in workers:
                 w.stop()
