@@ -149,18 +149,19 @@ def read_line_chunks(path: str, idx: FileIndex, lo: int, hi: int) -> Iterator[tu
     left = (idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned) - begin
     with open(path, "rb") as f:
         f.seek(begin)
-        pending = b""
+        pending: list[bytes] = []  # the start of a line not ended yet (parts, so a long line is copied once)
         while line < hi:
             data = f.read(min(CHUNK, left)) if left > 0 else b""
             left -= len(data)
             if left > 0 and data:
                 cut = data.rfind(b"\n")
                 if cut < 0:  # a line longer than a chunk
-                    pending += data
+                    pending.append(data)
                     continue
-                block, pending = pending + data[:cut], data[cut + 1:]
+                block = b"".join([*pending, data[:cut]])
+                pending = [data[cut + 1:]]
             else:  # the last read (or a file that shrank): whatever is left, the tail without a newline too
-                block, pending = pending + data, b""
+                block = b"".join([*pending, data])
                 left = 0
             lines = block.split(b"\n")
             wanted = lines[max(0, lo - line):hi - line]
