@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import csv
 import io
+import itertools
 import json
 import pathlib
 import random
@@ -227,7 +228,7 @@ class TestChunkedReads:
         p = str(path)
         assert latest == {p: len(lines)}
         cuts = sorted({0, len(lines), *rng.sample(range(1, len(lines)), 12)})
-        for lo, hi in zip(cuts, cuts[1:]):
+        for lo, hi in itertools.pairwise(cuts):
             assert self.got(src.read({p: lo}, {p: hi})) == self.expected(lines, lo, hi), (lo, hi)
             # a restarted source knows only the batch's own start and end (its plan's hint)
             restarted = FileSource(path)
