@@ -4,7 +4,9 @@ Every measured run happens in a fresh subprocess (``python <script> --child ...`
 the child imports what it needs first, then measures only the run itself
 (CPU-seconds of the process, all threads, via ``time.process_time``; wall time;
 the peak RSS of the process) and prints one JSON line. Interpreter start and
-imports are not in the CPU figure; they are in the peak RSS.
+imports are not in the CPU figure; they are in the peak RSS. ``run_rss_mb`` is
+the peak RSS minus the RSS when the run started (after the imports): the
+memory the run itself added, measured as the CPU figure is.
 
 The standard workload (``gen.py``/``reference.py``/``run_floor.py``/``common.py``)
 lives outside this repository, in the shared folder next to it
@@ -196,14 +198,22 @@ def run_session_job(data: str, batch: int, checkpoint_dir: str, *, windows: bool
     return {"events": read[0], "rows": rows}
 
 
+def current_rss_mb() -> float:
+    """The process's resident memory now (Linux ``/proc/self/statm``), in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def measured(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``run()`` and add its CPU-seconds, wall seconds and the process's peak RSS to what it returns."""
+    rss0 = current_rss_mb()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = run()
     cpu = result.pop("cpu_end", time.process_time()) - cpu0
     wall = result.pop("wall_end", time.perf_counter()) - wall0
-    result.update(cpu_s=round(cpu, 3), wall_s=round(wall, 3),
-                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result.update(cpu_s=round(cpu, 3), wall_s=round(wall, 3), peak_rss_mb=round(peak, 1),
+                  run_rss_mb=round(peak - rss0, 1))
     if result.get("events"):
         result["cpu_s_per_1m"] = round(cpu * 1e6 / result["events"], 3)
         result["events_per_s"] = round(result["events"] / wall) if wall else None

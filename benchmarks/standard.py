@@ -11,9 +11,9 @@ RocksDB write batch per batch; no timers, no checkpoint log, no framework).
 Each round runs every system once, in a fresh subprocess, order alternating.
 Per run: CPU-seconds inside the run (process CPU time around the run, all
 threads; interpreter start and imports excluded), wall time, events/s, peak
-RSS, and whether the output is exactly the reference's sessions
-(``common.verify``: ``wm`` mode for statefulstream, ``all`` for the floor,
-which flushes open sessions at the end). The summary prints medians and the
+RSS (and its part above the RSS after the imports), and whether the output is
+exactly the reference's sessions (``common.verify``: ``wm`` mode for
+statefulstream, ``all`` for the floor, which flushes open sessions at the end). The summary prints medians and the
 paired per-round ratios statefulstream/floor.
 
     python benchmarks/standard.py                                  # 1M events, 10k users, 3 rounds
@@ -145,20 +145,22 @@ def main() -> None:
     for system in systems:
         runs = results[system]
         summary[system] = {f: harness.median(runs, f) for f in ("cpu_s", "cpu_s_per_1m", "events_per_s",
-                                                                   "peak_rss_mb")}
+                                                                   "peak_rss_mb", "run_rss_mb")}
         summary[system]["correct"] = all(r["correct"] for r in runs)
         s = summary[system]
         print(f"{system:>16}: {s['events_per_s']:>9,.0f} events/s  {s['cpu_s_per_1m']:6.2f} CPU-s per 1M  "
-              f"peak RSS {s['peak_rss_mb']:6.1f} MB  correct: {s['correct']}")
+              f"peak RSS {s['peak_rss_mb']:6.1f} MB ({s['run_rss_mb']:5.1f} MB above imports)  "
+              f"correct: {s['correct']}")
     for system in systems:
         if system == "floor":
             continue
         cpu = harness.paired_ratios(results, system, "floor", "cpu_s")
         rss = harness.paired_ratios(results, system, "floor", "peak_rss_mb")
-        summary[system]["cpu_ratio"] = cpu
-        summary[system]["rss_ratio"] = rss
+        run_rss = harness.paired_ratios(results, system, "floor", "run_rss_mb")
+        summary[system].update(cpu_ratio=cpu, rss_ratio=rss, run_rss_ratio=run_rss)
         print(f"{system}/floor CPU: median {statistics.median(cpu):.2f} (rounds {cpu}); "
-              f"peak RSS: median {statistics.median(rss):.2f} (rounds {rss})")
+              f"peak RSS: median {statistics.median(rss):.2f} (rounds {rss}); "
+              f"above imports: median {statistics.median(run_rss):.2f} (rounds {run_rss})")
     if args.json:
         print(json.dumps(summary))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import csv
 import io
+import itertools
 import json
 import pathlib
 import random
@@ -25,6 +26,7 @@ from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.memory_sink import MemorySink
 from statefulstream.schema import Schema
 from statefulstream.sources import file as file_module
+from statefulstream.sources import file_index
 from statefulstream.sources.base import ReadResult
 from statefulstream.sources.file import FileSource
 
@@ -182,6 +184,69 @@ class TestFileSourceJsonLines:
         append(path, '{"k": 2}\n')
         with pytest.raises(SourceError, match="appended to the same line. Terminate every line with a newline"):
             src.available(end)
+
+
+class TestChunkedReads:
+    """A batch is read and decoded about ``CHUNK`` bytes at a time; where the chunks end changes nothing."""
+
+    KINDS = ('{"k": %d}', '{"k": %d, "pad": "' + "x" * 40 + '"}', "", "bad %d", "[%d]", '{"k": %d, "c": "\\n,"}')
+
+    @staticmethod
+    def expected(lines: list[str], lo: int, hi: int) -> tuple[list[tuple[int, Any]], list[int]]:
+        """(line, record) of the good lines and the lines of the bad ones among lines ``[lo, hi)``, 1-based."""
+        good, bad = [], []
+        for n in range(lo + 1, hi + 1):
+            line = lines[n - 1]
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if isinstance(rec, dict):
+                good.append((n, rec))
+            else:
+                bad.append(n)
+        return good, bad
+
+    @staticmethod
+    def got(result: ReadResult) -> tuple[list[tuple[int, Any]], list[int]]:
+        positions = [result.position(i) for i in range(len(result.records))]
+        good = [(pos["line"], rec) for pos, rec in zip(positions, result.records, strict=True) if pos]
+        return good, [dl.position["line"] for dl in result.dead_letters]
+
+    @pytest.mark.parametrize("chunk", [1, 7, 40, 97, 1 << 20])
+    def test_any_chunk_size_reads_the_same_records_dead_letters_and_positions(
+            self, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+        rng = random.Random(chunk)
+        lines = [rng.choice(self.KINDS).replace("%d", str(i)) for i in range(300)] + ['{"k": "last"}']
+        path = tmp_path / "a.jsonl"
+        path.write_text("\n".join(lines))  # the last object has no newline yet: it is still a record
+        monkeypatch.setattr(file_index, "CHUNK", chunk)  # checkpoints every ``chunk`` bytes too
+        src = FileSource(path)
+        start, latest = src.available({})
+        p = str(path)
+        assert latest == {p: len(lines)}
+        cuts = sorted({0, len(lines), *rng.sample(range(1, len(lines)), 12)})
+        for lo, hi in itertools.pairwise(cuts):
+            assert self.got(src.read({p: lo}, {p: hi})) == self.expected(lines, lo, hi), (lo, hi)
+            # a restarted source knows only the batch's own start and end (its plan's hint)
+            restarted = FileSource(path)
+            restarted.restore_position_index(src.position_index({p: lo}, {p: hi}))
+            assert self.got(restarted.read({p: lo}, {p: hi})) == self.expected(lines, lo, hi), (lo, hi)
+
+    @pytest.mark.parametrize("chunk", [1, 13, 1 << 20])
+    def test_csv_chunks_keep_the_header_out_and_positions_right(
+            self, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+        rows = [f"u{i},{i}" if i % 17 else f"u{i},{i},extra" for i in range(120)]
+        path = tmp_path / "a.csv"
+        write_lines(path, ["user,n", *rows])
+        monkeypatch.setattr(file_index, "CHUNK", chunk)
+        src = FileSource(path)
+        start, latest = src.available({})
+        result = src.read(start, latest)
+        assert result.records == [{"user": f"u{i}", "n": str(i)} for i in range(120) if i % 17]
+        assert [dl.position["line"] for dl in result.dead_letters] == [i + 2 for i in range(120) if not i % 17]
 
 
 class TestFileSourceDiscovery:

@@ -8,9 +8,7 @@ listener when the trigger is ``available_now``.
 from __future__ import annotations
 
 import sys
-from typing import TextIO
-
-from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed
+from typing import Any, TextIO
 
 from statefulstream.observe.progress import BatchProgress
 
@@ -35,13 +33,16 @@ class ProgressBar:
         self.name = name
         self._stream = stream if stream is not None else sys.stderr
         self.enabled = self._stream.isatty()
-        self._bar: tqdm | None = None
+        self._bar: Any = None  # a tqdm bar, made (and tqdm imported) on the first report
 
     def on_batch(self, progress: BatchProgress) -> None:
         """Advance by the batch's records (a ``ProgressListener``); the first report sets the total."""
         if not self.enabled:
             return
         if self._bar is None:
+            # Imported here: most runs are not on a terminal and never draw (tqdm costs ~2 MB of memory).
+            from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed
+
             total = progress.records_read + progress.pending_records if progress.pending_records >= 0 else None
             self._bar = tqdm(desc=self.name, total=total, unit="rec", unit_scale=True, file=self._stream,
                              dynamic_ncols=True)

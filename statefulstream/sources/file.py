@@ -21,7 +21,7 @@ from statefulstream.errors import ConfigError, DataLossError, SourceError
 from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source, data_lost
-from statefulstream.sources.file_index import FileIndex, hint, read_lines, scan_lines
+from statefulstream.sources.file_index import FileIndex, hint, read_line_chunks, scan_lines
 from statefulstream.sources.line_decode import csv_header, decode_csv, decode_jsonl
 
 logger = logging.getLogger(__name__)
@@ -297,8 +297,13 @@ class FileSource(Source):
 
     def _read_text(self, path: str, fmt: str, idx: FileIndex, lo: int, hi: int, out: ReadResult) -> None:
         skip = 1 if fmt == "csv" else 0  # the header line
-        first = lo + skip  # physical (0-based) line of record ``lo``
-        lines = read_lines(path, idx, first, hi + skip)
+        # Decoded chunk by chunk: the batch's raw lines are never all in memory next to its records.
+        for first, lines in read_line_chunks(path, idx, lo + skip, hi + skip):
+            self._decode_text(path, fmt, idx, first, lines, out)
+
+    def _decode_text(self, path: str, fmt: str, idx: FileIndex, first: int, lines: list[bytes],
+                     out: ReadResult) -> None:
+        """Decode ``lines`` (physical lines from ``first``, 0-based) into ``out``; bad ones become dead letters."""
         if fmt == "jsonl":
             records, where, dead = decode_jsonl(lines)
         else:

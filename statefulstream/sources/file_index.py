@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import orjson
 
@@ -136,13 +136,37 @@ def _is_json_object(data: bytes) -> bool:
         return False
 
 
-def read_lines(path: str, idx: FileIndex, lo: int, hi: int) -> list[bytes]:
-    """Return physical lines ``[lo, hi)`` of ``path`` (without newlines), seeking via the index."""
+def read_line_chunks(path: str, idx: FileIndex, lo: int, hi: int) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield physical lines ``[lo, hi)`` of ``path`` (without newlines) as ``(first line, lines)`` chunks.
+
+    The file is read about ``CHUNK`` bytes at a time, seeking via the index,
+    so a caller that decodes each chunk before asking for the next never
+    holds the batch's raw lines and its decoded records at once.
+    """
     k = bisect.bisect_right(idx.cp_lines, lo) - 1
     j = bisect.bisect_left(idx.cp_lines, hi)
-    begin = idx.cp_offsets[k]
-    stop = idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned
+    line, begin = idx.cp_lines[k], idx.cp_offsets[k]
+    left = (idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned) - begin
     with open(path, "rb") as f:
         f.seek(begin)
-        data = f.read(stop - begin)
-    return data.split(b"\n")[lo - idx.cp_lines[k]:hi - idx.cp_lines[k]]
+        pending: list[bytes] = []  # the start of a line not ended yet (parts, so a long line is copied once)
+        while line < hi:
+            data = f.read(min(CHUNK, left)) if left > 0 else b""
+            left -= len(data)
+            if left > 0 and data:
+                cut = data.rfind(b"\n")
+                if cut < 0:  # a line longer than a chunk
+                    pending.append(data)
+                    continue
+                block = b"".join([*pending, data[:cut]])
+                pending = [data[cut + 1:]]
+            else:  # the last read (or a file that shrank): whatever is left, the tail without a newline too
+                block = b"".join([*pending, data])
+                left = 0
+            lines = block.split(b"\n")
+            wanted = lines[max(0, lo - line):hi - line]
+            if wanted:
+                yield max(line, lo), wanted
+            line += len(lines)
+            if not left:
+                return
