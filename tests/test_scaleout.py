@@ -25,6 +25,7 @@ import pytest
 from kafka_broker import TansuBroker
 
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
+from statefulstream.scaleout import worker as scaleout_worker
 from statefulstream.scaleout.task import PartitionTask
 from statefulstream.scaleout.worker import combined_watermark
 from statefulstream.sinks.kafka import committed_attempts
@@ -429,3 +430,59 @@ class TestWatermarkRule:
         assert task.batch_watermark(900) == 500
         task.executor = cast(Any, types.SimpleNamespace(watermark_ms=0))  # just assigned, no event time yet
         assert task.batch_watermark(300) == 0
+
+
+class TestRevokedWhileOpening:
+    """A restore serves the group protocol (``keep_alive``), so partitions can be revoked while others open."""
+
+    class Membership:
+        """The group: assigns ``names``; opening ``revoke_at`` revokes ``revoke`` (as a rebalance callback would)."""
+
+        def __init__(self, names: list[str], revoke_at: str, revoke: str) -> None:
+            self.owned = set(names)
+            self.pending: tuple[list[str], list[str]] = (list(names), [])
+            self.revoke_at, self.revoke = revoke_at, revoke
+            self.revoked_later: list[str] = []
+
+        def poll(self, timeout_s: float = 0.0) -> tuple[list[str], list[str]]:
+            pending, self.pending = self.pending, ([], [])
+            return pending
+
+        def revoked_unreported(self) -> set[str]:
+            return set(self.pending[1])
+
+        def opening(self, name: str) -> None:
+            if name == self.revoke_at:
+                self.owned.discard(self.revoke)
+                self.pending[1].append(self.revoke)
+                self.revoked_later.append(self.revoke)
+
+    class Task:
+        """A partition task that only records its life."""
+
+        log: list[str] = []
+
+        def __init__(self, ctx: Any, name: str) -> None:
+            self.ctx, self.name = ctx, name
+
+        def open(self) -> None:
+            self.log.append(f"open {self.name}")
+            self.ctx.membership.opening(self.name)
+
+        def close(self) -> None:
+            self.log.append(f"close {self.name}")
+
+    def test_a_partition_revoked_while_another_opens_runs_no_batch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        membership = self.Membership(["t:0", "t:1", "t:2"], revoke_at="t:1", revoke="t:0")
+        ctx = cast(Any, types.SimpleNamespace(membership=membership))
+        monkeypatch.setattr(scaleout_worker, "PartitionTask", self.Task)
+        self.Task.log = []
+        tasks: dict[str, Any] = {}
+        scaleout_worker._rebalance(ctx, None, tasks)
+        # t:0 was opened, then revoked while t:1 restored: the group may give it to another process at once,
+        # so it is closed as soon as that is seen, and the round runs no batch on it as if it still owned it.
+        assert sorted(tasks) == ["t:1", "t:2"], self.Task.log
+        assert self.Task.log == ["open t:0", "open t:1", "close t:0", "open t:2"]
+        # The revoke still comes out of the next poll; the task is gone already, nothing is closed twice.
+        scaleout_worker._rebalance(ctx, None, tasks)
+        assert sorted(tasks) == ["t:1", "t:2"] and self.Task.log.count("close t:0") == 1

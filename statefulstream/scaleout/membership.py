@@ -75,6 +75,14 @@ class GroupMembership:
         self._assigned, self._revoked = [], []
         return assigned, revoked
 
+    def revoked_unreported(self) -> set[str]:
+        """Partitions revoked since the last ``poll`` (during ``keep_alive``), which ``poll`` reports next.
+
+        A partition revoked and assigned again meanwhile is among them: the
+        group may have given it to another process in between.
+        """
+        return set(self._revoked)
+
     def keep_alive(self) -> None:
         """Serve the group protocol during long work (a restore) without taking the changes ``poll`` reports.
 

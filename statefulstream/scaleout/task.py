@@ -285,7 +285,14 @@ class PartitionTask:
                             record.batch_id)
                 return
             marker = Marker(plan, record.next_watermark_ms, self.txn.attempt)
-            self.ctx.app.sink_retry.call(lambda: self._transaction(marker, changes), retry_on=SinkUnavailableError)
+
+            def on_retry(exc: BaseException, attempt: int, wait_s: float) -> None:
+                # Said aloud: on tansu the aborted try's records stay visible, so a retry is worth a line.
+                logger.warning("partition %s: the transaction of batch %d failed (%s); retry %d in %.3f s",
+                               self.name, record.batch_id, exc, attempt, wait_s)
+
+            self.ctx.app.sink_retry.call(lambda: self._transaction(marker, changes), retry_on=SinkUnavailableError,
+                                         on_retry=on_retry)
             self._committed = record.batch_id
         finally:
             for pending in self._pending:

@@ -215,23 +215,36 @@ def _run_task(ctx: GroupContext, tasks: dict[str, PartitionTask], name: str, wat
 
 
 def _rebalance(ctx: GroupContext, forward: GroupContext | None, tasks: dict[str, PartitionTask]) -> None:
-    """Close the tasks of revoked partitions, then open those of newly assigned ones.
+    """Close the tasks of revoked partitions, then open those of newly assigned ones (closing again any
+    revoked while the others opened).
 
     With a repartition step, partitions of the source topic get forward tasks
     and those of the repartition topic the stateful ones.
     """
-    assigned, revoked = ctx.membership.poll(0)
-    for name in revoked:
-        task = tasks.pop(name, None)
-        if task is not None:
-            task.close()
-            logger.info("partition %s: released", name)
+    membership = ctx.membership
+    assigned, revoked = membership.poll(0)
+    _release(tasks, revoked)
     for name in assigned:
-        if name in ctx.membership.owned and name not in tasks:
+        if name in membership.owned and name not in tasks:
             of_source = forward is not None and name.rpartition(":")[0] == forward.source.topics[0]
             task = PartitionTask(forward if of_source and forward is not None else ctx, name)
             task.open()
             tasks[name] = task
+            # Opening serves the group protocol (a restore calls keep_alive), so partitions opened before
+            # may have been revoked meanwhile, and the group may have given them to another process already.
+            # Close them before the round: a batch run on them would race the new owner (on Kafka the loser
+            # is fenced; on tansu, whatever a writer flushed before it was fenced stays visible, markers too).
+            gone = membership.revoked_unreported()
+            _release(tasks, [n for n in tasks if n not in membership.owned or n in gone])
+
+
+def _release(tasks: dict[str, PartitionTask], names: Sequence[str]) -> None:
+    """Close the tasks of revoked partitions (between batches: nothing is in flight)."""
+    for name in names:
+        task = tasks.pop(name, None)
+        if task is not None:
+            task.close()
+            logger.info("partition %s: released", name)
 
 
 def _contexts(app: App, source: KafkaSource, operator: StatefulOperator, trigger: Trigger,
