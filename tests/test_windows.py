@@ -417,6 +417,26 @@ class TestOutputModes:
         with mock.patch.object(WindowAggregation, "_in_runs", return_value=None):
             assert run_sessions(batches, mode) == shortcut
 
+    @pytest.mark.parametrize("step", [3 * MIN - 1, 3 * MIN, 3 * MIN + 1])
+    def test_a_session_splits_exactly_where_neighbours_are_more_than_the_gap_apart(self, step: int) -> None:
+        # One batch, out of order, each time with a stored session (continued) and without: the one-run
+        # shortcut and the run splitting meet the gap to the millisecond.
+        t0 = at("12:00")
+        batches = [[("a", t0 + step), ("a", t0)], [("a", t0 + 2 * step + 5), ("a", t0 + step + 5)]]
+        shortcut = run_sessions(batches, "update")
+        with mock.patch.object(WindowAggregation, "_in_runs", return_value=None):
+            assert run_sessions(batches, "update") == shortcut
+        starts = [[r["window_start"] for r in b] for b in shortcut[0]]
+        assert starts == ([[t0]] * 2 if step <= 3 * MIN else [[t0, t0 + step], [t0 + step, t0 + 2 * step + 5]])
+
+    def test_runs_split_only_at_steps_over_the_gap(self) -> None:
+        t0, gap = at("12:00"), 3 * MIN
+        batches = [[("a", t0 + 2 * gap + 1), ("a", t0), ("a", t0 + gap)]]  # steps: the gap, then one more
+        shortcut = run_sessions(batches, "update")
+        with mock.patch.object(WindowAggregation, "_in_runs", return_value=None):
+            assert run_sessions(batches, "update") == shortcut
+        assert [(r["window_start"], r["n"]) for r in shortcut[0][0]] == [(t0, 2), (t0 + 2 * gap + 1, 1)]
+
     def test_session_shortcut_is_taken_when_records_continue_or_follow_the_latest_session(self) -> None:
         batches = [[("a", at("12:00")), ("a", at("12:02"))],   # no open session: one run
                    [("a", at("12:04")), ("a", at("12:03"))],   # continues it (out of order within the batch)

@@ -95,9 +95,11 @@ class WindowAggregation:
         closed: list[list[Any]] = []
         if self.closes:
             wm = state.get_current_watermark_ms()
-            closed = sorted([w for w in windows.values() if w[1] <= wm], key=_start)
-            for w in closed:
-                del windows[w[0]]
+            closed = [w for w in windows.values() if w[1] <= wm]
+            if closed:
+                closed.sort(key=_start)
+                for w in closed:
+                    del windows[w[0]]
         if self.mode is OutputMode.APPEND:
             emit = closed
         elif self.mode is OutputMode.UPDATE:
@@ -133,8 +135,13 @@ class WindowAggregation:
         for i, agg in enumerate(self.aggs, _FIXED):
             window[i] = agg.update(window[i], rows, ts, seqs)
 
-    def _new_window(self, start: int, end: int) -> list[Any]:
-        return [start, end, *map(_zero, self.aggs)]
+    def _new_window(self, start: int, end: int, old: list[Any] | None = None) -> list[Any]:
+        """A window ``[start, end, accumulators...]``: empty, or holding the stored window ``old``."""
+        window = [start, end, *map(_zero, self.aggs)]
+        if old is not None:
+            for i, agg in enumerate(self.aggs, _FIXED):
+                window[i] = agg.merge(window[i], old[i])
+        return window
 
     def _add_fixed(self, windows: dict[int, list[Any]], values: list[Any], times: list[int],
                    seq0: int) -> set[int]:
@@ -217,15 +224,19 @@ class WindowAggregation:
         one included. The aggregators get the same calls as in the sweep.
         """
         ts = sorted(times)
+        latest: list[Any] | None = None
+        if windows:
+            latest = max(windows.values(), key=_start) if len(windows) > 1 else next(iter(windows.values()))
+            if latest[0] > ts[0]:
+                return None
+        if ts[-1] - ts[0] <= gap or max(map(sub, ts[1:], ts)) <= gap:  # one run: most calls
+            return self._one_run(windows, latest, values, times, seq0, ts[0], ts[-1] + gap)
         steps = list(map(sub, ts[1:], ts))
-        cuts = [i for i, step in enumerate(steps, 1) if step > gap] if steps and max(steps) > gap else []
+        cuts = [i for i, step in enumerate(steps, 1) if step > gap]
         merged = dict(windows)
         # Sessions formed: [start, end, first and stop position in ts, the stored session it continues].
         groups: list[list[Any]] = []
-        if windows:
-            latest = max(windows.values(), key=_start)
-            if latest[0] > ts[0]:
-                return None
+        if latest is not None:
             groups.append([latest[0], latest[1], 0, 0, merged.pop(latest[0])])
         for first, stop in zip([0, *cuts], [*cuts, len(ts)], strict=True):
             start, end = ts[first], ts[stop - 1] + gap
@@ -240,10 +251,7 @@ class WindowAggregation:
             if first == stop:  # the latest stored session, which no record joined
                 merged[start] = old
                 continue
-            window = self._new_window(start, end)
-            if old is not None:
-                for i, agg in enumerate(self.aggs, _FIXED):
-                    window[i] = agg.merge(window[i], old[i])
+            window = self._new_window(start, end, old)
             idxs: Sequence[int] = range(len(times))
             if stop - first < len(times):  # arrival order within the session, as the sweep hands them over
                 order = order or sorted(range(len(times)), key=times.__getitem__)
@@ -252,6 +260,21 @@ class WindowAggregation:
             merged[start] = window
             changed.add(start)
         return merged, changed
+
+    def _one_run(self, windows: dict[int, list[Any]], latest: list[Any] | None, values: list[Any], times: list[int],
+                 seq0: int, start: int, end: int) -> tuple[dict[int, list[Any]], set[int]]:
+        """:meth:`_in_runs` when the records form one run ``[start, end)``: it continues the latest session
+        or follows it (``windows`` is the call's own dict, changed in place)."""
+        if latest is not None and start <= latest[1]:
+            start = latest[0]
+            window = self._new_window(start, max(latest[1], end), latest)
+        else:
+            window = self._new_window(start, end)
+        seqs = range(seq0, seq0 + len(values))
+        for i, agg in enumerate(self.aggs, _FIXED):
+            window[i] = agg.update(window[i], values, times, seqs)
+        windows[start] = window
+        return windows, {start}
 
 
 @dataclasses.dataclass
