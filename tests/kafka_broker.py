@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -55,6 +55,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+READ_ALL_TIMEOUT_S = 120
+"""How long ``read_all`` waits for every partition to be read to its end."""
 
 
 class TansuBroker:
@@ -161,20 +165,33 @@ class TansuBroker:
         assert left == 0, f"{left} records not delivered to {topic}"
 
     def read_all(self, topic: str, *, idle_s: float = 1.0, isolation: str = "read_committed") -> list[Message]:
-        """Return every record of ``topic`` (all partitions), reading until ``idle_s`` passes without one."""
+        """Return every record of ``topic`` (all partitions): each partition read to its end, then until
+        ``idle_s`` passes without a record."""
         return list(self._iter_all(topic, idle_s=idle_s, isolation=isolation))
 
     def _iter_all(self, topic: str, *, idle_s: float, isolation: str) -> Iterator[Message]:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False, "isolation.level": isolation})
+                             "enable.auto.commit": False, "isolation.level": isolation,
+                             "enable.partition.eof": True})
         try:
             meta = consumer.list_topics(topic, timeout=10).topics[topic]
             consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+            # A partition counts as read once librdkafka reports its end (tansu's high watermark can be too low,
+            # but the last record batch arrives whole before the end is reported): on a busy machine a slow
+            # first fetch of one partition must not pass for the end of the topic.
+            unread = set(meta.partitions)
+            deadline = time.monotonic() + READ_ALL_TIMEOUT_S
             last = time.monotonic()
-            while time.monotonic() - last < idle_s:
+            while unread or time.monotonic() - last < idle_s:
+                if unread and time.monotonic() > deadline:
+                    msg = f"reading {topic}: partitions {sorted(unread)} not read to the end in {READ_ALL_TIMEOUT_S} s"
+                    raise AssertionError(msg)
                 for message in consumer.consume(num_messages=1000, timeout=0.2):
-                    if message.error() is None:
+                    error = message.error()
+                    if error is None:
                         last = time.monotonic()
                         yield message
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        unread.discard(message.partition())
         finally:
             consumer.close()
