@@ -48,7 +48,7 @@ import uuid
 from typing import Any, NoReturn
 
 import orjson
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,20 +251,28 @@ def committed_sessions(bootstrap: str, topic: str) -> collections.Counter[Sessio
     return out
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0) -> list[Message]:
-    """Every record of ``topic`` (read_committed), reading until ``idle_s`` passes without one."""
+def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 300.0) -> list[Message]:
+    """Every record of ``topic`` (read_committed): each partition read to its end, then until ``idle_s`` passes
+    without a record (the end: librdkafka's end-of-partition event, so a slow fetch never passes for it)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.partition.eof": True})
     out: list[Message] = []
     try:
         meta = consumer.list_topics(topic, timeout=30).topics[topic]
         consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        unread, deadline = set(meta.partitions), time.monotonic() + timeout_s
         last = time.monotonic()
-        while time.monotonic() - last < idle_s:
+        while unread or time.monotonic() - last < idle_s:
+            if unread and time.monotonic() > deadline:
+                sys.exit(f"reading {topic}: partitions {sorted(unread)} not read to the end in {timeout_s:.0f} s")
             for message in consumer.consume(num_messages=10_000, timeout=0.2):
-                if message.error() is None:
+                error = message.error()
+                if error is None:
                     last = time.monotonic()
                     out.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    unread.discard(message.partition())
     finally:
         consumer.close()
     return out
