@@ -48,14 +48,14 @@ import uuid
 from typing import Any, NoReturn
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.dirname(os.path.abspath(__file__))]
 
 from harness import GAP_MS, print_header, sessionize  # noqa: E402
-from kafka_broker import TansuBroker  # noqa: E402
+from kafka_broker import TansuBroker, read_topic  # noqa: E402
 
 from statefulstream.checkpoint.plan_log import BatchPlan  # noqa: E402
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK, TransactionalProducer  # noqa: E402
@@ -248,33 +248,6 @@ def committed_sessions(bootstrap: str, topic: str) -> collections.Counter[Sessio
         h = {k: v.decode() for k, v in m.headers() or []}
         if (h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT]) in ok:
             out[tuple(orjson.loads(m.value()))] += 1  # type: ignore[arg-type]
-    return out
-
-
-def read_topic(bootstrap: str, topic: str, idle_s: float = 2.0, timeout_s: float = 300.0) -> list[Message]:
-    """Every record of ``topic`` (read_committed): each partition read to its end, then until ``idle_s`` passes
-    without a record (the end: librdkafka's end-of-partition event, so a slow fetch never passes for it)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "enable.partition.eof": True})
-    out: list[Message] = []
-    try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-        unread, deadline = set(meta.partitions), time.monotonic() + timeout_s
-        last = time.monotonic()
-        while unread or time.monotonic() - last < idle_s:
-            if unread and time.monotonic() > deadline:
-                sys.exit(f"reading {topic}: partitions {sorted(unread)} not read to the end in {timeout_s:.0f} s")
-            for message in consumer.consume(num_messages=10_000, timeout=0.2):
-                error = message.error()
-                if error is None:
-                    last = time.monotonic()
-                    out.append(message)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    unread.discard(message.partition())
-    finally:
-        consumer.close()
     return out
 
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-READ_ALL_TIMEOUT_S = 120
-"""How long ``read_all`` waits for every partition to be read to its end."""
+READ_TOPIC_TIMEOUT_S = 120
+"""How long :func:`read_topic` waits for every partition to be read to its end."""
+
+
+def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.0, isolation: str = "read_committed",
+               timeout_s: float = READ_TOPIC_TIMEOUT_S) -> list[Message]:
+    """Return every record of ``topic`` (all partitions): each partition read to its end, then until ``idle_s``
+    passes without a record.
+
+    A partition counts as read once librdkafka reports its end (tansu's high watermark can be too low, but
+    the last record batch arrives whole before the end is reported): on a busy machine a slow first fetch
+    of one partition must not pass for the end of the topic.
+
+    Raises:
+        AssertionError: a partition was not read to its end within ``timeout_s``.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": isolation, "enable.partition.eof": True})
+    out: list[Message] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        unread, deadline = set(meta.partitions), time.monotonic() + timeout_s
+        last = time.monotonic()
+        while unread or time.monotonic() - last < idle_s:
+            if unread and time.monotonic() > deadline:
+                msg = f"reading {topic}: partitions {sorted(unread)} not read to the end in {timeout_s:.0f} s"
+                raise AssertionError(msg)
+            for message in consumer.consume(num_messages=10_000, timeout=0.2):
+                error = message.error()
+                if error is None:
+                    last = time.monotonic()
+                    out.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    unread.discard(message.partition())
+    finally:
+        consumer.close()
+    return out
 
 
 class TansuBroker:
@@ -165,33 +201,5 @@ class TansuBroker:
         assert left == 0, f"{left} records not delivered to {topic}"
 
     def read_all(self, topic: str, *, idle_s: float = 1.0, isolation: str = "read_committed") -> list[Message]:
-        """Return every record of ``topic`` (all partitions): each partition read to its end, then until
-        ``idle_s`` passes without a record."""
-        return list(self._iter_all(topic, idle_s=idle_s, isolation=isolation))
-
-    def _iter_all(self, topic: str, *, idle_s: float, isolation: str) -> Iterator[Message]:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False, "isolation.level": isolation,
-                             "enable.partition.eof": True})
-        try:
-            meta = consumer.list_topics(topic, timeout=10).topics[topic]
-            consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-            # A partition counts as read once librdkafka reports its end (tansu's high watermark can be too low,
-            # but the last record batch arrives whole before the end is reported): on a busy machine a slow
-            # first fetch of one partition must not pass for the end of the topic.
-            unread = set(meta.partitions)
-            deadline = time.monotonic() + READ_ALL_TIMEOUT_S
-            last = time.monotonic()
-            while unread or time.monotonic() - last < idle_s:
-                if unread and time.monotonic() > deadline:
-                    msg = f"reading {topic}: partitions {sorted(unread)} not read to the end in {READ_ALL_TIMEOUT_S} s"
-                    raise AssertionError(msg)
-                for message in consumer.consume(num_messages=1000, timeout=0.2):
-                    error = message.error()
-                    if error is None:
-                        last = time.monotonic()
-                        yield message
-                    elif error.code() == KafkaError._PARTITION_EOF:
-                        unread.discard(message.partition())
-        finally:
-            consumer.close()
+        """Return every record of ``topic`` (all partitions): see :func:`read_topic`."""
+        return read_topic(self.bootstrap, topic, idle_s=idle_s, isolation=isolation)
