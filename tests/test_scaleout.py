@@ -18,7 +18,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import orjson
 import pytest
@@ -139,9 +139,22 @@ def wait_for(what: str, condition: Any, workers: list[Worker], timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {w.checkpoint.name} ({w.proc.poll()}):\n{w.tail()}" for w in workers)
-            pytest.fail(f"timed out waiting for {what}{f': {explain()}' if explain else ''}\n{logs}")
-        time.sleep(0.2)  # the polling interval of the condition, not a wait for something to happen
+            timed_out(f"{what}{f': {explain()}' if explain else ''}", workers)
+        time.sleep(0.2)  # between two checks of a condition read from logs or topics (nothing to block on)
+
+
+def wait_exit(what: str, worker: Worker, workers: list[Worker], timeout_s: float = 120.0) -> None:
+    """Wait until ``worker``'s process exits; fail with the workers' logs if it does not in ``timeout_s``."""
+    try:
+        worker.proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out(what, workers)
+
+
+def timed_out(what: str, workers: list[Worker]) -> NoReturn:
+    """Fail the test: ``what`` did not happen in time; show each worker's exit code and last log lines."""
+    logs = "\n".join(f"--- {w.checkpoint.name} ({w.proc.poll()}):\n{w.tail()}" for w in workers)
+    pytest.fail(f"timed out waiting for {what}\n{logs}")
 
 
 def difference(got: collections.Counter[Any], want: collections.Counter[Any]) -> str:
@@ -214,7 +227,7 @@ class TestWorkersComeAndGo:
         w3 = Worker(kafka_broker, topics, tmp_path, "w3", "multi")
         workers = [w1, w2, w3]
         try:
-            wait_for("w1 to be killed in its 12th handler call", lambda: w1.proc.poll() is not None, workers)
+            wait_exit("w1 to be killed in its 12th handler call", w1, workers)
             assert w1.proc.returncode == -signal.SIGKILL, w1.tail()
             w4 = Worker(kafka_broker, topics, tmp_path, "w4", "multi")
             workers.append(w4)
@@ -289,8 +302,7 @@ class TestRepartition:
         workers = [killed]
         want = collections.Counter((e["account"], e["user"], e["ts"]) for e in evs)
         try:
-            wait_for("the worker to be killed before a forward commit", lambda: killed.proc.poll() is not None,
-                     workers)
+            wait_exit("the worker to be killed before a forward commit", killed, workers)
             assert killed.proc.returncode == -signal.SIGKILL, killed.tail()
             workers.append(Worker(kafka_broker, topics, tmp_path, "after", "refwd", REKEY="1"))
 
@@ -388,7 +400,7 @@ class TestProcessor:
         first = Worker(kafka_broker, topics, tmp_path, "first", "activity", PROCESSOR="1", KILL_AFTER_CALLS="15")
         workers = [first]
         try:
-            wait_for("the first worker to be killed mid-batch", lambda: first.proc.poll() is not None, workers)
+            wait_exit("the first worker to be killed mid-batch", first, workers)
             assert first.proc.returncode == -signal.SIGKILL, first.tail()
             workers += [Worker(kafka_broker, topics, tmp_path, f"w{i}", "activity", PROCESSOR="1") for i in (2, 3)]
             produce(kafka_broker, source, evs[len(evs) // 2:])

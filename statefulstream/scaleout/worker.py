@@ -234,8 +234,7 @@ def _rebalance(ctx: GroupContext, forward: GroupContext | None, tasks: dict[str,
             # may have been revoked meanwhile, and the group may have given them to another process already.
             # Close them before the round: a batch run on them would race the new owner (on Kafka the loser
             # is fenced; on tansu, whatever a writer flushed before it was fenced stays visible, markers too).
-            gone = membership.revoked_unreported()
-            _release(tasks, [n for n in tasks if n not in membership.owned or n in gone])
+            _release(tasks, sorted(membership.revoked_unreported()))
 
 
 def _release(tasks: dict[str, PartitionTask], names: Sequence[str]) -> None:

@@ -211,7 +211,6 @@ class WindowAggregation:
             changed.add(start)
         return merged, changed
 
-
     def _in_runs(self, windows: dict[int, list[Any]], values: list[Any], times: list[int], seq0: int,
                  gap: int) -> tuple[dict[int, list[Any]], set[int]] | None:
         """The sweep's result for its common case, with a step per run of records; ``None`` for any other.
@@ -229,10 +228,10 @@ class WindowAggregation:
             latest = max(windows.values(), key=_start) if len(windows) > 1 else next(iter(windows.values()))
             if latest[0] > ts[0]:
                 return None
-        if ts[-1] - ts[0] <= gap or max(map(sub, ts[1:], ts)) <= gap:  # one run: most calls
+        # Where a run ends: no cut within a span of one gap, and none in most calls (one run).
+        cuts = [i for i, step in enumerate(map(sub, ts[1:], ts), 1) if step > gap] if ts[-1] - ts[0] > gap else []
+        if not cuts:
             return self._one_run(windows, latest, values, times, seq0, ts[0], ts[-1] + gap)
-        steps = list(map(sub, ts[1:], ts))
-        cuts = [i for i, step in enumerate(steps, 1) if step > gap]
         merged = dict(windows)
         # Sessions formed: [start, end, first and stop position in ts, the stored session it continues].
         groups: list[list[Any]] = []
@@ -270,9 +269,7 @@ class WindowAggregation:
             window = self._new_window(start, max(latest[1], end), latest)
         else:
             window = self._new_window(start, end)
-        seqs = range(seq0, seq0 + len(values))
-        for i, agg in enumerate(self.aggs, _FIXED):
-            window[i] = agg.update(window[i], values, times, seqs)
+        self._add_rows(window, values, times, seq0, range(len(values)))
         windows[start] = window
         return windows, {start}
 
