@@ -290,6 +290,28 @@ class TestAggregators:
         assert fold(last("v", ignore_nulls=True), records, times, cuts, merged=merged) == (
             rows[nonnull[-1]][1] if nonnull else None)
 
+    def test_nulls_are_skipped_whatever_a_value_answers_to_equals_none(self) -> None:
+        class Vague:  # like an array: == gives something that is neither true nor false
+            def __eq__(self, other: object) -> Any:
+                return self
+
+            def __bool__(self) -> bool:
+                raise ValueError("the truth value is ambiguous")
+
+            __hash__ = object.__hash__
+
+        class Agreeable:  # equal to everything, None included, and still a value
+            def __eq__(self, other: object) -> bool:
+                return True
+
+            __hash__ = object.__hash__
+
+        vague, agreeable = Vague(), Agreeable()
+        agg = collect_list("x")
+        for values, want in (([vague, None, 1], [vague, 1]), ([agreeable, 2], [agreeable, 2]),
+                             ([agreeable, None], [agreeable]), ([3, 4], [3, 4])):
+            assert agg.values([{"x": v} for v in values]) == want
+
     def test_user_defined_aggregator_adds_merges_and_finishes(self) -> None:
         span = aggregator(zero=lambda: [None, None], column="v", name="span",
                           add=lambda a, v: [v if a[0] is None else builtin_min(a[0], v),

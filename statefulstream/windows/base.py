@@ -70,6 +70,11 @@ class Aggregator(ABC):
                 vals = [r.get(col) if type(r) is dict or isinstance(r, Mapping) else r[col] for r in rows]
         else:
             vals = list(map(col, rows))
+        try:  # a C-level check first: ``False`` means no None (``in`` tests identity before ``==``)
+            if None not in vals:
+                return vals
+        except Exception:  # noqa: BLE001 - a value whose == None does not give a bool (an array): filter
+            pass
         return [v for v in vals if v is not None]
 
     def update(self, acc: Any, rows: Sequence[Any], times: Sequence[int], seqs: Sequence[int]) -> Any:

@@ -24,7 +24,8 @@ trigger and never drops state (O(state) per trigger; see docs/windows.md).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from operator import itemgetter, methodcaller, sub
 from typing import Any
 
@@ -73,6 +74,7 @@ class WindowAggregation:
         self._results = [(name, agg.result) for name, agg in aggs.items()]
         self.mode = mode
         self.closes = has_watermark and mode is not OutputMode.COMPLETE
+        self._gap = window.gap_ms if isinstance(window, SessionSpec) else None
         self.__name__ = "aggregate"
 
     def describe(self) -> dict[str, Any]:
@@ -82,38 +84,40 @@ class WindowAggregation:
 
     def __call__(self, key: Hashable, values: list[Any], state: GroupState[Any]) -> list[dict[str, Any]]:
         stored = state.get_option()
-        seq, windows = (0, {}) if stored is None else (stored["n"], {w[0]: w for w in stored["w"]})
-        changed: set[int] = set()
+        # The stored windows, by start; their ends are in the same order (sessions are disjoint, fixed
+        # windows have one size), so the windows the watermark closes are always the first ones.
+        seq, windows = (0, []) if stored is None else (stored["n"], stored["w"])
+        changed: Collection[int] = ()
         if values:
+            values = values[:]  # a plain list: the passes below iterate it in C, not via GroupValues.__iter__
             raw = list(map(self.event_time, values))
             times = raw if all_epoch_ms(raw) else list(map(to_epoch_ms, raw))
-            if isinstance(self.window, SessionSpec):
-                windows, changed = self._merge_sessions(windows, values, times, seq)
+            if self._gap is not None:  # the runs' shortcut, else the general sweep
+                windows, changed = (self._in_runs(windows, values, times, seq, self._gap)
+                                    or self._merge_sessions(windows, values, times, seq, self._gap))
             else:
-                changed = self._add_fixed(windows, values, times, seq)
+                windows, changed = self._add_fixed(windows, values, times, seq)
             seq += len(values)
         closed: list[list[Any]] = []
-        if self.closes:
+        if self.closes and windows:
             wm = state.get_current_watermark_ms()
-            closed = [w for w in windows.values() if w[1] <= wm]
-            if closed:
-                closed.sort(key=_start)
-                for w in closed:
-                    del windows[w[0]]
+            if windows[0][1] <= wm:
+                n = bisect_right(windows, wm, key=_end)
+                closed, windows = windows[:n], windows[n:]
         if self.mode is OutputMode.APPEND:
             emit = closed
         elif self.mode is OutputMode.UPDATE:
-            emit = sorted([w for w in [*windows.values(), *closed] if w[0] in changed], key=_start)
+            emit = [w for w in [*closed, *windows] if w[0] in changed]
         else:
-            emit = sorted(windows.values(), key=_start)
+            emit = windows
         if changed or closed:
             if windows:
-                state.update({"n": seq, "w": sorted(windows.values(), key=_start)})
+                state.update({"n": seq, "w": windows})
             else:
                 state.remove()
         if self.closes and windows:
             # Fires on ``deadline < watermark``, i.e. exactly when ``end <= watermark``.
-            state.set_timeout_timestamp(max(min(map(_end, windows.values())) - 1, 1))
+            state.set_timeout_timestamp(max(windows[0][1] - 1, 1))
         return [self._row(key, w) for w in emit]
 
     def _row(self, key: Hashable, window: list[Any]) -> dict[str, Any]:
@@ -143,27 +147,24 @@ class WindowAggregation:
                 window[i] = agg.merge(window[i], old[i])
         return window
 
-    def _add_fixed(self, windows: dict[int, list[Any]], values: list[Any], times: list[int],
-                   seq0: int) -> set[int]:
+    def _add_fixed(self, windows: list[list[Any]], values: list[Any], times: list[int],
+                   seq0: int) -> tuple[list[list[Any]], set[int]]:
         assert isinstance(self.window, WindowSpec)
         buckets = self.window.assign(times)
+        by_start = {w[0]: w for w in windows}
         for (start, end), idxs in buckets.items():
-            window = windows.get(start)
+            window = by_start.get(start)
             if window is None:
-                window = windows[start] = self._new_window(start, end)
+                window = by_start[start] = self._new_window(start, end)
             self._add_rows(window, values, times, seq0, idxs)
-        return {start for start, _ in buckets}
+        if len(by_start) > len(windows):  # new windows: put them in start order
+            windows = sorted(by_start.values(), key=_start)
+        return windows, {start for start, _ in buckets}
 
-    def _merge_sessions(self, windows: dict[int, list[Any]], values: list[Any], times: list[int],
-                        seq0: int) -> tuple[dict[int, list[Any]], set[int]]:
+    def _merge_sessions(self, windows: list[list[Any]], values: list[Any], times: list[int], seq0: int,
+                        gap: int) -> tuple[list[list[Any]], set[int]]:
         """Sweep stored sessions and new records by start; join those with ``start <= current end``."""
-        assert isinstance(self.window, SessionSpec)
-        gap = self.window.gap_ms
-        runs = self._in_runs(windows, values, times, seq0, gap)
-        if runs is not None:
-            return runs
-        stored_windows = sorted(windows.values(), key=_start)
-        n_stored, next_stored = len(stored_windows), 0
+        n_stored, next_stored = len(windows), 0
         # Sessions being formed: [start, end, stored windows, record indexes], in start order.
         groups: list[list[Any]] = []
         cur: list[Any] = [None, None, [], []]
@@ -181,8 +182,8 @@ class WindowAggregation:
         # Records by event time (arrival order on ties); a stored session goes first on an equal start.
         for i in sorted(range(len(times)), key=times.__getitem__):
             t = times[i]
-            while next_stored < n_stored and stored_windows[next_stored][0] <= t:
-                w = stored_windows[next_stored]
+            while next_stored < n_stored and windows[next_stored][0] <= t:
+                w = windows[next_stored]
                 join(w[0], w[1])[2].append(w)
                 next_stored += 1
             end = t + gap
@@ -193,13 +194,13 @@ class WindowAggregation:
                 cur = [t, end, [], []]
                 groups.append(cur)
             cur[3].append(i)
-        for w in stored_windows[next_stored:]:
+        for w in windows[next_stored:]:
             join(w[0], w[1])[2].append(w)
-        merged: dict[int, list[Any]] = {}
+        merged: list[list[Any]] = []
         changed: set[int] = set()
         for start, end, stored, idxs in groups:
             if not idxs and len(stored) == 1:
-                merged[start] = stored[0]
+                merged.append(stored[0])
                 continue
             window = self._new_window(start, end)
             for old in stored:  # in start order: earlier records first
@@ -207,12 +208,12 @@ class WindowAggregation:
                     window[i] = agg.merge(window[i], old[i])
             if idxs:
                 self._add_rows(window, values, times, seq0, sorted(idxs))
-            merged[start] = window
+            merged.append(window)
             changed.add(start)
         return merged, changed
 
-    def _in_runs(self, windows: dict[int, list[Any]], values: list[Any], times: list[int], seq0: int,
-                 gap: int) -> tuple[dict[int, list[Any]], set[int]] | None:
+    def _in_runs(self, windows: list[list[Any]], values: list[Any], times: list[int], seq0: int,
+                 gap: int) -> tuple[list[list[Any]], set[int]] | None:
         """The sweep's result for its common case, with a step per run of records; ``None`` for any other.
 
         The common case: no record of the call is before the start of the
@@ -223,20 +224,17 @@ class WindowAggregation:
         one included. The aggregators get the same calls as in the sweep.
         """
         ts = sorted(times)
-        latest: list[Any] | None = None
-        if windows:
-            latest = max(windows.values(), key=_start) if len(windows) > 1 else next(iter(windows.values()))
-            if latest[0] > ts[0]:
-                return None
+        latest = windows[-1] if windows else None
+        if latest is not None and latest[0] > ts[0]:
+            return None
         # Where a run ends: no cut within a span of one gap, and none in most calls (one run).
         cuts = [i for i, step in enumerate(map(sub, ts[1:], ts), 1) if step > gap] if ts[-1] - ts[0] > gap else []
         if not cuts:
             return self._one_run(windows, latest, values, times, seq0, ts[0], ts[-1] + gap)
-        merged = dict(windows)
         # Sessions formed: [start, end, first and stop position in ts, the stored session it continues].
         groups: list[list[Any]] = []
         if latest is not None:
-            groups.append([latest[0], latest[1], 0, 0, merged.pop(latest[0])])
+            groups.append([latest[0], latest[1], 0, 0, latest])
         for first, stop in zip([0, *cuts], [*cuts, len(ts)], strict=True):
             start, end = ts[first], ts[stop - 1] + gap
             if groups and start <= groups[-1][1]:
@@ -244,11 +242,12 @@ class WindowAggregation:
                 cur[1], cur[3] = max(cur[1], end), stop
             else:
                 groups.append([start, end, first, stop, None])
+        merged = windows[:-1]  # the earlier sessions, as they were
         order: list[int] | None = None
         changed: set[int] = set()
         for start, end, first, stop, old in groups:
             if first == stop:  # the latest stored session, which no record joined
-                merged[start] = old
+                merged.append(old)
                 continue
             window = self._new_window(start, end, old)
             idxs: Sequence[int] = range(len(times))
@@ -256,22 +255,22 @@ class WindowAggregation:
                 order = order or sorted(range(len(times)), key=times.__getitem__)
                 idxs = sorted(order[first:stop])
             self._add_rows(window, values, times, seq0, idxs)
-            merged[start] = window
+            merged.append(window)
             changed.add(start)
         return merged, changed
 
-    def _one_run(self, windows: dict[int, list[Any]], latest: list[Any] | None, values: list[Any], times: list[int],
-                 seq0: int, start: int, end: int) -> tuple[dict[int, list[Any]], set[int]]:
+    def _one_run(self, windows: list[list[Any]], latest: list[Any] | None, values: list[Any], times: list[int],
+                 seq0: int, start: int, end: int) -> tuple[list[list[Any]], set[int]]:
         """:meth:`_in_runs` when the records form one run ``[start, end)``: it continues the latest session
-        or follows it (``windows`` is the call's own dict, changed in place)."""
+        or follows it."""
         if latest is not None and start <= latest[1]:
             start = latest[0]
             window = self._new_window(start, max(latest[1], end), latest)
+            windows = windows[:-1]
         else:
             window = self._new_window(start, end)
         self._add_rows(window, values, times, seq0, range(len(values)))
-        windows[start] = window
-        return windows, {start}
+        return [*windows, window], {start}
 
 
 @dataclasses.dataclass
