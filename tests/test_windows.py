@@ -312,6 +312,17 @@ class TestAggregators:
                              ([agreeable, None], [agreeable]), ([3, 4], [3, 4])):
             assert agg.values([{"x": v} for v in values]) == want
 
+    def test_a_column_set_after_construction_is_the_one_aggregated(self) -> None:
+        agg = sum("a")
+        rows = [{"a": 1, "b": 10}, {"a": 2, "b": 20}]
+        assert agg.values(rows) == [1, 2]
+        agg.column = "b"
+        assert agg.values(rows) == [10, 20]
+        agg.column = lambda r: r["a"] * 3
+        assert agg.values(rows) == [3, 6]
+        with pytest.raises(ConfigError, match="column must be a field name"):
+            agg.column = 5  # type: ignore[assignment]
+
     def test_user_defined_aggregator_adds_merges_and_finishes(self) -> None:
         span = aggregator(zero=lambda: [None, None], column="v", name="span",
                           add=lambda a, v: [v if a[0] is None else builtin_min(a[0], v),

@@ -33,7 +33,7 @@ class Count(Aggregator):
 
     def update(self, acc: int, rows: Sequence[Any], times: Sequence[int], seqs: Sequence[int]) -> int:
         """Count the rows (or their non-null column values) without copying them."""
-        return acc + len(rows) if self.column is None else super().update(acc, rows, times, seqs)
+        return acc + len(rows) if self._column is None else super().update(acc, rows, times, seqs)
 
     def merge(self, a: int, b: int) -> int:
         return a + b

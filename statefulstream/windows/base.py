@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from statefulstream.errors import ConfigError
 
@@ -30,16 +30,24 @@ class Aggregator(ABC):
 
     Every method must be deterministic and must not mutate an accumulator it
     does not return: a replayed batch must give the same state and rows.
-
-    Attributes:
-        column: the field aggregated (``None``: the whole record).
     """
 
     def __init__(self, column: Column = None) -> None:
+        self.column = column
+
+    @property
+    def column(self) -> Column:
+        """The field aggregated (``None``: the whole record)."""
+        return self._column
+
+    @column.setter
+    def column(self, column: Column) -> None:
         if column is not None and not isinstance(column, str) and not callable(column):
             msg = f"{type(self).__name__}: column must be a field name, a callable or None; got {column!r}"
             raise ConfigError(msg)
-        self.column = column
+        self._column = column
+        # Made once, used per window.
+        self._getter: Callable[[Any], Any] | None = itemgetter(column) if isinstance(column, str) else None
 
     @abstractmethod
     def zero(self) -> Any:
@@ -59,17 +67,17 @@ class Aggregator(ABC):
 
     def values(self, rows: Sequence[Any]) -> list[Any]:
         """Return the non-null column values of ``rows`` (a missing field counts as null)."""
-        col = self.column
-        if col is None:
-            return list(rows)
-        if isinstance(col, str):
+        col, getter = self._column, self._getter
+        if getter is not None:  # a field name
             try:  # one C-level pass; a record without the field (or not a mapping) takes the loop below
-                vals = list(map(itemgetter(col), rows))
+                vals = list(map(getter, rows))
             except Exception:  # noqa: BLE001 - the loop below gives the same values or raises as it would
                 # ``type(r) is dict`` first: the ABC check is slow and records are nearly always dicts.
                 vals = [r.get(col) if type(r) is dict or isinstance(r, Mapping) else r[col] for r in rows]
-        else:
-            vals = list(map(col, rows))
+        elif col is None:
+            return list(rows)
+        else:  # a callable (a field name has its getter)
+            vals = list(map(cast(Callable[[Any], Any], col), rows))
         try:  # a C-level check first: ``False`` means no None (``in`` tests identity before ``==``)
             if None not in vals:
                 return vals
