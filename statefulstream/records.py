@@ -89,17 +89,22 @@ class GroupValues(list):  # type: ignore[type-arg]  # holds any record type
     [2, 3]
     """
 
-    # Class-level default: the per-key object stays a bare list until next() is used (hot path).
+    # Class-level default: the per-key object stays a bare list, iterated by list's own C iterator, until
+    # next() takes a value (hot path: every handler and every pass of the runtime loops over these).
     _taken = 0
 
     def __next__(self) -> Any:
         taken = self._taken
         if taken >= len(self):
             raise StopIteration
+        if not taken:  # from now on, loops start after the values next() took
+            self.__class__ = _PartlyTakenValues
         self._taken = taken + 1
         return self[taken]
 
+
+class _PartlyTakenValues(GroupValues):
+    """A ``GroupValues`` that ``next()`` has taken values from: iterating it skips them."""
+
     def __iter__(self) -> Iterator[Any]:
-        taken = self._taken
-        it = list.__iter__(self)
-        return it if not taken else itertools.islice(it, taken, None)
+        return itertools.islice(list.__iter__(self), self._taken, None)

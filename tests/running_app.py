@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,15 +16,19 @@ WAIT_S = 40.0
 """Longest wait for a condition: generous for a busy 2-core CI, as every wait ends when its condition holds."""
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """Return ``condition()``'s first truthy value, checking every 50 ms; fail the test after ``timeout_s``."""
-    pause = threading.Event()
-    for _ in range(int(timeout_s * 20)):
-        value = condition()
-        if value:
-            return value
-        pause.wait(0.05)
-    pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S, *, interval_s: float = 0.05,
+             details: Callable[[], str] | None = None) -> Any:
+    """Return ``condition()``'s first truthy value, checking every ``interval_s``; fail the test after ``timeout_s``.
+
+    ``details()``, if given, adds to the failure what is still wrong (rows missing, the processes' logs).
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()  # never set: its wait is the interval between two checks
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}{details() if details else ''}")
+        pause.wait(interval_s)
+    return value
 
 
 @contextlib.contextmanager

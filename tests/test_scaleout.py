@@ -15,13 +15,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import orjson
 import pytest
+import running_app
 from kafka_broker import TansuBroker
 
 from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
@@ -135,12 +135,10 @@ def wait_for(what: str, condition: Any, workers: list[Worker], timeout_s: float 
     """Wait until ``condition()`` holds; fail with the workers' logs if it does not in ``timeout_s``.
 
     ``explain()``, if given, says in the failure what is still wrong (e.g. the rows missing and extra).
+    Conditions read logs and topics, so they are checked every 0.2 s.
     """
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            timed_out(f"{what}{f': {explain()}' if explain else ''}", workers)
-        time.sleep(0.2)  # between two checks of a condition read from logs or topics (nothing to block on)
+    running_app.wait_for(condition, what, timeout_s, interval_s=0.2,
+                         details=lambda: f"{f': {explain()}' if explain else ''}\n{worker_logs(workers)}")
 
 
 def wait_exit(what: str, worker: Worker, workers: list[Worker], timeout_s: float = 120.0) -> None:
@@ -148,13 +146,12 @@ def wait_exit(what: str, worker: Worker, workers: list[Worker], timeout_s: float
     try:
         worker.proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        timed_out(what, workers)
+        pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}\n{worker_logs(workers)}")
 
 
-def timed_out(what: str, workers: list[Worker]) -> NoReturn:
-    """Fail the test: ``what`` did not happen in time; show each worker's exit code and last log lines."""
-    logs = "\n".join(f"--- {w.checkpoint.name} ({w.proc.poll()}):\n{w.tail()}" for w in workers)
-    pytest.fail(f"timed out waiting for {what}\n{logs}")
+def worker_logs(workers: list[Worker]) -> str:
+    """Each worker's exit code and last log lines, for a failure message."""
+    return "\n".join(f"--- {w.checkpoint.name} ({w.proc.poll()}):\n{w.tail()}" for w in workers)
 
 
 def difference(got: collections.Counter[Any], want: collections.Counter[Any]) -> str:

@@ -89,7 +89,6 @@ class WindowAggregation:
         seq, windows = (0, []) if stored is None else (stored["n"], stored["w"])
         changed: Collection[int] = ()
         if values:
-            values = values[:]  # a plain list: the passes below iterate it in C, not via GroupValues.__iter__
             raw = list(map(self.event_time, values))
             times = raw if all_epoch_ms(raw) else list(map(to_epoch_ms, raw))
             if self._gap is not None:  # the runs' shortcut, else the general sweep
