@@ -13,7 +13,7 @@ written up in docs/kafka.md):
   (``KafkaSource(watermark_probe=True)`` works around it);
 * transactions commit, abort and fence, and open transactions are held back
   (last stable offset), but ``read_committed`` does not filter records of
-  *aborted* transactions;
+  *aborted* transactions (``TansuBroker.committed_view`` applies the batch-marker rule instead);
 * ``CreatePartitions`` is not supported.
 """
 
@@ -31,6 +31,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
+from statefulstream.sinks.kafka import committed_attempts
 
 
 def tansu_binary() -> Path:
@@ -202,3 +205,27 @@ class TansuBroker:
     def read_all(self, topic: str, *, idle_s: float = 1.0, isolation: str = "read_committed") -> list[Message]:
         """Return every record of ``topic`` (all partitions): see :func:`read_topic`."""
         return read_topic(self.bootstrap, topic, idle_s=idle_s, isolation=isolation)
+
+    def committed_view(self, topic: str, *, idle_s: float = 1.0) -> list[Message]:
+        """Return the records of ``topic`` a ``read_committed`` consumer keeps on Apache Kafka: those of
+        committed transactions of a ``KafkaSink`` (or a scale-out partition's transaction).
+
+        tansu cannot be asked for that directly: its ``read_committed`` shows
+        records of aborted transactions, and a CI run of the scale-out
+        processor test waited 120 s for the rows of its last three batches,
+        committed by their workers, which ``read_committed`` readers never
+        received (held behind tansu's last stable offset). So every record is
+        read, uncommitted ones included, and the batch-marker rule decides: a
+        record counts when its ``(sink, batch, attempt)`` headers have a marker
+        in ``<topic>.batches`` (markers are produced after their transaction's
+        records are flushed; ``committed_attempts``).
+        """
+        markers = [{"key": m.key(), "value": m.value()}
+                   for m in self.read_all(f"{topic}.batches", idle_s=idle_s, isolation="read_uncommitted")]
+        ok = committed_attempts(markers)
+
+        def attempt(message: Message) -> tuple[str, str, str]:
+            tags = {k: v.decode() for k, v in message.headers() or []}
+            return tags[HEADER_SINK], tags[HEADER_BATCH], tags[HEADER_ATTEMPT]
+
+        return [m for m in self.read_all(topic, idle_s=idle_s, isolation="read_uncommitted") if attempt(m) in ok]

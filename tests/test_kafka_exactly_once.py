@@ -20,17 +20,12 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Message
 from test_sessionization_example import EXPECTED, as_tuples, sessionization
 
 from statefulstream import App, GroupStateTimeout
 from statefulstream.sinks.kafka import (
-    HEADER_ATTEMPT,
-    HEADER_BATCH,
-    HEADER_SINK,
     KafkaDeadLetterSink,
     KafkaSink,
-    committed_attempts,
 )
 from statefulstream.sources.kafka import KafkaSource
 
@@ -38,23 +33,6 @@ pytestmark = pytest.mark.kafka
 
 JOB = Path(__file__).with_name("kafka_eos_job.py")
 LINES = sessionization.DATA.read_bytes().splitlines()
-
-
-def committed_view(broker: Any, topic: str) -> list[Message]:
-    """Records a read_committed consumer keeps on Apache Kafka (tansu 0.6 also shows aborted ones).
-
-    A record is committed when its (sink, batch, attempt) headers have a
-    marker: the marker is produced after the records are flushed, in the same
-    transaction, so this is Kafka's aborted-transaction filter applied by hand.
-    """
-    markers = [{"key": m.key(), "value": m.value()} for m in broker.read_all(f"{topic}.batches")]
-    ok = committed_attempts(markers)
-
-    def ids(m: Message) -> tuple[str, ...]:
-        h = {k: v.decode() for k, v in m.headers() or []}
-        return h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT]
-
-    return [m for m in broker.read_all(topic) if ids(m) in ok]
 
 
 def undecodable_offsets() -> list[int]:
@@ -118,7 +96,7 @@ class TestExactlyOnceUnderSigkill:
         assert landed == set(self.PHASES), f"kills that did not land: {list(zip(kills, codes, strict=True))}"
         assert self.run_job(kafka_broker, (source_topic, out_topic), tmp_path / "ckpt", None) == 0
 
-        committed = [orjson.loads(m.value()) for m in committed_view(kafka_broker, out_topic)]
+        committed = [orjson.loads(m.value()) for m in kafka_broker.committed_view(out_topic)]
         assert as_tuples(committed) == EXPECTED, f"kill points: {kills}"
         assert len({(r["user"], r["start"]) for r in committed}) == len(committed)
 
@@ -173,6 +151,6 @@ class TestExactlyOnceUnderKillsAtRandomMoments:
                               timeout=300)
         assert done.returncode == 0, done.stderr.decode()[-3000:]
 
-        committed = [orjson.loads(m.value()) for m in committed_view(kafka_broker, out_topic)]
+        committed = [orjson.loads(m.value()) for m in kafka_broker.committed_view(out_topic)]
         assert as_tuples(committed) == EXPECTED
         assert len({(r["user"], r["start"]) for r in committed}) == len(committed)

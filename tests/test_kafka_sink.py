@@ -22,7 +22,6 @@ from statefulstream.sinks.kafka import (
     HEADER_SINK,
     KafkaDeadLetterSink,
     KafkaSink,
-    committed_attempts,
 )
 
 pytestmark = pytest.mark.kafka
@@ -30,19 +29,6 @@ pytestmark = pytest.mark.kafka
 
 def headers(message: Message) -> dict[str, str]:
     return {k: v.decode() for k, v in message.headers() or []}
-
-
-def committed_view(broker, topic: str) -> list[Message]:
-    """What a read_committed consumer sees on Apache Kafka: records of committed transactions only.
-
-    tansu 0.6 does not hide aborted records from read_committed consumers, so
-    the test applies the marker rule (``committed_attempts``) that Kafka's
-    transaction markers would apply.
-    """
-    markers = [{"key": m.key(), "value": m.value()} for m in broker.read_all(f"{topic}.batches")]
-    ok = committed_attempts(markers)
-    return [m for m in broker.read_all(topic)
-            if (headers(m)[HEADER_SINK], headers(m)[HEADER_BATCH], headers(m)[HEADER_ATTEMPT]) in ok]
 
 
 def make_sink(broker, topic: str, txid: str, **kwargs) -> KafkaSink:
@@ -97,7 +83,7 @@ class TestKafkaSink:
         assert restarted.last_committed == 0
         restarted.write(1, [{"n": 1}])
         restarted.close()
-        assert [orjson.loads(m.value())["n"] for m in committed_view(kafka_broker, topic)] == [0, 1]
+        assert [orjson.loads(m.value())["n"] for m in kafka_broker.committed_view(topic)] == [0, 1]
 
     def test_a_fenced_older_incarnation_fails_with_a_sink_error(self, kafka_broker):
         topic = kafka_broker.create_topic()

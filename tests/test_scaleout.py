@@ -24,11 +24,9 @@ import pytest
 import running_app
 from kafka_broker import TansuBroker
 
-from statefulstream.kafka_txn import HEADER_ATTEMPT, HEADER_BATCH, HEADER_SINK
 from statefulstream.scaleout import worker as scaleout_worker
 from statefulstream.scaleout.task import PartitionTask
 from statefulstream.scaleout.worker import combined_watermark
-from statefulstream.sinks.kafka import committed_attempts
 
 JOB = Path(__file__).parent / "scaleout_job.py"
 PARTITIONS = 6
@@ -85,15 +83,8 @@ def produce_flushes(broker: TansuBroker, topic: str, evs: list[dict[str, Any]]) 
 
 
 def committed_view(broker: TansuBroker, topic: str) -> list[dict[str, Any]]:
-    """The output rows a read_committed consumer keeps on Apache Kafka (tansu also shows aborted ones)."""
-    markers = [{"key": m.key(), "value": m.value()} for m in broker.read_all(f"{topic}.batches", idle_s=0.5)]
-    ok = committed_attempts(markers)
-    rows = []
-    for m in broker.read_all(topic, idle_s=0.5):
-        h = {k: v.decode() for k, v in m.headers() or []}
-        if (h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT]) in ok:
-            rows.append(orjson.loads(m.value()))
-    return rows
+    """The output rows a read_committed consumer keeps on Apache Kafka (``TansuBroker.committed_view``)."""
+    return [orjson.loads(m.value()) for m in broker.committed_view(topic, idle_s=0.5)]
 
 
 def sessions_of(rows: list[dict[str, Any]]) -> collections.Counter[tuple[Any, ...]]:
