@@ -214,7 +214,7 @@ class TansuBroker:
         records of aborted transactions, and a CI run of the scale-out
         processor test waited 120 s for the rows of its last three batches,
         committed by their workers, which ``read_committed`` readers never
-        received (held behind tansu's last stable offset). So every record is
+        received (held behind tansu's last stable offset; docs/kafka.md). So every record is
         read, uncommitted ones included, and the batch-marker rule decides: a
         record counts when its ``(sink, batch, attempt)`` headers have a marker
         in ``<topic>.batches`` (markers are produced after their transaction's
