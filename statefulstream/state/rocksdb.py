@@ -465,7 +465,7 @@ class RocksDBStateStore(StateStore):
             new = staged[kb]
             return new is not None and unpack(new)[0] == deadline
 
-        floor = timers.staged_floor(keeps)
+        floor = timers.finish(keeps)
         header = self._signature if self._new else None
         for name, value in meta_items(commit=record, num_rows=rows, num_timers=timers.staged_count(),
                                       timer_floor_ms=floor, signature=header):
