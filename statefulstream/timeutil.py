@@ -21,6 +21,7 @@ import datetime as _dt
 import math
 import time
 from collections.abc import Callable, Sequence
+from operator import countOf
 from typing import Any
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
@@ -132,4 +133,4 @@ def _iso_to_ms(value: str) -> int:
 
 def all_epoch_ms(values: Sequence[Any]) -> bool:
     """Whether every value is a plain ``int`` (epoch ms), so no conversion is needed."""
-    return not values or set(map(type, values)) == {int}
+    return countOf(map(type, values), int) == len(values)  # C-level, and cheaper than a set of the types
