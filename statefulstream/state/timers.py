@@ -21,6 +21,7 @@ scan of every timer:
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import struct
@@ -277,14 +278,13 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
             if kept is not None:
                 floor = min(floor, kept)
         floor = min(floor, self._added_min)
-        batch, handle, removed = self._batch, self._handle, self._removed
-        if floor > self.floor_ms and len(removed) >= RANGE_DELETE_MIN:
+        batch, handle, removed = self._batch, self._handle, sorted(self._removed)
+        if floor > self.floor_ms:
             bound = deadline_prefix(floor)
-            above = [timer for timer in removed if timer >= bound]
-            if len(removed) - len(above) >= RANGE_DELETE_MIN:
+            below = bisect.bisect_left(removed, bound)
+            if below >= RANGE_DELETE_MIN:
                 batch.delete_range(deadline_prefix(self.floor_ms), bound, handle)  # type: ignore[union-attr]
-                removed = above
-        removed.sort()
+                del removed[:below]
         delete = batch.delete  # type: ignore[union-attr]
         for timer in removed:
             delete(timer, handle)
