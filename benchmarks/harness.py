@@ -179,13 +179,14 @@ def run_session_job(data: str, batch: int, checkpoint_dir: str, *, windows: bool
     from statefulstream import App, GroupStateTimeout
     from statefulstream.memory_sink import MemorySink
     from statefulstream.sources import FileSource
-    from statefulstream.windows import count, session, sum
 
     out = MemorySink()
     read = [0]
     app = App("standard", source=FileSource(os.path.join(data, "events.jsonl")), checkpoint_dir=checkpoint_dir,
               trigger="available_now", max_records_per_trigger=batch)
     if windows:
+        from statefulstream.windows import count, session, sum
+
         app.aggregate(key="user", event_time="ts", window=session(f"{GAP_MS} ms"), watermark_delay="10 seconds",
                       aggs={"count": count(), "sum": sum("value")}, sink=out)
     else:

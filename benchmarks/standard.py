@@ -52,7 +52,6 @@ def import_system(kind: str) -> None:
     else:
         import statefulstream.memory_sink  # noqa: F401
         import statefulstream.sources  # noqa: F401
-        import statefulstream.windows  # noqa: F401
 
 
 def run_statefulstream(data: str, batch: int) -> dict[str, Any]:

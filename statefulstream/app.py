@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from statefulstream.checkpoint.layout import default_dead_letters, memory_state, open_durable_state, progress_dir
 from statefulstream.checkpoint.plan_log import PlanLog
@@ -30,12 +30,12 @@ from statefulstream.durations import Duration, parse_duration_ms
 from statefulstream.errors import ConfigError
 from statefulstream.executor import DEFAULT_SINK_RETRY, Executor
 from statefulstream.jsonl_sink import JsonlFileSink
+from statefulstream.observe.address import parse_address
 from statefulstream.observe.config_view import app_config
 from statefulstream.observe.health import Health
 from statefulstream.observe.metrics import Metrics
 from statefulstream.observe.progress import ProgressListener
 from statefulstream.observe.progress_log import ProgressLog
-from statefulstream.observe.server import MetricsServer, parse_address
 from statefulstream.observe.status import StatusBoard
 from statefulstream.operator import Handler, StatefulOperator, build_operator
 from statefulstream.pipeline import Step, StepKind
@@ -49,6 +49,9 @@ from statefulstream.state.store import CommitRecord, CommittedView, StateStore
 from statefulstream.stop_signals import install_stop_handlers
 from statefulstream.timeutil import Clock, system_clock
 from statefulstream.triggers import Trigger
+
+if TYPE_CHECKING:
+    from statefulstream.observe.server import MetricsServer
 
 logger = logging.getLogger(__name__)
 

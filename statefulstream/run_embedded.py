@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from statefulstream.observe.config_view import trigger_text
 from statefulstream.observe.health import Heartbeat
 from statefulstream.observe.progress_bar import ProgressBar
-from statefulstream.observe.server import MetricsServer
 from statefulstream.observe.state_query import StateQueries
 from statefulstream.stop_signals import install_stop_handlers
 from statefulstream.triggers import Trigger, TriggerKind
@@ -57,9 +56,13 @@ def _served(app: App, heartbeat: Heartbeat, trig: Trigger, *, queries: bool) -> 
     app._stop.clear()
     app.health.starting(heartbeat, trig)
     app.status.trigger = trigger_text(trig)
-    state = StateQueries(app._committed_view) if queries else None
-    app.metrics_server = (MetricsServer(app.metrics_address, app.metrics, app.health, status=app.status,
-                                        state=state) if app.metrics_address is not None else None)
+    app.metrics_server = None
+    if app.metrics_address is not None:  # the HTTP stack is imported only by apps that serve
+        from statefulstream.observe.server import MetricsServer
+
+        state = StateQueries(app._committed_view) if queries else None
+        app.metrics_server = MetricsServer(app.metrics_address, app.metrics, app.health, status=app.status,
+                                           state=state)
     restore = install_stop_handlers(app.name, app._stop)
     try:
         if app.metrics_server is not None:

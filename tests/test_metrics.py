@@ -13,6 +13,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import threading
 import urllib.error
@@ -31,12 +32,12 @@ from running_app import running, wait_for
 from statefulstream import App, GroupState, GroupStateTimeout, RetryPolicy, SinkUnavailableError, UserFunctionError
 from statefulstream.errors import ConfigError, SinkError
 from statefulstream.memory_sink import MemorySink
+from statefulstream.observe.address import parse_address
 from statefulstream.observe.metrics import Metrics
 from statefulstream.observe.progress import BatchProgress
 from statefulstream.observe.progress_bar import ProgressBar
 from statefulstream.observe.progress_cli import progress as progress_command
 from statefulstream.observe.progress_log import ProgressLog, read_reports
-from statefulstream.observe.server import parse_address
 from statefulstream.sink import Sink
 from statefulstream.sources import MemorySource
 from statefulstream.sources.kafka import KafkaSource
@@ -301,6 +302,35 @@ class TestMetrics:
         m.on_batch(self.progress(records_read=1))
         assert m.value("statefulstream_watermark_seconds") is None
         assert m.value("statefulstream_watermark_lag_seconds") is None
+
+    def test_batch_durations_fall_in_the_buckets_whose_bound_holds_them(self) -> None:
+        m = Metrics("clicks")
+        for seconds in (0.001, 0.0011, 0.3, 500.0):  # a bound is inclusive (le); 500 s only fits +Inf
+            m.on_batch(self.progress(durations_s={"sink": seconds}))
+
+        def bucket(le: str) -> float | None:
+            return m.value("statefulstream_batch_duration_seconds_bucket", phase="sink", le=le)
+
+        assert [bucket(le) for le in ("0.001", "0.0025", "0.25", "0.5", "300.0", "+Inf")] == [1, 2, 2, 3, 3, 4]
+        assert m.value("statefulstream_batch_duration_seconds_count", phase="sink") == 4
+        assert m.value("statefulstream_batch_duration_seconds_sum", phase="sink") == 0.001 + 0.0011 + 0.3 + 500.0
+        assert m.value("statefulstream_batch_duration_seconds_count", phase="read") == 0  # declared at 0
+
+    def test_an_app_that_does_not_serve_metrics_does_not_load_prometheus_or_http(self) -> None:
+        """The HTTP stack and prometheus-client are loaded when metrics are read, not by every app."""
+        script = """if True:
+            import sys
+            from statefulstream import App
+            from statefulstream.memory_sink import MemorySink
+            from statefulstream.sources import MemorySource
+            app = App("quiet", source=MemorySource([{"user": "a"}, {"user": "a"}]), trigger="available_now")
+            app.flat_map_groups_with_state(key="user", sink=MemorySink())(lambda k, rows, s: [(k, len(rows))])
+            app.run()
+            loaded = sorted(m for m in ("prometheus_client", "http.server", "ssl") if m in sys.modules)
+            print(loaded, app.metrics.value("statefulstream_records_read_total"), "prometheus_client" in sys.modules)
+        """
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.split() == ["[]", "2.0", "True"], out.stderr
 
     def test_openmetrics_is_served_when_asked_for(self) -> None:
         body, content_type = Metrics("clicks").exposition("application/openmetrics-text; version=1.0.0")

@@ -29,15 +29,13 @@ from typing import Any
 import orjson
 
 from statefulstream.errors import ConfigError
+from statefulstream.observe.address import parse_address
 from statefulstream.observe.health import Health, Status
 from statefulstream.observe.metrics import Metrics
 from statefulstream.observe.state_query import StateQueries
 from statefulstream.observe.status import StatusBoard
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_HOST = "127.0.0.1"
-"""Host the server binds when the address gives only a port."""
 
 STATIC_FILES = {"status.html": "text/html; charset=utf-8", "status.js": "text/javascript; charset=utf-8",
                 "status.css": "text/css; charset=utf-8", "uPlot.iife.min.js": "text/javascript; charset=utf-8",
@@ -48,31 +46,6 @@ STATIC_FILES = {"status.html": "text/html; charset=utf-8", "status.js": "text/ja
 def static_file(name: str) -> bytes:
     """Return a file of the package's ``static`` folder (installed as package data)."""
     return importlib.resources.files("statefulstream.observe").joinpath("static").joinpath(name).read_bytes()
-
-
-def parse_address(address: str | int) -> tuple[str, int]:
-    """Split ``"host:port"``, ``"[::1]:port"``, ``":port"``, ``"port"`` or a port number.
-
-    >>> parse_address("127.0.0.1:9108"), parse_address(9108), parse_address("[::1]:0")
-    (('127.0.0.1', 9108), ('127.0.0.1', 9108), ('::1', 0))
-
-    Raises:
-        ConfigError: the address has no valid port (0 means any free port).
-    """
-    text = str(address).strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    host = host.strip("[]") or DEFAULT_HOST
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        msg = (f"metrics_address must be 'host:port', ':port' or a port number (0 = any free port); "
-               f"got {address!r}")
-        raise ConfigError(msg)
-    return host, port
 
 
 class _Server(ThreadingHTTPServer):
