@@ -54,6 +54,9 @@ BLOCK_CACHE_BYTES = 32 << 20
 WRITE_BUFFER_BYTES = 16 << 20
 """RocksDB memtable size per column family (``MAX_WAL_BYTES`` usually forces a flush first)."""
 
+TIMERS_WRITE_BUFFER_BYTES = 2 << 20
+"""Memtable size of the ``timers`` family: most of what it holds is timers already removed again."""
+
 MEMTABLE_BLOOM_RATIO = 0.02
 """Share of the ``state`` memtable given to its bloom filter (~10 bits per row it can hold)."""
 
@@ -93,7 +96,7 @@ def _cf_options(cache: Cache, name: str) -> Options:
     table.set_bloom_filter(10, False)  # point lookups of absent keys (new groups) skip most files
     opts = Options(raw_mode=True)
     opts.set_block_based_table_factory(table)
-    opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    opts.set_write_buffer_size(TIMERS_WRITE_BUFFER_BYTES if name == "timers" else WRITE_BUFFER_BYTES)
     if name == "state":
         # Looking up a group that has no row (every new key) skips the memtables too, not only the files.
         opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO)
