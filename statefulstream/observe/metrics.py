@@ -155,8 +155,9 @@ class Metrics:
         self.app = app
         self._clock = clock
         self._registry: CollectorRegistry | None = None
-        # Batches update from the loop's thread while a scrape reads from the server's.
-        self._lock = threading.Lock()
+        # Batches update from the loop's thread while a scrape reads from the server's (re-entrant: the
+        # registry is made under it and its registration reads the families).
+        self._lock = threading.RLock()
         self._series: dict[str, dict[Labels, float]] = {f.name: {} for f in FAMILIES}
         self._created: dict[tuple[str, Labels], float] = {}
         # Per phase: the count of each bucket (not cumulative), then the sum.
@@ -172,13 +173,14 @@ class Metrics:
     @property
     def registry(self) -> CollectorRegistry:
         """This app's own registry (created, and prometheus-client imported, on first use)."""
-        if self._registry is None:
-            from prometheus_client import CollectorRegistry
+        with self._lock:  # one registry, even when the server and a caller ask first at once
+            if self._registry is None:
+                from prometheus_client import CollectorRegistry
 
-            registry = CollectorRegistry()
-            registry.register(self)
-            self._registry = registry
-        return self._registry
+                registry = CollectorRegistry()
+                registry.register(self)
+                self._registry = registry
+            return self._registry
 
     def _inc(self, name: str, amount: float, labels: Labels = ()) -> None:
         series = self._series[name]
