@@ -68,6 +68,8 @@ TIMEOUT = dt.timedelta(seconds=60)
 SIGNATURE = {"benchmark": "scaleout-restore"}
 
 Session = tuple[str, int, int, int, int]
+Writer = tuple[str, str, str]
+"""``(writer, batch id, attempt)`` of an output row, from its headers."""
 
 
 # --- restore
@@ -240,15 +242,40 @@ def stuck(procs: list[tuple[subprocess.Popen[bytes], Any]], count: int, timeout_
 
 def committed_sessions(bootstrap: str, topic: str) -> collections.Counter[Session]:
     """The output's sessions a read_committed consumer keeps on Apache Kafka (the batch-marker rule)."""
+    return collections.Counter(session for session, _, kept in output_rows(bootstrap, topic) if kept)
+
+
+def output_rows(bootstrap: str, topic: str, isolation: str = "read_committed") -> list[tuple[Session, Writer, bool]]:
+    """Every row of the output topic: its session, its ``(writer, batch, attempt)`` headers, and whether a
+    marker of that attempt was read with the same isolation (the batch-marker rule)."""
     from statefulstream.sinks.kafka import committed_attempts
 
-    ok = committed_attempts({"key": m.key(), "value": m.value()} for m in read_topic(bootstrap, f"{topic}.batches"))
-    out: collections.Counter[Session] = collections.Counter()
-    for m in read_topic(bootstrap, topic):
+    markers = read_topic(bootstrap, f"{topic}.batches", isolation=isolation)
+    ok = committed_attempts({"key": m.key(), "value": m.value()} for m in markers)
+    rows = []
+    for m in read_topic(bootstrap, topic, isolation=isolation):
         h = {k: v.decode() for k, v in m.headers() or []}
-        if (h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT]) in ok:
-            out[tuple(orjson.loads(m.value()))] += 1  # type: ignore[arg-type]
-    return out
+        writer = (h[HEADER_SINK], h[HEADER_BATCH], h[HEADER_ATTEMPT])
+        rows.append((tuple(orjson.loads(m.value())), writer, writer in ok))
+    return rows  # type: ignore[return-value]
+
+
+def diagnose(bootstrap: str, topic: str, expected: collections.Counter[Session],
+             missing: collections.Counter[Session]) -> str:
+    """Where the missing sessions are: read again, then read uncommitted, naming the attempts that wrote them.
+
+    Tells a late read or a broker that withholds committed records (the
+    output check) from sessions that were never written or only written in
+    attempts without a marker (the runtime).
+    """
+    again = expected - committed_sessions(bootstrap, topic)
+    writers: collections.Counter[tuple[Writer, bool]] = collections.Counter(
+        (writer, kept) for session, writer, kept in output_rows(bootstrap, topic, "read_uncommitted")
+        if session in missing)
+    found = sum(writers.values())
+    return (f"a second read_committed read misses {sum(again.values())}; read uncommitted, {found} rows of the "
+            f"missing sessions are there, by (writer, batch, attempt) and whether that attempt has a marker: "
+            f"{dict(writers) or 'none'}")
 
 
 def process_cpu_s(pid: int | None) -> float:
@@ -331,7 +358,8 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     if got != expected:
         missing, extra = expected - got, got - expected
         sys.exit(f"{count} workers: output differs from the offline sessions: {sum(missing.values())} missing, "
-                 f"{sum(extra.values())} extra (e.g. {list(missing)[:2]} / {list(extra)[:2]})")
+                 f"{sum(extra.values())} extra (e.g. {list(missing)[:2]} / {list(extra)[:2]}); "
+                 f"{diagnose(bootstrap, output, expected, missing)}")
     return {"workers": count, "wall_s": wall, "cpu_s": cpu, "broker_cpu_s": broker_cpu, "events_per_s": events / wall,
             "span_s": span, "span_events_per_s": events / span, "sessions": sum(got.values())}
 
