@@ -23,7 +23,6 @@ group key. Times are in seconds, as Prometheus expects.
 from __future__ import annotations
 
 import bisect
-import logging
 import math
 import threading
 import time
@@ -37,8 +36,6 @@ from statefulstream.timeutil import Clock, system_clock
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
-
-logger = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0, math.inf)
@@ -117,17 +114,15 @@ FAMILIES: tuple[Family, ...] = (
 )
 """Every metric family, in exposition order (``docs/metrics.md`` has the table)."""
 
-_SHOWN_AT_ZERO = ("statefulstream_records_read", "statefulstream_records_processed", "statefulstream_records_late",
-                  "statefulstream_records_late_kept", "statefulstream_records_filtered",
-                  "statefulstream_groups_called", "statefulstream_timeouts_fired",
-                  "statefulstream_state_rows_updated", "statefulstream_state_rows_removed",
-                  "statefulstream_rows_output", "statefulstream_batches_committed",
-                  "statefulstream_batches_replayed", "statefulstream_handler_errors",
-                  "statefulstream_source_data_loss")
-"""Unlabelled counters shown at 0 before the first batch (``increase()`` needs a start)."""
+_PROCESSOR_FAMILIES = {f"statefulstream_processor_{name}" for name in PROCESSOR_COUNTS}
 
-_SINK_COUNTERS = ("statefulstream_sink_writes", "statefulstream_sink_rows", "statefulstream_sink_retries",
-                  "statefulstream_sink_failures")
+_SHOWN_AT_ZERO = [f.name for f in FAMILIES
+                  if f.kind == "counter" and not f.labels and f.name not in _PROCESSOR_FAMILIES]
+"""Unlabelled counters shown at 0 before the first batch (``increase()`` needs a start); a processor's appear
+with its first batch."""
+
+_SINK_COUNTERS = [f.name for f in FAMILIES if f.labels == ("sink",)]
+"""The per-sink counters, shown at 0 for every sink the app declares."""
 
 _WATERMARK_LAG = "statefulstream_watermark_lag_seconds"
 _DURATION = "statefulstream_batch_duration_seconds"
