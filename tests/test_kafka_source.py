@@ -175,6 +175,41 @@ class TestKafkaSource:
         assert len(src.read(start, latest).records) == 50
         src.close()
 
+    def test_watermark_probe_ends_past_the_commit_marker_while_another_transaction_is_open(self, kafka_broker):
+        # tansu answers a read_committed end of 0 while a transaction is open; the probe must still find the
+        # committed end, marker included, or a position past that marker looks like data loss.
+        topic, part = kafka_broker.create_topic(), None
+        part = f"{topic}:0"
+        writers = [Producer({"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": uuid.uuid4().hex})
+                   for _ in range(2)]
+        for w in writers:
+            w.init_transactions(10)
+
+        def commit(writer: Producer, n: int) -> None:
+            writer.begin_transaction()
+            for i in range(n):
+                writer.produce(topic, orjson.dumps({"n": i}), partition=0)
+            writer.commit_transaction(10)
+
+        commit(writers[0], 2)  # offsets 0, 1 and the marker at 2
+        src = source(kafka_broker, topic, watermark_probe=True)
+        _, latest = src.available({})
+        assert latest == {part: 3}
+        writers[1].begin_transaction()
+        writers[1].produce(topic, b"{}", partition=0)
+        writers[1].flush(10)
+        assert src.available(latest) == (latest, latest)  # the open transaction is held back
+        commit(writers[0], 3)  # committed behind the open transaction: not readable yet
+        assert src.available(latest) == (latest, latest)
+        writers[1].commit_transaction(10)  # 3 and its marker at 8; 4-6 and their marker at 7
+        writers[0].begin_transaction()  # tansu answers 0 again: the last probe's answer is stale
+        writers[0].produce(topic, b"{}", partition=0)
+        writers[0].flush(10)
+        start, end = src.available(latest)
+        assert end == {part: 9}
+        assert len(src.read(start, end).records) == 4
+        writers[0].abort_transaction(10)
+
     def test_transaction_markers_leave_gaps_the_read_steps_over(self, kafka_broker):
         topic = kafka_broker.create_topic()
         producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": uuid.uuid4().hex})

@@ -325,14 +325,16 @@ class KafkaSource(Source):
         return out
 
     def _probe_ends(self, latest: dict[str, int]) -> dict[str, int]:
-        """Raise each reported end to one past the last record actually in the partition.
+        """Raise each reported end to where the partition really ends.
 
         Fetches from the reported last batch until the partition's
-        end-of-partition event; the records fetched say where the partition
-        really ends.
+        end-of-partition event; the records fetched and the end that event
+        reports say where the partition ends.
         """
-        # Same reported end, same last batch, same true end (logs are append-only): no fetch needed.
-        ends = {p: self._probed[p][1] for p, end in latest.items() if self._probed.get(p, (-1, 0))[0] == end}
+        # Same reported end, same last batch, same true end (logs are append-only): no fetch needed. Not for
+        # a reported 0: tansu answers 0 while a transaction is open, whatever the partition holds.
+        ends = {p: self._probed[p][1] for p, end in latest.items()
+                if end > 0 and self._probed.get(p, (-1, 0))[0] == end}
         probe = {p: max(end - 1, 0) for p, end in latest.items() if p not in ends}
         if probe:
             if self._prober is None:
@@ -344,7 +346,8 @@ class KafkaSource(Source):
 
     def _fetch_ends(self, consumer: Consumer, probe: Mapping[str, int],
                     latest: Mapping[str, int]) -> dict[str, int]:
-        """Fetch from ``probe`` offsets to each partition's end; return one past the last offset seen."""
+        """Fetch from ``probe`` offsets to each partition's end; return the highest of the reported end, one
+        past the last offset seen and the end-of-partition offset."""
         tps = [TopicPartition(*parse_partition_name(p), off) for p, off in probe.items()]
         consumer.assign(tps)
         consumer.resume(tps)
@@ -357,6 +360,8 @@ class KafkaSource(Source):
                 if err is None:
                     ends[name] = max(ends[name], off + 1)
                 elif err.code() == KafkaError._PARTITION_EOF:
+                    # The end the fetch reported: it also counts a commit marker after the last record.
+                    ends[name] = max(ends[name], off)
                     done.add(name)
         consumer.unassign()
         return ends
