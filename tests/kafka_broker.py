@@ -11,6 +11,8 @@ written up in docs/kafka.md):
 * the high watermark is the *base offset of the last record batch* + 1, so a
   multi-record producer batch at the end of a partition is under-reported
   (``KafkaSource(watermark_probe=True)`` works around it);
+* the ``read_committed`` end (ListOffsets) is 0 while a transaction on the
+  partition is open (the probe takes the end-of-partition offset instead);
 * transactions commit, abort and fence, and open transactions are held back
   (last stable offset), but ``read_committed`` does not filter records of
   *aborted* transactions (``TansuBroker.committed_view`` applies the batch-marker rule instead);
