@@ -102,6 +102,19 @@ def read_topic(bootstrap: str, topic: str, *, idle_s: float = 1.0, isolation: st
     return out
 
 
+def marked_attempts(bootstrap: str, topic: str, *, idle_s: float = 1.0) -> set[tuple[str, str, str]]:
+    """The ``(sink, batch, attempt)`` of every marker in ``<topic>.batches``, read uncommitted (see
+    :meth:`TansuBroker.committed_view`)."""
+    markers = read_topic(bootstrap, f"{topic}.batches", idle_s=idle_s, isolation="read_uncommitted")
+    return committed_attempts({"key": m.key(), "value": m.value()} for m in markers)
+
+
+def writer_of(message: Message) -> tuple[str, str, str]:
+    """The ``(sink, batch, attempt)`` headers a ``KafkaSink`` (or scale-out transaction) put on a record."""
+    tags = {k: v.decode() for k, v in message.headers() or []}
+    return tags[HEADER_SINK], tags[HEADER_BATCH], tags[HEADER_ATTEMPT]
+
+
 class TansuBroker:
     """One ``tansu broker`` process on ``127.0.0.1:<port>`` with memory storage.
 
@@ -222,12 +235,5 @@ class TansuBroker:
         in ``<topic>.batches`` (markers are produced after their transaction's
         records are flushed; ``committed_attempts``).
         """
-        markers = [{"key": m.key(), "value": m.value()}
-                   for m in self.read_all(f"{topic}.batches", idle_s=idle_s, isolation="read_uncommitted")]
-        ok = committed_attempts(markers)
-
-        def attempt(message: Message) -> tuple[str, str, str]:
-            tags = {k: v.decode() for k, v in message.headers() or []}
-            return tags[HEADER_SINK], tags[HEADER_BATCH], tags[HEADER_ATTEMPT]
-
-        return [m for m in self.read_all(topic, idle_s=idle_s, isolation="read_uncommitted") if attempt(m) in ok]
+        ok = marked_attempts(self.bootstrap, topic, idle_s=idle_s)
+        return [m for m in self.read_all(topic, idle_s=idle_s, isolation="read_uncommitted") if writer_of(m) in ok]
