@@ -233,6 +233,13 @@ def worker(bootstrap: str, source: str, output: str, checkpoint: str, name: str,
     print(json.dumps({"cpu_s": time.process_time()}))
 
 
+def tail(log_path: str, lines: int = 8) -> list[str]:
+    """The last log lines of a worker: ours and any fatal-error stack, not librdkafka's."""
+    with open(log_path, errors="replace") as f:
+        ours = [line.rstrip() for line in f if not line.startswith("%")]
+    return ours[-lines:]
+
+
 def stuck(procs: list[Proc], count: int, why: str) -> NoReturn:
     """Kill a round's workers that are still running, show what each last logged, and fail the run."""
     for n, (proc, log) in enumerate(procs):
@@ -240,9 +247,7 @@ def stuck(procs: list[Proc], count: int, why: str) -> NoReturn:
         proc.kill()
         proc.wait()
         log.close()
-        with open(log.name, errors="replace") as f:
-            ours = [line.rstrip() for line in f if " statefulstream." in line]
-        print(f"worker {n} of {count} ({state}), its last log lines:", *ours[-8:], sep="\n  ", file=sys.stderr)
+        print(f"worker {n} of {count} ({state}), its last log lines:", *tail(log.name), sep="\n  ", file=sys.stderr)
     sys.exit(f"{count} workers {why} (see their log lines above)")
 
 
@@ -327,8 +332,9 @@ def start_workers(args: list[str], group: str, first: int, count: int, workdir: 
     for n in range(first, first + count):
         worker_args = [*args[:3], os.path.join(workdir, args[3], f"worker-{n}"), args[3], group, *args[4:]]
         log = open(os.path.join(workdir, f"{args[3]}-{n}.log"), "wb")  # noqa: SIM115 - closed with the process
-        procs.append((subprocess.Popen([sys.executable, __file__, "--worker", *worker_args], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=log), log))
+        # faulthandler: a worker killed by a signal leaves its Python stack in its log
+        procs.append((subprocess.Popen([sys.executable, "-X", "faulthandler", __file__, "--worker", *worker_args],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log), log))
     for n, (proc, log) in enumerate(procs, first):
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
@@ -352,10 +358,12 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     """Run ``count`` workers of a fresh app over ``source``; check the output; return the figures.
 
     Workers still waiting for their first assignment when every other
-    worker has finished are stranded on tansu (docs/scaleout.md, limits):
-    they are replaced by as many new ones in a new consumer group, which
-    resume from the changelog as the tests do. The figures count the
-    replacements and include them.
+    worker has finished are stranded on tansu (docs/scaleout.md, limits),
+    and a worker killed by a signal (librdkafka crashed once against tansu,
+    docs/kafka.md) leaves its partitions unfinished if the others finish
+    first: both are replaced by as many new workers in a new consumer group,
+    which resume from the changelog as after any crash. The round's line and
+    figures count the replacements, and the output must still be exact.
     """
     name = f"bench-so-{uuid.uuid4().hex[:6]}"
     output = f"{name}-sessions"
@@ -364,28 +372,42 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     broker_cpu = process_cpu_s(broker_pid)
     running = dict(enumerate(start_workers(args, name, 0, count, workdir)))
     started = time.perf_counter()  # from their release
-    every, cohort, cpu, replaced = dict(running), len(running), 0.0, 0  # cohort: the workers of the current group
+    every, cpu, replaced, crashed, lost = dict(running), 0.0, 0, 0, 0
+    finished = 0  # workers of the current consumer group that finished their partitions
     deadline = time.monotonic() + round_timeout_s
-    while running:
+    while running or lost:
         for n, (proc, log) in list(running.items()):
             if proc.poll() is None:
                 continue
             out, _ = proc.communicate()
             log.close()
-            if proc.returncode != 0:
-                sys.exit(f"worker {n} of {count} failed ({proc.returncode}); see {log.name}")
-            cpu += json.loads(out.decode().strip().splitlines()[-1])["cpu_s"]
             del running[n]
-        if running and len(running) < cohort and not any(was_assigned(log.name) for _, log in running.values()):
+            if proc.returncode < 0:
+                crashed, lost = crashed + 1, lost + 1
+                print(f"  worker {n} of {count} was killed by signal {-proc.returncode}; it is replaced once the "
+                      f"others finish. Its log ends:", *tail(log.name), sep="\n    ", file=sys.stderr)
+            elif proc.returncode != 0:
+                sys.exit(f"worker {n} of {count} failed ({proc.returncode}); see {log.name}")
+            else:
+                cpu += json.loads(out.decode().strip().splitlines()[-1])["cpu_s"]
+                finished += 1
+        stranded = bool(running) and finished > 0 and not any(
+            was_assigned(log.name) for _, log in running.values())
+        if stranded or (lost and not running):
+            if replaced >= 2 * count:
+                stuck(list(every.values()), count, f"still needed replacing after {replaced} replacements")
             for proc, log in running.values():
                 proc.kill()
                 proc.wait()
                 log.close()
-            print(f"  {len(running)} worker(s) never assigned anything after the others finished (tansu, "
-                  f"docs/scaleout.md): replaced in a new consumer group", file=sys.stderr)
-            fresh = start_workers(args, f"{name}-{replaced + 1}", len(every), len(running), workdir)
-            replaced += len(running)
-            cohort = len(running)  # alone in their group: nobody can leave them stranded
+            if stranded:
+                print(f"  {len(running)} worker(s) never assigned anything after the others finished (tansu, "
+                      f"docs/scaleout.md): replaced", file=sys.stderr)
+            more, lost = len(running) + lost, 0
+            # A new consumer group: the replacements resume from the changelog, as after a crash.
+            fresh = start_workers(args, f"{name}-{replaced + 1}", len(every), more, workdir)
+            replaced += more
+            finished = 0
             running = dict(enumerate(fresh, len(every)))
             every.update(running)
         if time.monotonic() > deadline:
@@ -395,7 +417,8 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     span = processing_span([log.name for _, log in every.values()])
     sessions = check_output(bootstrap, output, expected, count)
     return {"workers": count, "wall_s": wall, "cpu_s": cpu, "broker_cpu_s": broker_cpu, "events_per_s": events / wall,
-            "span_s": span, "span_events_per_s": events / span, "sessions": sessions, "replaced": replaced}
+            "span_s": span, "span_events_per_s": events / span, "sessions": sessions, "replaced": replaced,
+            "crashed": crashed}
 
 
 def main() -> None:
@@ -471,7 +494,7 @@ def run_workers(bootstrap: str, args: argparse.Namespace, workdir: str, *, probe
             print(f"round {number} {count} worker(s): {r['events_per_s']:10,.0f} events/s  wall {r['wall_s']:6.2f}s  "
                   f"(processing {r['span_s']:5.2f}s: {r['span_events_per_s']:8,.0f} events/s)  CPU {r['cpu_s']:6.2f}s "
                   f"(broker {r['broker_cpu_s']:5.2f}s)  {r['sessions']} sessions, equal to the offline computation"
-                  + (f"; {r['replaced']} stranded worker(s) replaced" if r["replaced"] else ""),
+                  + (f"; {r['replaced']} worker(s) replaced ({r['crashed']} crashed)" if r["replaced"] else ""),
                   flush=True)
     medians = {c: statistics.median(r["events_per_s"] for r in rs) for c, rs in results.items()}
     spans = {c: statistics.median(r["span_events_per_s"] for r in rs) for c, rs in results.items()}
