@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -322,22 +323,43 @@ def processing_span(logs: list[str]) -> float:
     return last - first
 
 
-def start_workers(args: list[str], group: str, first: int, count: int, workdir: str) -> list[Proc]:
-    """Start ``count`` workers (numbered from ``first``) in consumer group ``group``; release them together
-    once each has imported and built its app.
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """What every worker of one round runs with: one app ``name`` over ``source``, writing ``output``."""
+
+    bootstrap: str
+    source: str
+    output: str
+    name: str
+    batch: int
+    probe: bool
+    workdir: str
+
+    def argv(self, n: int, group: str) -> list[str]:
+        """The ``--worker`` arguments of worker ``n`` in consumer group ``group`` (its own checkpoint)."""
+        return [self.bootstrap, self.source, self.output, os.path.join(self.workdir, self.name, f"worker-{n}"),
+                self.name, group, str(self.batch), "1" if self.probe else "0"]
+
+    def log_path(self, n: int) -> str:
+        """Where worker ``n`` logs."""
+        return os.path.join(self.workdir, f"{self.name}-{n}.log")
+
+
+def start_workers(spec: Round, group: str, numbers: range) -> list[Proc]:
+    """Start workers ``numbers`` in consumer group ``group``; release them together once each has imported and
+    built its app.
 
     On a busy machine their start-up differs by seconds, and tansu never
     assigns anything to a member whose join meets the leader leaving
     (docs/scaleout.md, limits): a worker started late would wait forever.
     """
     procs = []
-    for n in range(first, first + count):
-        worker_args = [*args[:3], os.path.join(workdir, args[3], f"worker-{n}"), args[3], group, *args[4:]]
-        log = open(os.path.join(workdir, f"{args[3]}-{n}.log"), "wb")  # noqa: SIM115 - closed with the process
+    for n in numbers:
+        log = open(spec.log_path(n), "wb")  # noqa: SIM115 - closed with the process
         # faulthandler: a worker killed by a signal leaves its Python stack in its log
-        procs.append((subprocess.Popen([sys.executable, "-X", "faulthandler", __file__, "--worker", *worker_args],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log), log))
-    for n, (proc, log) in enumerate(procs, first):
+        command = [sys.executable, "-X", "faulthandler", __file__, "--worker", *spec.argv(n, group)]
+        procs.append((subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log), log))
+    for n, (proc, log) in zip(numbers, procs, strict=True):
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
             sys.exit(f"worker {n} failed while starting; see {log.name}")
@@ -370,8 +392,8 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
     name = f"bench-so-{uuid.uuid4().hex[:6]}"
     output = f"{name}-sessions"
     create(bootstrap, output, 1)
-    args = [bootstrap, source, output, name, str(batch), "1" if probe else "0"]
-    running = dict(enumerate(start_workers(args, name, 0, count, workdir)))
+    spec = Round(bootstrap, source, output, name, batch, probe, workdir)
+    running = dict(enumerate(start_workers(spec, name, range(count))))
     started, broker_cpu = time.perf_counter(), process_cpu_s(broker_pid)  # from their release
     every, cpu, replaced, crashed, lost = dict(running), 0.0, 0, 0, 0
     finished = 0  # workers of the current consumer group that finished their partitions
@@ -406,7 +428,7 @@ def workers_round(bootstrap: str, source: str, count: int, batch: int, probe: bo
                       f"docs/scaleout.md): replaced", file=sys.stderr)
             more, lost = len(running) + lost, 0
             # A new consumer group: the replacements resume from the changelog, as after a crash.
-            fresh = start_workers(args, f"{name}-{replaced + 1}", len(every), more, workdir)
+            fresh = start_workers(spec, f"{name}-{replaced + 1}", range(len(every), len(every) + more))
             replaced += more
             finished = 0
             running = dict(enumerate(fresh, len(every)))

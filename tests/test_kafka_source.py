@@ -178,7 +178,7 @@ class TestKafkaSource:
     def test_watermark_probe_ends_past_the_commit_marker_while_another_transaction_is_open(self, kafka_broker):
         # tansu answers a read_committed end of 0 while a transaction is open; the probe must still find the
         # committed end, marker included, or a position past that marker looks like data loss.
-        topic, part = kafka_broker.create_topic(), None
+        topic = kafka_broker.create_topic()
         part = f"{topic}:0"
         writers = [Producer({"bootstrap.servers": kafka_broker.bootstrap, "transactional.id": uuid.uuid4().hex})
                    for _ in range(2)]
