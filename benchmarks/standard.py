@@ -19,6 +19,7 @@ paired per-round ratios statefulstream/floor.
     python benchmarks/standard.py                                  # 1M events, 10k users, 3 rounds
     python benchmarks/standard.py --events 200000 --users 2000 --rounds 5
     python benchmarks/standard.py --baseline-src /path/to/other/checkout   # + that statefulstream
+    python benchmarks/standard.py --semantics-floor      # + the job's semantics inlined (semantics_floor.py)
     python benchmarks/standard.py --callgrind --events 200000 --users 2000 --batch 20000 --rounds 1
 
 ``--callgrind`` counts instructions with valgrind instead of timing (for a busy
@@ -49,6 +50,8 @@ def import_system(kind: str) -> None:
         import msgpack  # noqa: F401
         import orjson  # noqa: F401
         import rocksdict  # noqa: F401
+    elif kind == "semantics":
+        import semantics_floor  # noqa: F401
     else:
         import statefulstream.memory_sink  # noqa: F401
         import statefulstream.sources  # noqa: F401
@@ -58,6 +61,20 @@ def run_statefulstream(data: str, batch: int) -> dict[str, Any]:
     """The standard job through the full runtime; returns the run's figures and its sessions (``rows``)."""
     with tempfile.TemporaryDirectory() as workdir:
         return harness.measured(lambda: harness.run_session_job(data, batch, os.path.join(workdir, "ckpt")))
+
+
+def run_semantics_floor(data: str, batch: int) -> dict[str, Any]:
+    """The job's semantics inlined (``semantics_floor.py``), timed up to its output."""
+    import semantics_floor
+
+    def run() -> dict[str, Any]:
+        rows = semantics_floor.run(os.path.join(data, "events.jsonl"), batch, os.path.join(workdir, "db"),
+                                   harness.sessionize)
+        return {"events": count_events(data), "rows": rows, "cpu_end": time.process_time(),
+                "wall_end": time.perf_counter()}
+
+    with tempfile.TemporaryDirectory() as workdir:
+        return harness.measured(run)
 
 
 def run_floor(data: str, batch: int, workload_dir: str) -> dict[str, Any]:
@@ -100,6 +117,8 @@ def child(args: argparse.Namespace) -> None:
     def run() -> tuple[dict[str, Any], str]:
         if args.child == "floor":  # the floor flushes open sessions
             return run_floor(args.data, args.batch, os.fspath(args.workload_dir)), "all"
+        if args.child == "semantics":
+            return run_semantics_floor(args.data, args.batch), "wm"
         return run_statefulstream(args.data, args.batch), "wm"
 
     harness.standard_child(args, run)
@@ -108,6 +127,8 @@ def child(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     harness.add_baseline_arg(parser)
+    parser.add_argument("--semantics-floor", action="store_true",
+                        help="also run the job's semantics inlined (semantics_floor.py), as 'semantics'")
     harness.add_standard_args(parser)
     args = harness.parse(parser, child)
     data, common_args = harness.prepare_standard(args)
@@ -116,15 +137,20 @@ def main() -> None:
     if args.baseline_src:
         systems.append("baseline")
         envs["baseline"] = {**os.environ, "PYTHONPATH": os.fspath(args.baseline_src.resolve())}
+    if args.semantics_floor:
+        systems.append("semantics")
+        envs["semantics"] = dict(os.environ)
     script = os.path.abspath(__file__)
+
+    def kind_of(system: str) -> str:
+        return system if system in ("floor", "semantics") else "statefulstream"
 
     if args.callgrind:
         print(f"callgrind: instructions of the run minus an import-only run, {args.events} events, "
               f"batch {args.batch}")
         counts: dict[str, int] = {}
         for system in systems:
-            kind = "floor" if system == "floor" else "statefulstream"
-            counts[system] = harness.child_instructions(script, kind, common_args, envs[system])
+            counts[system] = harness.child_instructions(script, kind_of(system), common_args, envs[system])
             print(f"{system:>16}: {counts[system] / 1e9:.3f} G instructions", flush=True)
         for system in systems:
             if system != "floor":
@@ -132,8 +158,7 @@ def main() -> None:
         return
 
     def run(system: str) -> dict[str, Any]:
-        kind = "floor" if system == "floor" else "statefulstream"
-        res = harness.run_child(script, kind, common_args, envs[system])
+        res = harness.run_child(script, kind_of(system), common_args, envs[system])
         res["system"] = system
         res["correct"] = res.pop("verify")["ok"]
         return res
@@ -160,6 +185,10 @@ def main() -> None:
         print(f"{system}/floor CPU: median {statistics.median(cpu):.2f} (rounds {cpu}); "
               f"peak RSS: median {statistics.median(rss):.2f} (rounds {rss}); "
               f"above imports: median {statistics.median(run_rss):.2f} (rounds {run_rss})")
+    if "semantics" in systems:  # what the runtime costs beyond the contract itself
+        own = harness.paired_ratios(results, "statefulstream", "semantics", "cpu_s")
+        summary["statefulstream"]["semantics_cpu_ratio"] = own
+        print(f"statefulstream/semantics CPU: median {statistics.median(own):.2f} (rounds {own})")
     if args.json:
         print(json.dumps(summary))
 

@@ -32,13 +32,15 @@ def run_script(name: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_standard_runs_both_systems_and_both_are_exact(tmp_path: pathlib.Path, workload: pathlib.Path) -> None:
-    summary = run_script("standard.py", "--events", "3000", "--users", "30", "--batch", "700",
+def test_standard_runs_every_system_and_each_is_exact(tmp_path: pathlib.Path, workload: pathlib.Path) -> None:
+    summary = run_script("standard.py", "--events", "3000", "--users", "30", "--batch", "700", "--semantics-floor",
                          "--data-root", str(tmp_path), "--workload-dir", str(workload))
-    for system in ("statefulstream", "floor"):
+    for system in ("statefulstream", "floor", "semantics"):
         assert summary[system]["correct"] is True
         assert summary[system]["cpu_s"] > 0 and summary[system]["peak_rss_mb"] > 0
     assert len(summary["statefulstream"]["cpu_ratio"]) == 1
+    assert len(summary["semantics"]["cpu_ratio"]) == 1
+    assert len(summary["statefulstream"]["semantics_cpu_ratio"]) == 1
 
 
 def test_windows_vs_handler_gives_the_reference_sessions_both_ways(tmp_path: pathlib.Path,
