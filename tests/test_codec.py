@@ -50,6 +50,19 @@ class TestCodec:
         assert decoded == value
         assert type(decoded) is type(value)
 
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(_values, max_size=8))
+    def test_decode_many_is_decode_of_each(self, values: list[object]) -> None:
+        codec = Codec()
+        decoded = codec.decode_many([codec.encode(v) for v in values])
+        assert decoded == values
+        assert [type(d) for d in decoded] == [type(v) for v in values]
+
+    def test_decode_many_reports_the_bad_item_as_decode_does(self) -> None:
+        codec = Codec()
+        with pytest.raises(StateCorruptedError, match=r"\(1 bytes\)"):
+            codec.decode_many([codec.encode([1, 2]), b"\xc1", codec.encode("x")])
+
     @settings(max_examples=200, deadline=None)
     @given(_hashables)
     def test_group_keys_round_trip(self, key: object) -> None:

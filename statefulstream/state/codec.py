@@ -46,7 +46,7 @@ import decimal
 import enum
 import uuid
 import zoneinfo
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
 
 import msgpack  # type: ignore[import-untyped]
@@ -173,12 +173,25 @@ class Codec:
             StateCorruptedError: the bytes are not a value this codec wrote.
         """
         try:
-            return msgpack.unpackb(data, ext_hook=self._ext_hook, raw=False, strict_map_key=False)
+            return self._unpack_nested(data)
         except StateCorruptedError:
             raise
         except Exception as exc:
             msg = f"cannot decode a stored state value ({len(data)} bytes): {exc}"
             raise StateCorruptedError(msg) from exc
+
+    def decode_many(self, datas: Sequence[bytes]) -> list[Any]:
+        """:meth:`decode` of each item, in one pass (a batch's state reads decode their rows together).
+
+        Raises:
+            StateCorruptedError: an item is not a value this codec wrote.
+        """
+        # msgpack called directly: through decode() every row would pay a Python call and its try (~0.4 µs).
+        unpack, hook = msgpack.unpackb, self._ext_hook
+        try:
+            return [unpack(data, ext_hook=hook, raw=False, strict_map_key=False) for data in datas]
+        except Exception:  # noqa: BLE001 - decode() says which item and why
+            return list(map(self.decode, datas))
 
     # --- keys
 

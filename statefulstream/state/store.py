@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from statefulstream.state.kv import KVSnapshot, StagedKV
@@ -24,9 +24,11 @@ CHECKPOINT_FORMAT_VERSION = 1
 """Version of the on-disk checkpoint layout; a different version refuses to open."""
 
 
-@dataclasses.dataclass(slots=True)
-class StateRow:
+class StateRow(NamedTuple):
     """One group's stored state.
+
+    A named tuple: a store builds one per row read, and a tuple is the cheapest
+    object to build (``tuple.__new__(StateRow, (value, timeout_ms))`` in bulk).
 
     Attributes:
         value: the state value, or ``None`` for a state-less row that only
