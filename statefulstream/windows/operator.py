@@ -73,6 +73,7 @@ class WindowAggregation:
         self.aggs = list(aggs.values())
         self._results = [(name, agg.result) for name, agg in aggs.items()]
         self.mode = mode
+        self._append, self._update = mode is OutputMode.APPEND, mode is OutputMode.UPDATE  # read once per call
         self.closes = has_watermark and mode is not OutputMode.COMPLETE
         self._gap = window.gap_ms if isinstance(window, SessionSpec) else None
         self.__name__ = "aggregate"
@@ -103,9 +104,9 @@ class WindowAggregation:
             if windows[0][1] <= wm:
                 n = bisect_right(windows, wm, key=_end)
                 closed, windows = windows[:n], windows[n:]
-        if self.mode is OutputMode.APPEND:
+        if self._append:
             emit = closed
-        elif self.mode is OutputMode.UPDATE:
+        elif self._update:
             emit = [w for w in [*closed, *windows] if w[0] in changed]
         else:
             emit = windows
