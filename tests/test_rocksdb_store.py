@@ -160,6 +160,22 @@ class TestStateStoreContract:
         assert list(store.expired(500)) == []
         assert list(store.expired(1000)) == [("a", StateRow(1, 900))]
 
+    def test_a_scanned_timer_the_commit_leaves_alone_is_found_again(self, backend: Backend) -> None:
+        # The commit after a scan raises the timer floor; it must stay at a scanned timer nobody moved
+        # (and below one moved to the same deadline), or the next scans would start above them.
+        store = backend.fresh()
+        store.open(SIG)
+        store.put("left", StateRow(1, 100))
+        store.put("same", StateRow(2, 150))
+        store.put("moved", StateRow(3, 120))
+        store.commit(record(0))
+        assert [k for k, _ in store.expired(200)] == ["left", "moved", "same"]
+        store.put("moved", StateRow(3, 900))
+        store.put("same", StateRow(20, 150))  # a new value, the same deadline: its timer stays
+        store.commit(record(1))
+        store, _ = backend.restart()
+        assert [(k, r.timeout_ms) for k, r in store.expired(300)] == [("left", 100), ("same", 150)]
+
     def test_cleared_timeout_and_deleted_row_leave_no_timer(self, backend: Backend) -> None:
         store = backend.fresh()
         store.open(SIG)

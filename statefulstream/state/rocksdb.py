@@ -467,14 +467,7 @@ class RocksDBStateStore(StateStore):
                 if old_t != new_t:
                     move((kb, old_t, new_t))
             timers.stage(moves)
-
-        def keeps(deadline: int, kb: bytes) -> bool:  # a due timer stays unless its row's write moved it
-            if kb not in staged:
-                return True
-            new = staged[kb]
-            return new is not None and unpack(new)[0] == deadline
-
-        floor = timers.finish(keeps)
+        floor = timers.finish()
         header = self._signature if self._new else None
         for name, value in meta_items(commit=record, num_rows=rows, num_timers=timers.staged_count(),
                                       timer_floor_ms=floor, signature=header):

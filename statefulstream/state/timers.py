@@ -26,7 +26,7 @@ import heapq
 import itertools
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from rocksdict import Rdict, ReadOptions, WriteBatch
@@ -188,7 +188,7 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         self._batch: WriteBatch | None = None
         self._removed: list[bytes] = []  # staged removals, written by finish() once the new floor is known
         self._added_min = MAX_DEADLINE_MS
-        self._scan: tuple[int, list[tuple[int, bytes]]] | None = None  # last complete due(): threshold, yielded
+        self._scan: tuple[int, list[bytes]] | None = None  # last complete due(): threshold, timers yielded
 
     def bind(self, cf: Rdict, handle: Any) -> None:
         """Use the ``timers`` column family of an open RocksDB (``handle`` for write-batch writes)."""
@@ -200,21 +200,17 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
 
     def due(self, threshold_ms: int) -> Iterator[tuple[int, bytes]]:
         """Yield committed timers in ``[floor, threshold_ms)``: reads nothing below the floor."""
-        yielded: list[tuple[int, bytes]] = []
+        found: list[bytes] = []
         if threshold_ms > self.floor_ms:
             opts = ReadOptions()
             opts.set_iterate_upper_bound(deadline_prefix(threshold_ms))
             # Seeks to the floor (seek_to_first would walk every tombstone below it); read in one go.
-            found: Iterator[bytes] = self._cf.keys(  # type: ignore[union-attr,assignment]  # raw mode: bytes
-                from_key=deadline_prefix(self.floor_ms), read_opt=opts)
-            unpack, offset = _DEADLINE.unpack_from, _DEADLINE_OFFSET  # split_timer_key, inlined: once per timer
-            yielded = [(unpack(tk)[0] - offset, tk[TIMER_PREFIX_BYTES:]) for tk in found]
-        self._scanned(threshold_ms, yielded)
-        return iter(yielded)
-
-    def _scanned(self, threshold_ms: int, yielded: list[tuple[int, bytes]]) -> None:
+            found = list(self._cf.keys(  # type: ignore[union-attr,arg-type]  # raw mode: bytes
+                from_key=deadline_prefix(self.floor_ms), read_opt=opts))
         if self._scan is None or threshold_ms >= self._scan[0]:
-            self._scan = (threshold_ms, yielded)
+            self._scan = (threshold_ms, found)
+        unpack, offset = _DEADLINE.unpack_from, _DEADLINE_OFFSET  # split_timer_key, inlined: once per timer
+        return iter([(unpack(tk)[0] - offset, tk[TIMER_PREFIX_BYTES:]) for tk in found])
 
     def begin(self, batch: WriteBatch) -> None:
         """Stage the following moves into ``batch`` (a commit's write batch)."""
@@ -257,28 +253,27 @@ class RocksDBTimerIndex(TimerIndex[bytes]):
         """Return the number of timers once the staged moves are committed."""
         return self.count + self._added - len(self._removed)
 
-    def finish(self, keeps: Callable[[int, bytes], bool]) -> int:
+    def finish(self) -> int:
         """Write the staged removals into the batch; return the floor once the staged moves are committed.
 
         Every timer in ``[committed floor, new floor)`` is one of the removals
         (see the class docstring), so when at least ``RANGE_DELETE_MIN`` of
         them are there, that range is deleted at once; the other removals get
         a tombstone each, in key order.
-
-        Args:
-            keeps: ``keeps(deadline, key)`` says whether a timer the last scan
-                yielded is still there after the staged moves.
         """
         floor = self.floor_ms
+        removed = sorted(self._removed)
         if self._scan is not None:
             threshold, yielded = self._scan
-            # The first kept one is the lowest: `yielded` is in deadline order.
-            kept = next((deadline for deadline, key in yielded if keeps(deadline, key)), None)
+            # A yielded timer stays unless a staged move removes it; the first kept one is the lowest
+            # (`yielded` is in deadline order).
+            gone = set(removed)
+            kept = next((timer for timer in yielded if timer not in gone), None)
             floor = max(threshold, floor)  # nothing was below the floor, nor in [floor, threshold) but `yielded`
             if kept is not None:
-                floor = min(floor, kept)
+                floor = min(floor, split_timer_key(kept)[0])
         floor = min(floor, self._added_min)
-        batch, handle, removed = self._batch, self._handle, sorted(self._removed)
+        batch, handle = self._batch, self._handle
         if floor > self.floor_ms:
             bound = deadline_prefix(floor)
             below = bisect.bisect_left(removed, bound)
