@@ -1,4 +1,4 @@
-"""The standard job's semantics inlined, with nothing else: what no pure-Python runtime of this contract goes below.
+"""The standard job's semantics inlined, with nothing else: about the least a pure-Python runtime of it can cost.
 
 ``run_floor.py`` (the workload's floor) folds events into per-user state and
 writes one RocksDB batch per 100k events. The standard job must do more than
