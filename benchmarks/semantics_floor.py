@@ -32,13 +32,15 @@ import msgpack
 import orjson
 from rocksdict import ReadOptions, WriteBatch, WriteOptions
 
+from statefulstream.records import NO_TIMEOUT_MS
 from statefulstream.state.rocksdb_dir import open_rocksdb
+from statefulstream.state.timers import MIN_DEADLINE_MS, TIMER_PREFIX_BYTES, deadline_prefix, timer_key
 
-NO_TIMEOUT = -(1 << 63)
 WATERMARK_DELAY_MS = 10_000
 _TIMEOUT = struct.Struct(">q")  # a row: its timeout, then the msgpack value (the runtime's row layout)
-_DEADLINE = struct.Struct(">Q")  # a timer: deadline (offset to sort unsigned), then the key (the runtime's)
-_OFFSET = 1 << 63
+_unpack_timeout, _pack_timeout = _TIMEOUT.unpack_from, _TIMEOUT.pack
+_pack_key = msgpack.Packer(use_bin_type=True).pack
+_pack_value = msgpack.Packer(use_bin_type=True, strict_types=True).pack
 
 
 class CallState:
@@ -83,16 +85,12 @@ def run(events_path: str, batch: int, db_dir: str, handler: Callable[[Any, list[
     h_rows, h_timers, h_meta = (db.get_column_family_handle(n) for n in ("state", "timers", "meta"))
     synced = WriteOptions()
     synced.sync = True
-    pack_key = msgpack.Packer(use_bin_type=True).pack
-    pack_value = msgpack.Packer(use_bin_type=True, strict_types=True).pack
-    unpack, unpack_timeout, pack_timeout = msgpack.unpackb, _TIMEOUT.unpack_from, _TIMEOUT.pack
-    pack_deadline, unpack_deadline = _DEADLINE.pack, _DEADLINE.unpack_from
     get_ts, get_user = itemgetter("ts"), itemgetter("user")
     cache: dict[bytes, bytes | None] = {}
     state = CallState()
     out: list[Any] = []
     watermark = late_watermark = -1
-    floor = NO_TIMEOUT + 1  # no timer below it
+    floor = MIN_DEADLINE_MS  # no timer below it
     batch_id, ran_no_data = 0, False
     with open(events_path, "rb") as f:
         while True:
@@ -114,7 +112,7 @@ def run(events_path: str, batch: int, db_dir: str, handler: Callable[[Any, list[
             for key, record in zip(map(get_user, records), records, strict=True):
                 groups[key].append(record)
             keys = sorted(groups)
-            kbs = list(map(pack_key, keys))
+            kbs = list(map(_pack_key, keys))
             stored = list(map(cache.get, kbs, repeat(cache)))  # `cache` itself marks a miss
             for i, raw in enumerate(stored):
                 if raw is cache:
@@ -123,20 +121,20 @@ def run(events_path: str, batch: int, db_dir: str, handler: Callable[[Any, list[
             state.watermark = watermark
             pop = groups.pop
             for key, kb, raw in zip(keys, kbs, stored, strict=True):
-                old = _call(state, handler, out, key, pop(key), raw, False, unpack, unpack_timeout)
+                old = _call(state, handler, out, key, pop(key), raw, False)
                 if state.updated or state.removed or state.timeout != old:
-                    writes.append((kb, _row(state, pack_timeout, pack_value), old))
+                    writes.append((kb, _row(state), old))
             if watermark > floor:  # expired timers of keys without data
                 bound = ReadOptions()
-                bound.set_iterate_upper_bound(pack_deadline(watermark + _OFFSET))
+                bound.set_iterate_upper_bound(deadline_prefix(watermark))
                 with_data = set(kbs)
-                for timer in list(timers_cf.keys(from_key=pack_deadline(floor + _OFFSET), read_opt=bound)):
-                    kb = timer[_DEADLINE.size:]
+                for timer in list(timers_cf.keys(from_key=deadline_prefix(floor), read_opt=bound)):
+                    kb = timer[TIMER_PREFIX_BYTES:]
                     if kb in with_data:
                         continue
                     raw = cache[kb] if kb in cache else rows_cf.get(kb)
-                    old = _call(state, handler, out, unpack(kb), [], raw, True, unpack, unpack_timeout)
-                    writes.append((kb, _row(state, pack_timeout, pack_value), old))
+                    old = _call(state, handler, out, msgpack.unpackb(kb), [], raw, True)
+                    writes.append((kb, _row(state), old))
                 new_floor = watermark
             else:
                 new_floor = floor
@@ -146,25 +144,25 @@ def run(events_path: str, batch: int, db_dir: str, handler: Callable[[Any, list[
             commit = WriteBatch(raw_mode=True)
             added, removed = [], []
             for kb, row, old in writes:
-                new = NO_TIMEOUT if row is None else unpack_timeout(row)[0]
+                new = NO_TIMEOUT_MS if row is None else _unpack_timeout(row)[0]
                 if row is None:
                     commit.delete(kb, h_rows)
                 else:
                     commit.put(kb, row, h_rows)
                 cache[kb] = row
                 if new != old:
-                    if new != NO_TIMEOUT:
-                        added.append(pack_deadline(new + _OFFSET) + kb)
-                    if old != NO_TIMEOUT:
-                        removed.append(pack_deadline(old + _OFFSET) + kb)
+                    if new != NO_TIMEOUT_MS:
+                        added.append((new, kb))
+                    if old != NO_TIMEOUT_MS:
+                        removed.append(timer_key(old, kb))
             added.sort()
-            for timer in added:
-                commit.put(timer, b"", h_timers)
+            for deadline, kb in added:
+                commit.put(timer_key(deadline, kb), b"", h_timers)
             if added:
-                new_floor = min(new_floor, unpack_deadline(added[0])[0] - _OFFSET)
-            below = pack_deadline(new_floor + _OFFSET)
+                new_floor = min(new_floor, added[0][0])
+            below = deadline_prefix(new_floor)
             if new_floor > floor:  # every timer below the new floor is gone: one range deletion
-                commit.delete_range(pack_deadline(floor + _OFFSET), below, h_timers)
+                commit.delete_range(deadline_prefix(floor), below, h_timers)
             for timer in sorted(removed):
                 if timer >= below:
                     commit.delete(timer, h_timers)
@@ -178,21 +176,20 @@ def run(events_path: str, batch: int, db_dir: str, handler: Callable[[Any, list[
 
 
 def _call(state: CallState, handler: Callable[[Any, list[Any], Any], Any], out: list[Any], key: Any,
-          values: list[Any], raw: bytes | None, timed_out: bool, unpack: Callable[[bytes], Any],
-          unpack_timeout: Callable[[bytes], tuple[int]]) -> int:
+          values: list[Any], raw: bytes | None, timed_out: bool) -> int:
     """One handler call on the stored row ``raw``; returns the row's stored timeout."""
     if raw is None:
-        old, state.value, state.defined = NO_TIMEOUT, None, False
+        old, state.value, state.defined = NO_TIMEOUT_MS, None, False
     else:
-        old, state.value, state.defined = unpack_timeout(raw)[0], unpack(raw[_TIMEOUT.size:]), True
+        old, state.value, state.defined = _unpack_timeout(raw)[0], msgpack.unpackb(raw[_TIMEOUT.size:]), True
     state.updated = state.removed = False
-    state.timeout, state.timed_out = NO_TIMEOUT, timed_out
+    state.timeout, state.timed_out = NO_TIMEOUT_MS, timed_out
     out.extend(handler(key, values, state))
     return old
 
 
-def _row(state: CallState, pack_timeout: Callable[[int], bytes], pack_value: Callable[[Any], bytes]) -> bytes | None:
+def _row(state: CallState) -> bytes | None:
     """The row to write back after a call, ``None`` to delete it (no value and no timeout)."""
-    if not state.defined and state.timeout == NO_TIMEOUT:
+    if not state.defined and state.timeout == NO_TIMEOUT_MS:
         return None
-    return pack_timeout(state.timeout) + pack_value(state.value if state.defined else None)
+    return _pack_timeout(state.timeout) + _pack_value(state.value if state.defined else None)

@@ -276,10 +276,13 @@ class RocksDBStateStore(StateStore):
             deque(map(cache.__delitem__, list(itertools.islice(cache, excess))), maxlen=0)
 
     def _decode(self, raw: bytes) -> StateRow:
-        return StateRow(self._codec.decode(raw[_TIMEOUT.size:]), _TIMEOUT.unpack_from(raw)[0])
+        row = self._decode_rows((raw,))[0]
+        assert row is not None
+        return row
 
     def _decode_rows(self, raws: Sequence[bytes | None]) -> list[StateRow | None]:
-        """:meth:`_decode` of each present row (``None`` stays ``None``), values decoded in one pass."""
+        """Each present row decoded (``None`` stays ``None``): the timeout prefix, then the value; values are
+        decoded in one pass."""
         values = iter(self._codec.decode_many([raw[_TIMEOUT.size:] for raw in raws if raw is not None]))
         unpack = _TIMEOUT.unpack_from
         return [None if raw is None else _new_row((next(values), unpack(raw)[0])) for raw in raws]
