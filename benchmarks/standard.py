@@ -53,8 +53,7 @@ def import_system(kind: str) -> None:
     elif kind == "semantics":
         import semantics_floor  # noqa: F401
     else:
-        import statefulstream.memory_sink  # noqa: F401
-        import statefulstream.sources  # noqa: F401
+        harness.import_runtime()
 
 
 def run_statefulstream(data: str, batch: int) -> dict[str, Any]:

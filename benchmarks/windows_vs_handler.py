@@ -37,8 +37,7 @@ SYSTEMS = ("windows", "handler")
 
 def child(args: argparse.Namespace) -> None:
     """One measured run in this fresh process."""
-    import statefulstream.memory_sink  # noqa: F401 - imported before the clock starts
-    import statefulstream.sources  # noqa: F401
+    harness.import_runtime()  # before the clock starts
     import statefulstream.windows  # noqa: F401
 
     def run() -> tuple[dict[str, Any], str]:

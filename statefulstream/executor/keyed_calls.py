@@ -106,7 +106,7 @@ def key_caller(op: StatefulOperator, store: StateStore, plan: BatchPlan, outputs
         try:
             result = func(key, values, state)
             if flat:
-                if result is None or isinstance(result, (dict, str, bytes)):
+                if type(result) is not list and (result is None or isinstance(result, (dict, str, bytes))):
                     got = "None" if result is None else f"a {type(result).__name__}"
                     raise TypeError(f"flat_map_groups_with_state handler must return an iterable of rows "
                                     f"(or yield them; return [] for no rows), not {got}")

@@ -303,19 +303,21 @@ class FileSource(Source):
 
     def _decode_text(self, path: str, fmt: str, idx: FileIndex, first: int, lines: list[bytes],
                      out: ReadResult) -> None:
-        """Decode ``lines`` (physical lines from ``first``, 0-based) into ``out``; bad ones become dead letters."""
+        """Decode ``lines`` (physical lines from ``first``, 0-based, with their newlines) into ``out``; bad ones
+        become dead letters, holding the line without its newline."""
         if fmt == "jsonl":
             records, where, dead = decode_jsonl(lines)
         else:
             assert idx.header is not None  # a CSV with records has a header line
             records, where, dead = decode_csv(lines, idx.header)
-        letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1}, lines[i], "decode")
+        letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1}, _line(lines[i]),
+                              "decode")
                    for i, reason in dead]
         if self.schema is not None:
             records, bad = self.schema.conform(records, from_text=fmt == "csv")
             if bad:
                 letters += [DeadLetter(reason, self.name, {"file": path, "line": first + where[j] + 1},
-                                       lines[where[j]], "schema") for j, reason in bad]
+                                       _line(lines[where[j]]), "schema") for j, reason in bad]
                 letters.sort(key=lambda dl: dl.position["line"])
                 dropped = {j for j, _ in bad}
                 where = [w for j, w in enumerate(where) if j not in dropped]
@@ -340,6 +342,11 @@ class FileSource(Source):
         out.add(good, lambda i: {"file": path, "row": row0 + where[i]})
         out.dead_letters += [DeadLetter(reason, self.name, {"file": path, "row": lo + i + 1}, rows[i], "schema")
                              for i, reason in bad]
+
+
+def _line(raw: bytes) -> bytes:
+    """A line as the file holds it, without its newline."""
+    return raw[:-1] if raw.endswith(b"\n") else raw
 
 
 def _index_parquet(path: str, idx: FileIndex, size: int) -> None:

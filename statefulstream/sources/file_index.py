@@ -108,25 +108,26 @@ def scan_lines(path: str, idx: FileIndex, *, accept_tail: bool) -> None:
                 raise SourceError(msg)
             pos += 1
             idx.tail_counted = False
-        buf = b""
+        # Each chunk is counted where it lies: no buffer of the bytes read (a copy per chunk). `pos` is the end
+        # of the last complete line, `end` of the bytes read.
+        end = pos
         while chunk := f.read(CHUNK):
-            buf += chunk
-            cut = buf.rfind(b"\n") + 1
-            if not cut:
-                continue  # a line longer than a chunk, or the unterminated tail
-            if pos - idx.cp_offsets[-1] >= CHUNK:
-                idx.cp_lines.append(idx.lines)
-                idx.cp_offsets.append(pos)
-            idx.lines += buf.count(b"\n", 0, cut)
-            pos += cut
-            buf = buf[cut:]
-    idx.scanned = pos
-    idx.size = pos + len(buf)
-    if accept_tail and buf.strip() and _is_json_object(buf):
-        # A whole object cannot be the prefix of a longer valid line, so it is final.
-        idx.lines += 1
-        idx.scanned = idx.size
-        idx.tail_counted = True
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:  # else a line longer than a chunk, or the unterminated tail
+                if pos - idx.cp_offsets[-1] >= CHUNK:
+                    idx.cp_lines.append(idx.lines)
+                    idx.cp_offsets.append(pos)
+                idx.lines += chunk.count(b"\n")
+                pos = end + cut + 1
+            end += len(chunk)
+        idx.scanned, idx.size = pos, end
+        if accept_tail and end > pos:
+            f.seek(pos)
+            if _is_json_object(f.read(end - pos)):
+                # A whole object cannot be the prefix of a longer valid line, so it is final.
+                idx.lines += 1
+                idx.scanned = idx.size
+                idx.tail_counted = True
 
 
 def _is_json_object(data: bytes) -> bool:
@@ -137,36 +138,22 @@ def _is_json_object(data: bytes) -> bool:
 
 
 def read_line_chunks(path: str, idx: FileIndex, lo: int, hi: int) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield physical lines ``[lo, hi)`` of ``path`` (without newlines) as ``(first line, lines)`` chunks.
+    """Yield physical lines ``[lo, hi)`` of ``path`` as ``(first line, lines)`` chunks, each line with its newline.
 
-    The file is read about ``CHUNK`` bytes at a time, seeking via the index,
-    so a caller that decodes each chunk before asking for the next never
-    holds the batch's raw lines and its decoded records at once.
+    The file is read about ``CHUNK`` bytes at a time (``readlines``: it finds line ends with ``memchr``, where
+    ``bytes.split`` tests byte by byte), seeking via the index, so a caller that decodes each chunk before
+    asking for the next never holds the batch's raw lines and its decoded records at once. Only the last
+    line of the file can lack its newline.
     """
     k = bisect.bisect_right(idx.cp_lines, lo) - 1
-    j = bisect.bisect_left(idx.cp_lines, hi)
-    line, begin = idx.cp_lines[k], idx.cp_offsets[k]
-    left = (idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned) - begin
+    line = idx.cp_lines[k]
     with open(path, "rb") as f:
-        f.seek(begin)
-        pending: list[bytes] = []  # the start of a line not ended yet (parts, so a long line is copied once)
+        f.seek(idx.cp_offsets[k])
         while line < hi:
-            data = f.read(min(CHUNK, left)) if left > 0 else b""
-            left -= len(data)
-            if left > 0 and data:
-                cut = data.rfind(b"\n")
-                if cut < 0:  # a line longer than a chunk
-                    pending.append(data)
-                    continue
-                block = b"".join([*pending, data[:cut]])
-                pending = [data[cut + 1:]]
-            else:  # the last read (or a file that shrank): whatever is left, the tail without a newline too
-                block = b"".join([*pending, data])
-                left = 0
-            lines = block.split(b"\n")
+            lines = f.readlines(CHUNK)
+            if not lines:  # a file that shrank: what is left of it
+                return
             wanted = lines[max(0, lo - line):hi - line]
             if wanted:
                 yield max(line, lo), wanted
             line += len(lines)
-            if not left:
-                return

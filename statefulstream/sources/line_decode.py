@@ -1,6 +1,8 @@
 """Decoding the lines of JSON-lines and CSV files into records, one record per line.
 
-Both decoders return ``(records, line index of each record, (line index,
+Both decoders take lines as ``FileSource`` reads them, each ending in its
+newline except perhaps the file's last (``decode_jsonl`` takes lines without
+newlines too), and return ``(records, line index of each record, (line index,
 reason) of each bad line)``: the fast path decodes a whole batch in one
 pass; only a batch holding a bad or blank line is decoded line by line to
 find which. Blank lines are not records and not errors.
@@ -49,7 +51,10 @@ def decode_csv(lines: list[bytes], header: list[str]) -> tuple[list[Any], Sequen
     """Decode CSV lines, one record per line, into the same triple as :func:`decode_jsonl`."""
     width = len(header)
     try:
-        texts = b"\n".join(lines).decode("utf-8").split("\n")
+        text = b"".join(lines).decode("utf-8")
+        texts = text.split("\n")
+        if text.endswith("\n"):
+            texts.pop()  # after the last newline: not a line
         reader = csv.reader(texts, strict=True)
         rows: list[list[str]] | None = list(reader)
     except (UnicodeDecodeError, csv.Error):

@@ -116,6 +116,9 @@ class RocksDBStateStore(StateStore):
         # This batch's writes in call order, (key bytes, row bytes or None to delete): appending is
         # cheaper than a dict insert per handler call; a dict is built when they are read (last write wins).
         self._writes: list[tuple[bytes, bytes | None]] = []
+        # The keys of the batch's last get_many and their encodings: expired_except's skip set reuses them
+        # instead of encoding the keys called with data a second time.
+        self._read: tuple[Sequence[Hashable], list[bytes]] = ((), [])
         # Bound once: put_value runs once per handler call.
         self._stage, self._pack_key, self._pack_value = self._writes.append, codec.pack_key, codec.pack_value
         self._sync = WriteOptions()
@@ -183,6 +186,7 @@ class RocksDBStateStore(StateStore):
             self._detach()
         self._cache.clear()
         self._writes.clear()
+        self._read = ((), [])
         self._kv.discard()
         self._timers = RocksDBTimerIndex()
         self._num_rows = 0
@@ -293,6 +297,7 @@ class RocksDBStateStore(StateStore):
             kbs = list(map(self._codec.pack_key, keys))
         except Exception:  # noqa: BLE001 - encode_key says which key and why
             kbs = [self._codec.encode_key(k) for k in keys]
+        self._read = (keys, kbs)
         if self._writes:
             staged = dict(self._writes)
             raws: list[Any] = [staged.get(kb, _MISSING) for kb in kbs]
@@ -320,10 +325,7 @@ class RocksDBStateStore(StateStore):
             return
         due = self._timers.due(threshold_ms)
         if skip:
-            try:
-                skipped = set(map(self._codec.pack_key, skip))
-            except Exception:  # noqa: BLE001 - a key that cannot be encoded has no row to skip: read them all
-                skipped = set()
+            skipped = self._encoded_skip(skip)
             due = iter([timer for timer in due if timer[1] not in skipped])
         decode_key, unpack = self._codec.decode_key, _TIMEOUT.unpack_from
         while chunk := list(itertools.islice(due, _EXPIRED_CHUNK)):
@@ -335,6 +337,18 @@ class RocksDBStateStore(StateStore):
                            f"{decode_key(kb)!r} that its state row does not have. {REMEDY}")
                     raise StateCorruptedError(msg, path=self.path)
             yield from zip(map(decode_key, kbs), self._decode_rows(raws), strict=True)
+
+    def _encoded_skip(self, skip: Collection[Hashable]) -> set[bytes]:
+        """Encoded keys whose timers ``expired_except`` may leave out: all of ``skip``, or only the keys of the last
+        ``get_many`` when every one of them is in ``skip`` (those are encoded already: the executor's case, where
+        ``skip`` is the keys it read with data, ~0.2 µs each saved)."""
+        keys, kbs = self._read
+        if keys and all(map(skip.__contains__, keys)):
+            return set(kbs)
+        try:
+            return set(map(self._codec.pack_key, skip))
+        except Exception:  # noqa: BLE001 - a key that cannot be encoded has no row to skip: read them all
+            return set()
 
     def items(self) -> Iterator[tuple[Hashable, StateRow]]:
         """Yield every committed row in key-bytes order (inspection, tests)."""
@@ -430,6 +444,7 @@ class RocksDBStateStore(StateStore):
     def abort(self) -> None:
         """Discard staged changes."""
         self._writes.clear()
+        self._read = ((), [])
         self._timers.discard()
         self._kv.discard()
 
@@ -489,6 +504,7 @@ class RocksDBStateStore(StateStore):
             self._cache.update(staged)
             self._trim_cache()
         self._writes.clear()
+        self._read = ((), [])
         self._kv.discard()
 
     # --- snapshots
