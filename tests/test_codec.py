@@ -63,6 +63,16 @@ class TestCodec:
         with pytest.raises(StateCorruptedError, match=r"\(1 bytes\)"):
             codec.decode_many([codec.encode([1, 2]), b"\xc1", codec.encode("x")])
 
+    @pytest.mark.parametrize("items", [
+        [b"\x01\x02", b"\x03"],  # two values in one item: three values for two items
+        [b"\x92\x01", b"\x03"],  # a truncated array that the next item would complete: one value for two
+        [b"\x92\x01", b"\x03", b"\x04\x05"],  # the two above together: as many values as items, misaligned
+        [b"\x01", b"\x92\x01"],  # the last item truncated: the stream ends inside it
+    ])
+    def test_decode_many_never_reads_values_across_items(self, items: list[bytes]) -> None:
+        with pytest.raises(StateCorruptedError):
+            Codec().decode_many(items)
+
     @settings(max_examples=200, deadline=None)
     @given(_hashables)
     def test_group_keys_round_trip(self, key: object) -> None:

@@ -146,11 +146,14 @@ def read_line_chunks(path: str, idx: FileIndex, lo: int, hi: int) -> Iterator[tu
     line of the file can lack its newline.
     """
     k = bisect.bisect_right(idx.cp_lines, lo) - 1
-    line = idx.cp_lines[k]
+    j = bisect.bisect_left(idx.cp_lines, hi)
+    line, begin = idx.cp_lines[k], idx.cp_offsets[k]
+    # Read up to the first line start known at or after `hi` (the plan marks it), not a whole chunk past it.
+    stop = idx.cp_offsets[j] if j < len(idx.cp_offsets) else idx.scanned
     with open(path, "rb") as f:
-        f.seek(idx.cp_offsets[k])
+        f.seek(begin)
         while line < hi:
-            lines = f.readlines(CHUNK)
+            lines = f.readlines(max(1, min(CHUNK, stop - f.tell())))
             if not lines:  # a file that shrank: what is left of it
                 return
             wanted = lines[max(0, lo - line):hi - line]
