@@ -132,6 +132,9 @@ class WindowAggregation:
         seqs: Sequence[int]
         if len(idxs) == len(values):  # every record of the call (idxs ascending): the common case
             rows, ts, seqs = values, times, range(seq0, seq0 + len(values))
+        elif type(idxs) is range:  # consecutive records (arrival order is event-time order): slices
+            first, stop = idxs.start, idxs.stop
+            rows, ts, seqs = values[first:stop], times[first:stop], range(seq0 + first, seq0 + stop)
         else:
             rows = [values[i] for i in idxs]
             ts = [times[i] for i in idxs]
@@ -140,12 +143,11 @@ class WindowAggregation:
             window[i] = agg.update(window[i], rows, ts, seqs)
 
     def _new_window(self, start: int, end: int, old: list[Any] | None = None) -> list[Any]:
-        """A window ``[start, end, accumulators...]``: empty, or holding the stored window ``old``."""
-        window = [start, end, *map(_zero, self.aggs)]
+        """A window ``[start, end, accumulators...]``: new (``zero()``), or continuing the stored window ``old``
+        with its accumulators (the window was created when ``old`` was; only joining two windows merges)."""
         if old is not None:
-            for i, agg in enumerate(self.aggs, _FIXED):
-                window[i] = agg.merge(window[i], old[i])
-        return window
+            return [start, end, *old[_FIXED:]]
+        return [start, end, *map(_zero, self.aggs)]
 
     def _add_fixed(self, windows: list[list[Any]], values: list[Any], times: list[int],
                    seq0: int) -> tuple[list[list[Any]], set[int]]:
@@ -202,8 +204,8 @@ class WindowAggregation:
             if not idxs and len(stored) == 1:
                 merged.append(stored[0])
                 continue
-            window = self._new_window(start, end)
-            for old in stored:  # in start order: earlier records first
+            window = self._new_window(start, end, stored[0] if stored else None)
+            for old in stored[1:]:  # in start order: earlier records first
                 for i, agg in enumerate(self.aggs, _FIXED):
                     window[i] = agg.merge(window[i], old[i])
             if idxs:
@@ -244,14 +246,15 @@ class WindowAggregation:
                 groups.append([start, end, first, stop, None])
         merged = windows[:-1]  # the earlier sessions, as they were
         order: list[int] | None = None
+        in_order = ts == times  # arrival order is event-time order (the usual case): a session's records are a range
         changed: set[int] = set()
         for start, end, first, stop, old in groups:
             if first == stop:  # the latest stored session, which no record joined
                 merged.append(old)
                 continue
             window = self._new_window(start, end, old)
-            idxs: Sequence[int] = range(len(times))
-            if stop - first < len(times):  # arrival order within the session, as the sweep hands them over
+            idxs: Sequence[int] = range(first, stop)
+            if stop - first < len(times) and not in_order:  # arrival order within the session, as the sweep's
                 order = order or sorted(range(len(times)), key=times.__getitem__)
                 idxs = sorted(order[first:stop])
             self._add_rows(window, values, times, seq0, idxs)
