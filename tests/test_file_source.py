@@ -82,7 +82,7 @@ class TestFileSourceJsonLines:
         got = [(dl.position, dl.error, dl.raw, dl.source) for dl in result.dead_letters]
         assert got == [({"file": str(path), "line": n}, "decode", lines[n - 1].encode(), "file") for n in (2, 3, 4, 5)]
         reasons = [dl.reason for dl in result.dead_letters]
-        assert reasons[0].startswith("line is truncated or not valid JSON")
+        assert reasons[0] == "line is truncated or not valid JSON: unexpected end of data: line 1 column 21 (char 20)"
         assert reasons[2] == "line is a JSON list, not an object"
         assert reasons[3] == "line is a JSON str, not an object"
 

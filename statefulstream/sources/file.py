@@ -22,7 +22,7 @@ from statefulstream.records import DeadLetter, Offsets
 from statefulstream.schema import Schema
 from statefulstream.sources.base import ReadResult, Source, data_lost
 from statefulstream.sources.file_index import FileIndex, hint, read_line_chunks, scan_lines
-from statefulstream.sources.line_decode import csv_header, decode_csv, decode_jsonl
+from statefulstream.sources.line_decode import csv_header, decode_csv, decode_jsonl, without_newline
 
 logger = logging.getLogger(__name__)
 
@@ -310,14 +310,14 @@ class FileSource(Source):
         else:
             assert idx.header is not None  # a CSV with records has a header line
             records, where, dead = decode_csv(lines, idx.header)
-        letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1}, _line(lines[i]),
-                              "decode")
+        letters = [DeadLetter(reason, self.name, {"file": path, "line": first + i + 1},
+                              without_newline(lines[i]), "decode")
                    for i, reason in dead]
         if self.schema is not None:
             records, bad = self.schema.conform(records, from_text=fmt == "csv")
             if bad:
                 letters += [DeadLetter(reason, self.name, {"file": path, "line": first + where[j] + 1},
-                                       _line(lines[where[j]]), "schema") for j, reason in bad]
+                                       without_newline(lines[where[j]]), "schema") for j, reason in bad]
                 letters.sort(key=lambda dl: dl.position["line"])
                 dropped = {j for j, _ in bad}
                 where = [w for j, w in enumerate(where) if j not in dropped]
@@ -342,11 +342,6 @@ class FileSource(Source):
         out.add(good, lambda i: {"file": path, "row": row0 + where[i]})
         out.dead_letters += [DeadLetter(reason, self.name, {"file": path, "row": lo + i + 1}, rows[i], "schema")
                              for i, reason in bad]
-
-
-def _line(raw: bytes) -> bytes:
-    """A line as the file holds it, without its newline."""
-    return raw[:-1] if raw.endswith(b"\n") else raw
 
 
 def _index_parquet(path: str, idx: FileIndex, size: int) -> None:

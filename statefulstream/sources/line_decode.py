@@ -35,7 +35,7 @@ def decode_jsonl(lines: list[bytes]) -> tuple[list[Any], Sequence[int], list[tup
         if not line.strip():
             continue
         try:
-            rec = loads(line)
+            rec = loads(without_newline(line))  # as the line reads: the newline would change orjson's reason
         except orjson.JSONDecodeError as exc:
             dead.append((i, f"line is truncated or not valid JSON: {exc}"))
             continue
@@ -67,7 +67,7 @@ def decode_csv(lines: list[bytes], header: list[str]) -> tuple[list[Any], Sequen
         if not line.strip():
             continue
         try:
-            row = next(csv.reader([line.decode("utf-8")], strict=True))
+            row = next(csv.reader([without_newline(line).decode("utf-8")], strict=True))
         except UnicodeDecodeError as exc:
             dead.append((i, f"line is not valid UTF-8: {exc}"))
             continue
@@ -80,6 +80,11 @@ def decode_csv(lines: list[bytes], header: list[str]) -> tuple[list[Any], Sequen
         records.append(dict(zip(header, row, strict=True)))
         where.append(i)
     return records, where, dead
+
+
+def without_newline(line: bytes) -> bytes:
+    """A line as the file holds it, without the newline that ends it."""
+    return line[:-1] if line.endswith(b"\n") else line
 
 
 def csv_header(path: str) -> list[str]:
