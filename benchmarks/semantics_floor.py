@@ -33,14 +33,14 @@ import orjson
 from rocksdict import ReadOptions, WriteBatch, WriteOptions
 
 from statefulstream.records import NO_TIMEOUT_MS
+from statefulstream.state.codec import DEFAULT_CODEC
 from statefulstream.state.rocksdb_dir import open_rocksdb
 from statefulstream.state.timers import MIN_DEADLINE_MS, TIMER_PREFIX_BYTES, deadline_prefix, timer_key
 
 WATERMARK_DELAY_MS = 10_000
 _TIMEOUT = struct.Struct(">q")  # a row: its timeout, then the msgpack value (the runtime's row layout)
 _unpack_timeout, _pack_timeout = _TIMEOUT.unpack_from, _TIMEOUT.pack
-_pack_key = msgpack.Packer(use_bin_type=True).pack
-_pack_value = msgpack.Packer(use_bin_type=True, strict_types=True).pack
+_pack_key, _pack_value = DEFAULT_CODEC.pack_key, DEFAULT_CODEC.pack_value  # the runtime's packers, called directly
 
 
 class CallState:
