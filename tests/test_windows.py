@@ -33,7 +33,9 @@ from statefulstream import App
 from statefulstream.errors import ConfigError, IncompatibleStateError
 from statefulstream.jsonl_sink import JsonlFileSink
 from statefulstream.memory_sink import MemorySink
+from statefulstream.options import GroupStateTimeout
 from statefulstream.sources.memory import MemorySource
+from statefulstream.state.group_state import GroupState
 from statefulstream.testing import StreamTester
 from statefulstream.windows import (
     aggregator,
@@ -312,6 +314,28 @@ class TestAggregators:
                              ([agreeable, None], [agreeable]), ([3, 4], [3, 4])):
             assert agg.values([{"x": v} for v in values]) == want
 
+    def test_sum_in_one_pass_and_value_by_value_agree(self) -> None:
+        # The one-pass sum is taken only when every row has a number; a null, a missing field or a row
+        # that is not a mapping falls back to the general path, which skips nulls (as Spark) or raises.
+        agg, three = sum("x"), [0, 0, 0]
+        assert agg.update(None, [{"x": 1}, {"x": 2.5}, {"x": 3}], three, three) == 6.5
+        assert agg.update(10, [{"x": 1}, {"x": None}, {}], three, three) == 11
+        assert agg.update(None, [{"x": None}, {}], [0, 0], [0, 0]) is None
+        assert agg.update(7, [], [], []) == 7
+        with pytest.raises(TypeError):
+            agg.update(None, [{"x": 1}, {"x": "2"}], [0, 0], [0, 0])
+
+    def test_rows_take_the_result_of_an_aggregator_that_overrides_it(self) -> None:
+        class Cents(type(sum("x"))):  # type: ignore[misc]  # Sum, with its own result
+            def result(self, acc: Any) -> Any:
+                return None if acc is None else round(acc * 100)
+
+        app = App("cents")
+        app.aggregate(key="k", event_time="ts", window=tumbling("1 minute"), output_mode="update",
+                      watermark_delay="1 minute", aggs={"n": count(), "cents": Cents("v")})
+        out = StreamTester(app).run_batch([{"k": "a", "ts": NOON, "v": 1.25}, {"k": "a", "ts": NOON + 1, "v": 2}])
+        assert [(r["n"], r["cents"]) for r in out] == [(2, 325)]
+
     def test_a_column_set_after_construction_is_the_one_aggregated(self) -> None:
         agg = sum("a")
         rows = [{"a": 1, "b": 10}, {"a": 2, "b": 20}]
@@ -403,7 +427,7 @@ class TestClassicTimeline:
         # Append emits windows only once the watermark (12:11) passes their end.
         assert got[4] == {("dog", at("12:05"), at("12:10"), 2), ("owl", at("12:05"), at("12:10"), 1),
                           ("cat", at("12:05"), at("12:10"), 1)}
-        assert list(tester.states()) == ["dog"] and len(tester.states()["dog"]["w"]) == 1  # [12:40, 12:45)
+        assert list(tester.states()) == ["dog"] and len(tester.states()["dog"][1]) == 1  # [12:40, 12:45)
 
     def test_windows_close_through_the_timer_index_without_new_data_for_the_key(self) -> None:
         _, _, tester = run_tester(CLASSIC[:5], window=tumbling("5 minutes"), delay="10 minutes", mode="append")
@@ -495,12 +519,34 @@ class TestOutputModes:
             [(at("12:25"), at("12:30"), 2, [0, 0])],
             [(at("12:20"), at("12:30"), 5, [0, 1, 0, 0, 0])]]  # 12:22 joins both: one session
         # The watermark of batch 4 (12:20 - 5 minutes) closed the first session.
-        assert [w[:2] for w in states["a"]["w"]] == [[at("12:20"), at("12:30")]]
+        assert [w[:2] for w in states["a"][1]] == [[at("12:20"), at("12:30")]]
+
+    def test_a_state_in_the_older_map_layout_continues_as_the_list_layout_does(self) -> None:
+        # Checkpoints written before the [arrivals, windows] layout hold {"n": arrivals, "w": windows}.
+        app = App("layout")
+        app.aggregate(key="k", event_time="ts", window=session("3 minutes"), watermark_delay="5 minutes",
+                      aggs={"n": count(), "first": first("v"), "all": collect_list("v")}, output_mode="update")
+        assert app.operator is not None
+        handler = app.operator.func  # the WindowAggregation
+        stored = [[NOON, NOON + 4 * MIN, 2, [NOON, 0, "a"], ["a", "b"]]]
+        values = [{"k": "x", "ts": NOON + 2 * MIN, "v": "c"}, {"k": "x", "ts": NOON + 9 * MIN, "v": "d"}]
+
+        def call(state_value: Any) -> tuple[Any, Any]:
+            state = GroupState(state_value, True, timeout=GroupStateTimeout.EVENT_TIME,
+                               batch_processing_time_ms=0, watermark_ms=NOON, watermark_present=True)
+            rows = handler("x", values, state)
+            return rows, state.get_option()
+
+        old_rows, old_state = call({"n": 2, "w": stored})
+        new_rows, new_state = call([2, stored])
+        assert old_rows == new_rows and old_state == new_state
+        assert new_state[0] == 4 and [(w[0], w[1], w[2]) for w in new_state[1]] == [
+            (NOON, NOON + 5 * MIN, 3), (NOON + 9 * MIN, NOON + 12 * MIN, 1)]
 
     def test_update_without_watermark_keeps_every_window(self) -> None:
         got, lates, tester = run_tester(CLASSIC, window=tumbling("5 minutes"), delay=None, mode="update")
         assert lates == [0] * len(CLASSIC)
-        assert builtin_sum(len(s["w"]) for s in tester.states().values()) == len(
+        assert builtin_sum(len(s[1]) for s in tester.states().values()) == len(
             reference_windows([(k, t, False) for b in CLASSIC for k, t in b], fixed_windows_of(5 * MIN, 5 * MIN),
                               None)[0])
 
@@ -512,7 +558,7 @@ class TestOutputModes:
     def test_complete_mode_emits_keys_without_data_and_evicts_nothing(self) -> None:
         got, _, tester = run_tester(CLASSIC, window=tumbling("5 minutes"), delay="10 minutes", mode="complete")
         assert {w for w, *_ in got[-1]} == {"dog", "owl", "cat", "donkey", "rabbit"}
-        assert len(tester.states()["dog"]["w"]) == 3  # 12:05, 12:10 and 12:40 windows, none evicted
+        assert len(tester.states()["dog"][1]) == 3  # 12:05, 12:10 and 12:40 windows, none evicted
 
 
 class TestAggregateApi:

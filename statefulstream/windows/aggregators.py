@@ -52,6 +52,18 @@ class Sum(Aggregator):
         total = builtins.sum(values)
         return total if acc is None else acc + total
 
+    def update(self, acc: Any, rows: Sequence[Any], times: Sequence[int], seqs: Sequence[int]) -> Any:
+        """Sum a field in one pass when every row has a number there; else the general path (nulls skipped)."""
+        getter = self._getter
+        if getter is not None and rows:
+            try:  # a null, a missing field or a value that does not add raises: the general path decides
+                total = builtins.sum(map(getter, rows))
+            except Exception:  # noqa: BLE001 - the general path gives the same result or raises as it would
+                pass
+            else:
+                return total if acc is None else acc + total
+        return super().update(acc, rows, times, seqs)
+
     def merge(self, a: Any, b: Any) -> Any:
         return b if a is None else a if b is None else a + b
 
@@ -368,3 +380,12 @@ def aggregator(*, zero: Any, add: Callable[[Any, Any], Any], merge: Callable[[An
     25
     """
     return UserAggregator(zero=zero, add=add, merge=merge, result=result, column=column, name=name)
+
+
+def returns_accumulator(agg: Aggregator) -> bool:
+    """Whether ``agg.result(acc)`` is ``acc`` itself (count, sum, min, max, not overridden): output rows take the
+    accumulator as it is."""
+    return type(agg).result in _RESULT_IS_ACCUMULATOR
+
+
+_RESULT_IS_ACCUMULATOR = {Count.result, Sum.result, _Extreme.result}

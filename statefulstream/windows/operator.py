@@ -4,9 +4,10 @@
 is a :class:`WindowAggregation`, so windows go through the same executor,
 state store, timer index and checkpoint as any ``flat_map_groups_with_state``:
 
-* group key = the aggregation key; state = the key's open windows, each
-  ``[start, end, acc_1, ..., acc_n]``, plus an arrival counter (for
-  ``first``/``last`` ties);
+* group key = the aggregation key; state = ``[arrivals, windows]``: the
+  key's arrival counter (for ``first``/``last`` ties) and its open windows,
+  each ``[start, end, acc_1, ..., acc_n]`` (older checkpoints hold the map
+  ``{"n": arrivals, "w": windows}``, which is read as well);
 * timeout = event time at the earliest open window end (``end - 1``, since
   timers fire on ``deadline < watermark`` and windows close on
   ``end <= watermark``), so closing windows costs O(closed windows) through
@@ -36,7 +37,7 @@ from statefulstream.options import GroupStateTimeout, OutputMode
 from statefulstream.sink import Sink
 from statefulstream.state.group_state import GroupState
 from statefulstream.timeutil import all_epoch_ms, to_epoch_ms
-from statefulstream.windows.aggregators import Aggregator
+from statefulstream.windows.aggregators import Aggregator, returns_accumulator
 from statefulstream.windows.specs import SessionSpec, WindowSpec
 
 _FIXED = 2  # accumulators start at this index of a window list [start, end, acc...]
@@ -71,7 +72,8 @@ class WindowAggregation:
         self.window = window
         self.names = list(aggs)
         self.aggs = list(aggs.values())
-        self._results = [(name, agg.result) for name, agg in aggs.items()]
+        self._results = (None if all(map(returns_accumulator, self.aggs))
+                         else [(name, agg.result) for name, agg in aggs.items()])
         self.mode = mode
         self._append, self._update = mode is OutputMode.APPEND, mode is OutputMode.UPDATE  # read once per call
         self.closes = has_watermark and mode is not OutputMode.COMPLETE
@@ -87,7 +89,12 @@ class WindowAggregation:
         stored = state.get_option()
         # The stored windows, by start; their ends are in the same order (sessions are disjoint, fixed
         # windows have one size), so the windows the watermark closes are always the first ones.
-        seq, windows = (0, []) if stored is None else (stored["n"], stored["w"])
+        if stored is None:
+            seq, windows = 0, []
+        elif type(stored) is list:
+            seq, windows = stored
+        else:  # the older layout: a map, whose keys msgpack wrote and read with every row
+            seq, windows = stored["n"], stored["w"]
         changed: Collection[int] = ()
         if values:
             raw = list(map(self.event_time, values))
@@ -112,7 +119,7 @@ class WindowAggregation:
             emit = windows
         if changed or closed:
             if windows:
-                state.update({"n": seq, "w": windows})
+                state.update([seq, windows])
             else:
                 state.remove()
         if self.closes and windows:
@@ -123,8 +130,11 @@ class WindowAggregation:
     def _row(self, key: Hashable, window: list[Any]) -> dict[str, Any]:
         row = self.key_fields(key)
         row["window_start"], row["window_end"] = window[0], window[1]
-        for i, (name, result) in enumerate(self._results, _FIXED):
-            row[name] = result(window[i])
+        if self._results is None:  # every result is its accumulator: no call per aggregate
+            row.update(zip(self.names, window[_FIXED:], strict=True))
+        else:
+            for i, (name, result) in enumerate(self._results, _FIXED):
+                row[name] = result(window[i])
         return row
 
     def _add_rows(self, window: list[Any], values: list[Any], times: list[int], seq0: int,
