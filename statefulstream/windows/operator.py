@@ -72,6 +72,7 @@ class WindowAggregation:
         self.window = window
         self.names = list(aggs)
         self.aggs = list(aggs.values())
+        self._updates = [(i, agg.update) for i, agg in enumerate(self.aggs, _FIXED)]  # bound once, used per window
         self._results = (None if all(map(returns_accumulator, self.aggs))
                          else [(name, agg.result) for name, agg in aggs.items()])
         self.mode = mode
@@ -125,7 +126,7 @@ class WindowAggregation:
         if self.closes and windows:
             # Fires on ``deadline < watermark``, i.e. exactly when ``end <= watermark``.
             state.set_timeout_timestamp(max(windows[0][1] - 1, 1))
-        return [self._row(key, w) for w in emit]
+        return [self._row(key, w) for w in emit] if emit else []  # most calls emit nothing
 
     def _row(self, key: Hashable, window: list[Any]) -> dict[str, Any]:
         row = self.key_fields(key)
@@ -149,8 +150,8 @@ class WindowAggregation:
             rows = [values[i] for i in idxs]
             ts = [times[i] for i in idxs]
             seqs = [seq0 + i for i in idxs]
-        for i, agg in enumerate(self.aggs, _FIXED):
-            window[i] = agg.update(window[i], rows, ts, seqs)
+        for i, update in self._updates:
+            window[i] = update(window[i], rows, ts, seqs)
 
     def _new_window(self, start: int, end: int, old: list[Any] | None = None) -> list[Any]:
         """A window ``[start, end, accumulators...]``: new (``zero()``), or continuing the stored window ``old``
