@@ -89,12 +89,16 @@ class GroupValues(list):  # type: ignore[type-arg]  # holds any record type
     [2, 3]
     """
 
-    # Class-level default: the per-key object stays a bare list, iterated by list's own C iterator, until
-    # next() takes a value (hot path: every handler and every pass of the runtime loops over these).
-    _taken = 0
+    # One slot, set by the first next(): until then the object is a list with no __dict__ (cheaper to make
+    # and free, once per key and batch), iterated by list's own C iterator.
+    __slots__ = ("_taken",)
+    _taken: int
 
     def __next__(self) -> Any:
-        taken = self._taken
+        try:
+            taken = self._taken
+        except AttributeError:  # no next() yet
+            taken = 0
         if taken >= len(self):
             raise StopIteration
         if not taken:  # from now on, loops start after the values next() took
@@ -105,6 +109,8 @@ class GroupValues(list):  # type: ignore[type-arg]  # holds any record type
 
 class _PartlyTakenValues(GroupValues):
     """A ``GroupValues`` that ``next()`` has taken values from: iterating it skips them."""
+
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[Any]:
         return itertools.islice(list.__iter__(self), self._taken, None)
