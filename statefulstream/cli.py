@@ -170,7 +170,7 @@ def demo(max_records: int, show: int, show_all: bool, log_level: str) -> None:
     click.echo(f"\n{totals['sessions']} sessions closed in {totals['batches']} batches from {totals['read']} "
                f"records ({totals['dead']} dead-lettered, {totals['late']} late); {still_open} "
                f"{'session is' if still_open == 1 else 'sessions are'} still open: the watermark has not passed "
-               f"their end + 30 s.")
+               f"{'its' if still_open == 1 else 'their'} end + 30 s.")
 
 
 def _find_example(name: str) -> pathlib.Path:
